@@ -1,0 +1,192 @@
+/* kernels_scalar.c: the portable twin of every kernel; always built, the reference the SIMD
+ * files are tested against. Plain C99, no intrinsics; blocked so that it is not needlessly slow.
+ */
+#include <math.h>
+#include "ss_internal.h"
+
+/* ---- matmul ------------------------------------------------------------------------------ */
+/* out(N,OC) = inp(N,C) . W(OC,C)^T + b(OC): 4 output columns at a time share each inp row. */
+static void matmul_forward(float *out, const float *inp, const float *W, const float *b,
+                           int N, int C, int OC)
+{
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *y = out + (size_t)n * OC;
+        int o = 0;
+        for (; o + 4 <= OC; o += 4) {
+            const float *w0 = W + (size_t)o * C, *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
+            float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+            for (int c = 0; c < C; c++) {
+                float xc = x[c];
+                a0 += xc * w0[c]; a1 += xc * w1[c]; a2 += xc * w2[c]; a3 += xc * w3[c];
+            }
+            y[o] = a0 + (b ? b[o] : 0.0f);
+            y[o + 1] = a1 + (b ? b[o + 1] : 0.0f);
+            y[o + 2] = a2 + (b ? b[o + 2] : 0.0f);
+            y[o + 3] = a3 + (b ? b[o + 3] : 0.0f);
+        }
+        for (; o < OC; o++) {
+            const float *w = W + (size_t)o * C;
+            float a = 0;
+            for (int c = 0; c < C; c++) a += x[c] * w[c];
+            y[o] = a + (b ? b[o] : 0.0f);
+        }
+    }
+}
+
+/* dinp += dout . W ; dW += dout^T . inp ; db += sum over rows of dout */
+static void matmul_backward(float *dinp, float *dW, float *db, const float *dout,
+                            const float *inp, const float *W, int N, int C, int OC)
+{
+    if (dinp) {
+        for (int n = 0; n < N; n++) {
+            const float *g = dout + (size_t)n * OC;
+            float *dx = dinp + (size_t)n * C;
+            for (int o = 0; o < OC; o++) {
+                float go = g[o];
+                const float *w = W + (size_t)o * C;
+                for (int c = 0; c < C; c++) dx[c] += go * w[c];
+            }
+        }
+    }
+    if (dW) {
+        for (int o = 0; o < OC; o++) {
+            float *dw = dW + (size_t)o * C;
+            for (int n = 0; n < N; n++) {
+                float go = dout[(size_t)n * OC + o];
+                const float *x = inp + (size_t)n * C;
+                for (int c = 0; c < C; c++) dw[c] += go * x[c];
+            }
+        }
+    }
+    if (db) {
+        for (int n = 0; n < N; n++) {
+            const float *g = dout + (size_t)n * OC;
+            for (int o = 0; o < OC; o++) db[o] += g[o];
+        }
+    }
+}
+
+/* ---- RMSNorm ----------------------------------------------------------------------------- */
+static void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *gain,
+                            int N, int H, float eps)
+{
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * H;
+        float *y = out + (size_t)n * H;
+        float ss = 0;
+        for (int h = 0; h < H; h++) ss += x[h] * x[h];
+        float r = 1.0f / sqrtf(ss / (float)H + eps);
+        rstd[n] = r;
+        for (int h = 0; h < H; h++) y[h] = gain[h] * (x[h] * r);
+    }
+}
+
+/* y = g * x * r, r = (mean(x^2)+eps)^-1/2:  dx = r * (g*dy) - x * r^3 * mean(g*dy*x) */
+static void rmsnorm_backward(float *dinp, float *dgain, const float *dout, const float *inp,
+                             const float *gain, const float *rstd, int N, int H)
+{
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * H, *dy = dout + (size_t)n * H;
+        float r = rstd[n];
+        float dot = 0;
+        for (int h = 0; h < H; h++) dot += gain[h] * dy[h] * x[h];
+        float k = dot * r * r * r / (float)H;
+        if (dinp) {
+            float *dx = dinp + (size_t)n * H;
+            for (int h = 0; h < H; h++) dx[h] += r * gain[h] * dy[h] - k * x[h];
+        }
+        if (dgain)
+            for (int h = 0; h < H; h++) dgain[h] += dy[h] * x[h] * r;
+    }
+}
+
+/* ---- AdamW ------------------------------------------------------------------------------- */
+static void adamw_step(float *params, const float *grads, float *m, float *v, int64_t n,
+                       int64_t n_decay, float lr, float beta1, float beta2, float eps,
+                       float weight_decay, float grad_scale, float bc1, float bc2)
+{
+    float ib1 = 1.0f / bc1, ib2 = 1.0f / bc2;
+    for (int64_t i = 0; i < n; i++) {
+        float g = grads[i] * grad_scale;
+        float mi = beta1 * m[i] + (1.0f - beta1) * g;
+        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        float upd = (mi * ib1) / (sqrtf(vi * ib2) + eps);
+        if (i < n_decay) upd += weight_decay * params[i];
+        params[i] -= lr * upd;
+    }
+}
+
+static double sumsq(const float *x, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
+    return s;
+}
+
+/* ---- elementwise ------------------------------------------------------------------------- */
+static void sigmoid_forward(float *out, const float *inp, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) out[i] = 1.0f / (1.0f + expf(-inp[i]));
+}
+
+static void sigmoid_backward(float *dinp, const float *dout, const float *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) dinp[i] += dout[i] * out[i] * (1.0f - out[i]);
+}
+
+#define SS_INV_SQRT2 0.70710678118654752f
+#define SS_INV_SQRT2PI 0.39894228040143268f
+
+static void gelu_forward(float *out, const float *inp, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + erff(x * SS_INV_SQRT2));
+    }
+}
+
+/* d/dx x*Phi(x) = Phi(x) + x*phi(x) */
+static void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float cdf = 0.5f * (1.0f + erff(x * SS_INV_SQRT2));
+        float pdf = SS_INV_SQRT2PI * expf(-0.5f * x * x);
+        dinp[i] += dout[i] * (cdf + x * pdf);
+    }
+}
+
+static void softmax_forward(float *out, const float *inp, int N, int X)
+{
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * X;
+        float *y = out + (size_t)n * X;
+        float mx = x[0];
+        for (int j = 1; j < X; j++) mx = x[j] > mx ? x[j] : mx;
+        float s = 0;
+        for (int j = 0; j < X; j++) { y[j] = expf(x[j] - mx); s += y[j]; }
+        float is = 1.0f / s;
+        for (int j = 0; j < X; j++) y[j] *= is;
+    }
+}
+
+/* dx = y * (dy - sum(dy*y)) */
+static void softmax_backward(float *dinp, const float *dout, const float *out, int N, int X)
+{
+    for (int n = 0; n < N; n++) {
+        const float *y = out + (size_t)n * X, *dy = dout + (size_t)n * X;
+        float *dx = dinp + (size_t)n * X;
+        float dot = 0;
+        for (int j = 0; j < X; j++) dot += dy[j] * y[j];
+        for (int j = 0; j < X; j++) dx[j] += y[j] * (dy[j] - dot);
+    }
+}
+
+const ss_kernels ss_kernels_scalar = {
+    matmul_forward, matmul_backward, rmsnorm_forward, rmsnorm_backward, adamw_step, sumsq,
+    sigmoid_forward, sigmoid_backward, gelu_forward, gelu_backward,
+    softmax_forward, softmax_backward,
+};

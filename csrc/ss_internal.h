@@ -1,0 +1,49 @@
+/* ss_internal.h: the kernel table that run-time dispatch fills, shared by every kernels_*.c.
+ *
+ * Each instruction set provides one `const ss_kernels ss_kernels_<isa>` table (kernels_scalar.c,
+ * kernels_avx2.c, kernels_avx512.c, kernels_neon.c); dispatch.c picks one at start-up and the
+ * public ss_* functions of shoestring.h call through it. Signatures match shoestring.h.
+ */
+#ifndef SS_INTERNAL_H
+#define SS_INTERNAL_H
+
+#include "shoestring.h"
+
+enum { SS_ISA_SCALAR = 0, SS_ISA_AVX2 = 1, SS_ISA_AVX512 = 2, SS_ISA_NEON = 3, SS_ISA_COUNT = 4 };
+
+typedef struct ss_kernels {
+    void (*matmul_forward)(float *out, const float *inp, const float *W, const float *b,
+                           int N, int C, int OC);
+    void (*matmul_backward)(float *dinp, float *dW, float *db, const float *dout,
+                            const float *inp, const float *W, int N, int C, int OC);
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *gain,
+                            int N, int H, float eps);
+    void (*rmsnorm_backward)(float *dinp, float *dgain, const float *dout, const float *inp,
+                             const float *gain, const float *rstd, int N, int H);
+    void (*adamw_step)(float *params, const float *grads, float *m, float *v, int64_t n,
+                       int64_t n_decay, float lr, float beta1, float beta2, float eps,
+                       float weight_decay, float grad_scale, float bc1, float bc2);
+    double (*sumsq)(const float *x, int64_t n);
+    void (*sigmoid_forward)(float *out, const float *inp, int64_t n);
+    void (*sigmoid_backward)(float *dinp, const float *dout, const float *out, int64_t n);
+    void (*gelu_forward)(float *out, const float *inp, int64_t n);
+    void (*gelu_backward)(float *dinp, const float *dout, const float *inp, int64_t n);
+    void (*softmax_forward)(float *out, const float *inp, int N, int X);
+    void (*softmax_backward)(float *dinp, const float *dout, const float *out, int N, int X);
+} ss_kernels;
+
+extern const ss_kernels ss_kernels_scalar;
+#ifdef SS_HAVE_AVX2
+extern const ss_kernels ss_kernels_avx2;
+#endif
+#ifdef SS_HAVE_AVX512
+extern const ss_kernels ss_kernels_avx512;
+#endif
+#ifdef SS_HAVE_NEON
+extern const ss_kernels ss_kernels_neon;
+#endif
+
+/* The table in use (never NULL). */
+const ss_kernels *ss_kernels_active(void);
+
+#endif /* SS_INTERNAL_H */

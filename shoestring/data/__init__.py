@@ -1,0 +1,1 @@
+"""Data shipped with shoestring (the small default chat corpus)."""
