@@ -170,3 +170,6 @@ void ss_softmax_forward(float *out, const float *inp, int N, int X)
 { ss_kernels_active()->softmax_forward(out, inp, N, X); }
 void ss_softmax_backward(float *dinp, const float *dout, const float *out, int N, int X)
 { ss_kernels_active()->softmax_backward(dinp, dout, out, N, X); }
+void ss_crossentropy_forward(float *losses, float *dlogits, const float *logits,
+                             const int32_t *targets, int N, int V, float dscale)
+{ ss_kernels_active()->crossentropy_forward(losses, dlogits, logits, targets, N, V, dscale); }

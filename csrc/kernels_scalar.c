@@ -185,8 +185,29 @@ static void softmax_backward(float *dinp, const float *dout, const float *out, i
     }
 }
 
+/* losses[n] = logsumexp(x) - x[t]; dlogits = (softmax - onehot) * dscale when requested */
+static void crossentropy_forward(float *losses, float *dlogits, const float *logits,
+                                 const int32_t *targets, int N, int V, float dscale)
+{
+    for (int n = 0; n < N; n++) {
+        const float *x = logits + (size_t)n * V;
+        float mx = x[0];
+        for (int j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+        float s = 0;
+        for (int j = 0; j < V; j++) s += expf(x[j] - mx);
+        int t = targets[n];
+        losses[n] = logf(s) + mx - x[t];
+        if (dlogits) {
+            float *d = dlogits + (size_t)n * V;
+            float k = dscale / s;
+            for (int j = 0; j < V; j++) d[j] = expf(x[j] - mx) * k;
+            d[t] -= dscale;
+        }
+    }
+}
+
 const ss_kernels ss_kernels_scalar = {
     matmul_forward, matmul_backward, rmsnorm_forward, rmsnorm_backward, adamw_step, sumsq,
     sigmoid_forward, sigmoid_backward, gelu_forward, gelu_backward,
-    softmax_forward, softmax_backward,
+    softmax_forward, softmax_backward, crossentropy_forward,
 };

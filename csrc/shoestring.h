@@ -77,6 +77,15 @@ void ss_gelu_backward(float *dinp, const float *dout, const float *inp, int64_t 
 void ss_softmax_forward(float *out, const float *inp, int N, int X);    /* rows of width X */
 void ss_softmax_backward(float *dinp, const float *dout, const float *out, int N, int X);
 
+/* Cross-entropy over rows of logits(N,V) with targets(N) in [0,V): losses(N) = -log softmax.  */
+/* Fused backward: when dlogits is not NULL it is SET to (softmax - onehot(target)) * dscale. */
+void ss_crossentropy_forward(float *losses, float *dlogits, const float *logits,
+                             const int32_t *targets, int N, int V, float dscale);
+
+/* Embedding: out(N,C) = WE[tokens(N)];  backward: dWE[tokens[n]] += dout[n] (in row order).   */
+void ss_embedding_forward(float *out, const int32_t *tokens, const float *WE, int N, int C);
+void ss_embedding_backward(float *dWE, const float *dout, const int32_t *tokens, int N, int C);
+
 /* ---------------------------------------------------------------------------------------- */
 /* MoE-GRU layer, model and decode kernels: declared below this line by csrc/moegru.c etc.   */
 /* ---------------------------------------------------------------------------------------- */

@@ -30,6 +30,8 @@ typedef struct ss_kernels {
     void (*gelu_backward)(float *dinp, const float *dout, const float *inp, int64_t n);
     void (*softmax_forward)(float *out, const float *inp, int N, int X);
     void (*softmax_backward)(float *dinp, const float *dout, const float *out, int N, int X);
+    void (*crossentropy_forward)(float *losses, float *dlogits, const float *logits,
+                                 const int32_t *targets, int N, int V, float dscale);
 } ss_kernels;
 
 extern const ss_kernels ss_kernels_scalar;

@@ -261,3 +261,52 @@ def softmax_backward(dinp, dout, out):
     p_dout = _arr(fn, "dout", dout, (N, X), "N,X")
     p_out = _arr(fn, "out", out, (N, X), "N,X")
     lib.ss_softmax_backward(p_dinp, p_dout, p_out, N, X)
+
+
+# ---- cross-entropy and embedding ----------------------------------------------------------------
+def _tokens(fn, name, t, N, V):
+    """Check an int32 token array of length N with every value in [0, V)."""
+    if not isinstance(t, np.ndarray) or t.dtype != np.int32:
+        raise KernelArgumentError("%s: %s must be a numpy int32 array of shape (N,)" % (fn, name))
+    if not t.flags.c_contiguous or t.shape != (N,):
+        raise KernelArgumentError(
+            "%s: %s must be C-contiguous with shape (N,) = (%d,), got %s" % (fn, name, N, t.shape))
+    if N and (int(t.min()) < 0 or int(t.max()) >= V):
+        raise KernelArgumentError("%s: %s has ids outside [0, V) = [0, %d)" % (fn, name, V))
+    return ffi.from_buffer("int32_t[]", t)
+
+
+def crossentropy_forward(losses, dlogits, logits, targets, dscale=1.0):
+    """losses(N) = -log softmax(logits(N,V))[targets]; if dlogits is given it is SET to
+    (softmax - onehot) * dscale (the fused backward)."""
+    fn = "crossentropy_forward"
+    N, V = _rows(fn, "logits", logits)
+    p_l = _out(fn, "losses", losses, (N,), "N")
+    p_d = _out(fn, "dlogits", dlogits, (N, V), "N,V", optional=True)
+    p_x = _arr(fn, "logits", logits, (N, V), "N,V")
+    p_t = _tokens(fn, "targets", targets, N, V)
+    lib.ss_crossentropy_forward(p_l, p_d, p_x, p_t, N, V, float(dscale))
+    return losses
+
+
+def embedding_forward(out, tokens, WE):
+    """out(N,C) = WE(V,C)[tokens(N)]."""
+    fn = "embedding_forward"
+    V, C = _rows(fn, "WE", WE)
+    N = tokens.shape[0] if isinstance(tokens, np.ndarray) and tokens.ndim == 1 else -1
+    p_t = _tokens(fn, "tokens", tokens, N, V)
+    p_o = _out(fn, "out", out, (N, C), "N,C")
+    p_w = _arr(fn, "WE", WE, (V, C), "V,C")
+    lib.ss_embedding_forward(p_o, p_t, p_w, N, C)
+    return out
+
+
+def embedding_backward(dWE, dout, tokens):
+    """dWE(V,C)[tokens[n]] += dout(N,C)[n]."""
+    fn = "embedding_backward"
+    V, C = _rows(fn, "dWE", dWE)
+    N = tokens.shape[0] if isinstance(tokens, np.ndarray) and tokens.ndim == 1 else -1
+    p_t = _tokens(fn, "tokens", tokens, N, V)
+    p_dw = _out(fn, "dWE", dWE, (V, C), "V,C")
+    p_d = _arr(fn, "dout", dout, (N, C), "N,C")
+    lib.ss_embedding_backward(p_dw, p_d, p_t, N, C)

@@ -1,0 +1,118 @@
+"""params.py: the parameter layout of MODEL.md §1 as one flat float32 buffer with named views.
+
+Weight-decayed matrices come first, so decay is the prefix [0, n_decay) of the buffer; the
+embedding, biases and RMSNorm gains follow and are not decayed. Gradients, AdamW m and v mirror
+the same layout. Per-layer tensors are named `l<l>.<name>` because a layer's input width I is C
+for layer 0 and H after it.
+"""
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import ShoestringError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    V: int = 850          # vocabulary
+    C: int = 96           # embedding width
+    H: int = 96           # hidden width of every expert
+    L: int = 2            # layers
+    X: int = 6            # experts per layer
+    K: int = 6            # active experts per token (K == X: dense)
+    eps_rmsnorm: float = 1e-5
+
+    def __post_init__(self):
+        for name in ("V", "C", "H", "L", "X", "K"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ShoestringError("model size %s must be a whole number >= 1, got %r" % (name, v))
+        if self.K > self.X:
+            raise ShoestringError(
+                "--active-experts (%d) cannot exceed --num-experts (%d) (lower it or add experts)"
+                % (self.K, self.X))
+        if not (self.eps_rmsnorm > 0):
+            raise ShoestringError("eps_rmsnorm must be positive, got %r" % self.eps_rmsnorm)
+
+    def layer_input(self, layer):
+        """I, the input width of layer `layer`."""
+        return self.C if layer == 0 else self.H
+
+    @property
+    def has_proj(self):
+        """Layer 0 needs a residual projection Wp when C != H."""
+        return self.C != self.H
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def layout(cfg):
+    """[(name, shape, decayed)] in buffer order: decayed matrices first."""
+    V, C, H, X = cfg.V, cfg.C, cfg.H, cfg.X
+    mats, rest = [], []
+    for l in range(cfg.L):
+        I = cfg.layer_input(l)
+        mats += [("l%d.Wg" % l, (X, I)), ("l%d.Wz" % l, (X, H, I)),
+                 ("l%d.Wcx" % l, (X, H, I)), ("l%d.Wch" % l, (X, H, H))]
+        if l == 0 and cfg.has_proj:
+            mats.append(("l0.Wp", (H, C)))
+        rest += [("l%d.bg" % l, (X,)), ("l%d.bz" % l, (X, H)), ("l%d.bc" % l, (X, H)),
+                 ("l%d.gamma" % l, (H,))]
+        if l == 0 and cfg.has_proj:
+            rest.append(("l0.bp", (H,)))
+    mats.append(("Wo", (V, H)))
+    rest = [("WE", (V, C))] + rest + [("bo", (V,))]
+    return [(n, s, True) for n, s in mats] + [(n, s, False) for n, s in rest]
+
+
+class ParamLayout:
+    """Offsets of every named tensor in the flat buffer."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.entries = []        # [(name, shape, offset, size, decayed)]
+        self.index = {}
+        off = 0
+        n_decay = 0
+        for name, shape, decayed in layout(cfg):
+            size = int(np.prod(shape))
+            self.index[name] = len(self.entries)
+            self.entries.append((name, tuple(shape), off, size, decayed))
+            off += size
+            if decayed:
+                n_decay = off
+        self.n = off
+        self.n_decay = n_decay
+
+    def names(self):
+        return [e[0] for e in self.entries]
+
+    def shape(self, name):
+        return self.entries[self.index[name]][1]
+
+    def views(self, flat):
+        """{name: view into flat with the tensor's shape} (no copies)."""
+        if flat.shape != (self.n,):
+            raise ShoestringError("flat buffer has shape %s, expected (%d,)" % (flat.shape, self.n))
+        return {name: flat[off:off + size].reshape(shape)
+                for name, shape, off, size, _ in self.entries}
+
+    def zeros(self, dtype=np.float32):
+        return np.zeros(self.n, dtype=dtype)
+
+    def init(self, seed):
+        """Fresh parameters: matrices ~ N(0, 1/fan_in), WE ~ N(0, 1), biases 0, gains 1."""
+        rng = np.random.default_rng(seed)
+        flat = self.zeros()
+        v = self.views(flat)
+        for name, shape, _, _, _ in self.entries:
+            base = name.split(".")[-1]
+            if base == "WE":
+                v[name][...] = rng.standard_normal(shape, dtype=np.float32)
+            elif base.startswith("W"):
+                fan_in = shape[-1]
+                v[name][...] = rng.standard_normal(shape, dtype=np.float32) / np.float32(np.sqrt(fan_in))
+            elif base == "gamma":
+                v[name][...] = 1.0
+        return flat
