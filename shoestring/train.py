@@ -1,0 +1,476 @@
+"""train.py: the training loop of MODEL.md §2 and `shoestring train`.
+
+Contiguous streams with carried state (truncated BPTT), mean cross-entropy, AdamW with
+matrices-only decay, global-norm clip, warm-up + cosine schedule, gradient accumulation, seeded.
+Checkpoints (`last.json`, `best.json`) are written atomically; resuming continues exactly where the
+run stopped (data position, RNG state, optimiser state, carried recurrent state). Ctrl-C finishes
+the current step, saves and exits 130. A non-finite loss or gradient stops training and keeps the
+last good checkpoint. A stream whose recurrent state passes STATE_GUARD (or is not finite) is reset
+to zero; every reset is counted and logged (MODEL.md §2, stability hazard).
+"""
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+from . import __version__
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .data import Windows, read_texts
+from .errors import CheckpointError, DataError, ShoestringError, TrainingError
+from .model import Network
+from .optim import AdamW, default_warmup, lr_at
+from .params import ModelConfig, ParamLayout
+
+STATE_GUARD = 1000.0        # L2 norm of one stream's recurrent state that triggers a reset
+ARCH_FLAGS = {              # checkpoint config key -> (argparse dest, flag)
+    "V": ("bpe_vocab_size", "--bpe-vocab-size"),
+    "C": ("embedding_dim", "--embedding-dim"),
+    "H": ("gru_hidden_size", "--gru-hidden-size"),
+    "L": ("gru_layers", "--gru-layers"),
+    "X": ("num_experts", "--num-experts"),
+    "K": ("active_experts", "--active-experts"),
+}
+RESUME_FIXED = ("seq_length", "batch_size", "accumulate")   # define the data position
+
+
+def default_threads():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def fingerprint(tokens):
+    return hashlib.sha256(np.ascontiguousarray(tokens, dtype="<i4").tobytes()).hexdigest()[:16]
+
+
+# ---- progress display ---------------------------------------------------------------------------
+class Progress:
+    """One status line on a terminal (rewritten in place), a line every few seconds otherwise."""
+
+    def __init__(self, total, stream=sys.stderr, quiet=False):
+        self.total, self.stream, self.quiet = total, stream, quiet
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.t0 = time.time()
+        self.last = 0.0
+
+    def update(self, step, text):
+        if self.quiet:
+            return
+        now = time.time()
+        if not self.tty and now - self.last < 10 and step < self.total:
+            return
+        self.last = now
+        frac = step / max(1, self.total)
+        done = step - self.start_step if hasattr(self, "start_step") else step
+        rate = done / max(1e-9, now - self.t0)
+        eta = (self.total - step) / rate if rate > 0 else 0
+        width = 24
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        line = "[%s] %d/%d %s eta %s" % (bar, step, self.total, text, fmt_seconds(eta))
+        if self.tty:
+            self.stream.write("\r" + line[:150].ljust(150)[:150].rstrip() + "\033[K")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def message(self, text):
+        if self.quiet:
+            return
+        if self.tty:
+            self.stream.write("\r\033[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self):
+        if self.tty and not self.quiet:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def fmt_seconds(s):
+    s = int(s)
+    return "%d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60) if s >= 3600 else "%d:%02d" % (s // 60, s % 60)
+
+
+# ---- data preparation -----------------------------------------------------------------------
+def default_corpus():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "chat.txt")
+    if not os.path.isfile(path):
+        raise DataError("the bundled corpus is missing from this installation (%s) "
+                        "(reinstall shoestring or pass --model-data)" % path)
+    return path
+
+
+def build_tokenizer(args, model_paths, progress):
+    from .tokenizer import Tokenizer
+
+    bpe_paths = args.bpe_data or model_paths
+    vocab = args.bpe_vocab_size or 850
+    t0 = time.time()
+    tok = Tokenizer.train(paths=bpe_paths, vocab_size=vocab, encoding_errors=args.encoding_errors)
+    progress.message("tokenizer: %d tokens trained on %s in %.1f s"
+                     % (tok.vocab_size, ", ".join(os.path.basename(p) for p in bpe_paths),
+                        time.time() - t0))
+    return tok
+
+
+def encode_texts(tok, texts):
+    parts = [tok.encode_array(t, allow_special=True) for _, t in texts]
+    return np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
+
+
+# ---- the trainer -----------------------------------------------------------------------------
+class Trainer:
+    """Owns the model, optimiser, data windows and run state; run() trains to the end."""
+
+    def __init__(self, args, cfg, tok, train_tokens, val_tokens, val_chars, params=None,
+                 ckpt=None, out_dir=None, progress=None):
+        self.args = args
+        self.cfg, self.tok = cfg, tok
+        self.layout = ParamLayout(cfg)
+        self.B, self.T, self.acc = args.batch_size, args.seq_length, args.accumulate
+        self.threads = args.threads or default_threads()
+        self.train_win = Windows(train_tokens, self.B, self.T, "model data")
+        self.val_tokens, self.val_chars = val_tokens, val_chars
+        self.out_dir = out_dir
+        self.progress = progress
+        self.steps_per_epoch = max(1, self.train_win.count // self.acc)
+        total = self.steps_per_epoch * args.epochs
+        if args.max_steps:
+            total = min(total, args.max_steps)
+        self.total_steps = total
+        self.warmup = args.warmup_steps if args.warmup_steps is not None else default_warmup(total)
+
+        self.params = params if params is not None else self.layout.init(args.seed)
+        self.grads = self.layout.zeros()
+        self.opt = AdamW(self.layout.n, self.layout.n_decay, eps=args.eps_adamw, weight_decay=args.wd)
+        self.net = Network(cfg, self.params, self.B, self.T, self.threads, train=True)
+        self.h = np.zeros((cfg.L, self.B, cfg.X, cfg.H), np.float32)
+        # run state (all of it goes into the checkpoint)
+        self.rng = np.random.default_rng(args.seed)
+        self.epoch = 0                # epochs completed
+        self.window = 0               # next window within the epoch
+        self.offset = None            # this epoch's stream offset (None: epoch not started)
+        self.best_val = float("inf")
+        self.metrics = []
+        self.resets = 0
+        self.train_fp = fingerprint(train_tokens)
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.stop_requested = False
+
+    # ---- checkpoint state ----------------------------------------------------------------
+    def _restore(self, ck):
+        tr = ck["training"]
+        if tr.get("train_fingerprint") != self.train_fp:
+            raise CheckpointError(
+                "the model data differs from the data this checkpoint was trained on "
+                "(resume with the same --model-data, or start a new run)")
+        if ck.get("optimizer") is not None:
+            self.opt.load_state_dict(ck["optimizer"])
+        self.rng.bit_generator.state = tr["rng"]
+        self.epoch, self.window, self.offset = tr["epoch"], tr["window"], tr["offset"]
+        self.best_val = tr["best_val"] if tr["best_val"] is not None else float("inf")
+        self.resets = tr.get("state_resets", 0)
+        state = np.asarray(tr["state"], dtype=np.float32)
+        if state.shape != self.h.shape:
+            raise CheckpointError("checkpoint recurrent state has shape %s, expected %s"
+                                  % (state.shape, self.h.shape))
+        self.h[...] = state
+        self.metrics = list(ck.get("metrics", []))
+
+    def checkpoint_dict(self):
+        a = self.args
+        train_cfg = {k: getattr(a, k) for k in (
+            "seq_length", "batch_size", "epochs", "max_steps", "lr", "wd", "grad_clip",
+            "lr_schedule", "warmup_steps", "accumulate", "eps_adamw", "seed", "val_fraction",
+            "max_response", "temperature", "top_k", "top_p")}
+        train_cfg["threads"] = self.threads
+        train_cfg["model_data"] = [os.path.abspath(p) for p in (a.model_data_resolved or [])]
+        train_cfg["validation_data"] = os.path.abspath(a.validation_data) if a.validation_data else None
+        return {
+            "config": {"model": self.cfg.to_dict(), "train": train_cfg},
+            "tokenizer": self.tok.to_dict(),
+            "params": self.params,
+            "optimizer": self.opt.state_dict(),
+            "training": {
+                "step": self.opt.step, "epoch": self.epoch, "window": self.window,
+                "offset": self.offset, "rng": self.rng.bit_generator.state,
+                "best_val": None if math.isinf(self.best_val) else self.best_val,
+                "state_resets": self.resets, "train_fingerprint": self.train_fp,
+                "state": self.h.tolist(),
+            },
+            "metrics": self.metrics,
+        }
+
+    def save(self, name):
+        path = os.path.join(self.out_dir, name)
+        save_checkpoint(path, self.checkpoint_dict())
+        return path
+
+    # ---- one optimiser step ---------------------------------------------------------------
+    def _guard_state(self):
+        """Reset streams whose state norm passes STATE_GUARD or is not finite; count them."""
+        norms = np.sqrt(np.sum(np.square(self.h, dtype=np.float64), axis=(0, 2, 3)))
+        bad = ~(norms <= STATE_GUARD)
+        if bad.any():
+            self.h[:, bad] = 0.0
+            self.resets += int(bad.sum())
+            return int(bad.sum())
+        return 0
+
+    def step(self):
+        """Run `accumulate` windows and one AdamW update. Returns (loss mean, grad norm, lr)."""
+        if self.offset is None:               # a new epoch: new stream offsets, fresh state
+            self.offset = self.train_win.random_offset(self.rng)
+            self.h.fill(0.0)
+        self.net.zero_grads()
+        dscale = 1.0 / (self.B * self.T * self.acc)
+        loss = 0.0
+        for _ in range(self.acc):
+            tokens, targets = self.train_win.window(self.window, self.offset)
+            loss += self.net.forward_backward(tokens, targets, self.h, dscale)
+            self.window += 1
+            self._guard_state()
+        loss /= self.B * self.T * self.acc
+        if not math.isfinite(loss):
+            raise TrainingError(
+                "the loss became %s at step %d (lower --lr or --grad-clip; the last good "
+                "checkpoint is kept)" % (loss, self.opt.step + 1))
+        self.net.reduce_grads(self.grads)
+        lr = lr_at(self.opt.step, self.args.lr, self.total_steps, self.warmup, self.args.lr_schedule)
+        norm = self.opt.update(self.params, self.grads, lr, self.args.grad_clip)
+        if not math.isfinite(norm):
+            raise TrainingError(
+                "the gradient norm became %s at step %d (lower --lr; the last good checkpoint is "
+                "kept)" % (norm, self.opt.step + 1))
+        if self.window + self.acc > self.train_win.count:   # epoch done
+            self.epoch += 1
+            self.window = 0
+            self.offset = None
+        return loss, norm, lr
+
+    # ---- validation ---------------------------------------------------------------------------
+    def evaluate(self):
+        """(mean loss, perplexity, bits per character) on the validation tokens."""
+        n = len(self.val_tokens)
+        T = min(self.T, n - 1)
+        B = max(1, min(self.B, (n - 1) // T))
+        win = Windows(self.val_tokens, B, T, "validation data")
+        net = Network(self.cfg, self.params, B, T, min(self.threads, B), train=False)
+        h = np.zeros((self.cfg.L, B, self.cfg.X, self.cfg.H), np.float32)
+        total = 0.0
+        for w in range(win.count):
+            tokens, targets = win.window(w)
+            total += net.forward(tokens, targets, h)
+        net.close()
+        count = B * T * win.count
+        loss = total / count
+        chars_per_token = self.val_chars / max(1, n)
+        bpc = loss / math.log(2) / chars_per_token if chars_per_token > 0 else float("nan")
+        return loss, math.exp(min(loss, 50.0)), bpc
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def _on_sigint(self, signum, frame):
+        if self.stop_requested:      # second Ctrl-C: stop now, last.json stays as it was
+            raise KeyboardInterrupt
+        self.stop_requested = True
+
+    def run(self):
+        a, prog = self.args, self.progress
+        eval_every = a.eval_every or self.steps_per_epoch
+        prog.start_step = self.opt.step
+        prev = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        tokens_per_step = self.B * self.T * self.acc
+        t_last, step_last, loss_acc, n_acc = time.time(), self.opt.step, 0.0, 0
+        interrupted = False
+        try:
+            while self.opt.step < self.total_steps:
+                if self.stop_requested:
+                    interrupted = True
+                    break
+                loss, norm, lr = self.step()
+                loss_acc += loss
+                n_acc += 1
+                step = self.opt.step
+                now = time.time()
+                tps = tokens_per_step * (step - step_last) / max(1e-9, now - t_last)
+                prog.update(step, "loss %.3f lr %.2e %.0f tok/s" % (loss, lr, tps))
+                if a.sample_every and step % a.sample_every == 0 and not a.quiet:
+                    prog.message("step %d sample: %s" % (step, self.sample_text()))
+                if step % eval_every == 0 or step == self.total_steps:
+                    val, ppl, bpc = self.evaluate()
+                    rec = {"step": step, "epoch": self.epoch + self.window / max(1, self.train_win.count),
+                           "train_loss": loss_acc / n_acc, "val_loss": val, "perplexity": ppl,
+                           "bits_per_char": bpc, "lr": lr, "grad_norm": norm,
+                           "tokens_per_s": tps, "state_resets": self.resets,
+                           "time": round(now, 3)}
+                    self.metrics.append(rec)
+                    with open(os.path.join(self.out_dir, "metrics.jsonl"), "a", encoding="utf-8") as f:
+                        f.write(json.dumps(rec) + "\n")
+                    prog.message("step %d: train loss %.4f, val loss %.4f, ppl %.2f, %.3f bits/char"
+                                 % (step, rec["train_loss"], val, ppl, bpc))
+                    if val < self.best_val:
+                        self.best_val = val
+                        self.save("best.json")
+                    self.save("last.json")
+                    t_last, step_last, loss_acc, n_acc = time.time(), step, 0.0, 0
+        except KeyboardInterrupt:
+            interrupted = True
+            prog.close()
+            raise
+        finally:
+            if prev is not None:
+                signal.signal(signal.SIGINT, prev)
+            self.net.close()
+        prog.close()
+        if interrupted:
+            path = self.save("last.json")
+            print("shoestring: interrupted at step %d; saved %s (resume with "
+                  "`shoestring train --checkpoint %s`)" % (self.opt.step, path, path),
+                  file=sys.stderr)
+        return interrupted
+
+    def sample_text(self, max_tokens=60):
+        try:
+            from .sample import Model
+        except ImportError:
+            return "(sampling unavailable)"
+        m = Model(self.cfg, self.params.copy(), self.tok)
+        if self.tok.special_id("[USER]") is not None and self.chat_data:
+            return m.chat(temperature=0.0).send("hello").replace("\n", " ")[:200]
+        return m.generate("\n", max_tokens=max_tokens, temperature=0.0).replace("\n", " ")[:200]
+
+    chat_data = True
+
+
+def _main_thread():
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+# ---- command line -----------------------------------------------------------------------------
+def resolve_config(args, ckpt):
+    """The ModelConfig: from the checkpoint (flags may only agree with it) or from the flags."""
+    if ckpt is not None:
+        m = dict(ckpt["config"]["model"])
+        for key, (dest, flag) in ARCH_FLAGS.items():
+            given = getattr(args, dest)
+            if given is not None and given != m[key]:
+                raise ShoestringError(
+                    "%s %d contradicts the checkpoint, which has %d (drop the flag to resume, or "
+                    "start a new run without --checkpoint)" % (flag, given, m[key]))
+        tr = ckpt["config"].get("train", {})
+        for dest in RESUME_FIXED:
+            if dest in tr and getattr(args, dest) != tr[dest] and _given(args, dest):
+                raise ShoestringError(
+                    "--%s %s contradicts the checkpoint, which has %s (drop the flag to resume)"
+                    % (dest.replace("_", "-"), getattr(args, dest), tr[dest]))
+            if dest in tr:
+                setattr(args, dest, tr[dest])
+        return ModelConfig(**m)
+    X = args.num_experts or 6
+    return ModelConfig(V=args.bpe_vocab_size or 850, C=args.embedding_dim or 96,
+                       H=args.gru_hidden_size or 96, L=args.gru_layers or 2, X=X,
+                       K=args.active_experts or X, eps_rmsnorm=args.eps_rmsnorm)
+
+
+def _given(args, dest):
+    """Whether --<dest> was written on the command line (argparse cannot tell a default)."""
+    flag = "--" + dest.replace("_", "-")
+    return any(a == flag or a.startswith(flag + "=") for a in getattr(args, "argv", []))
+
+
+def cli_train(args):
+    progress = Progress(0, quiet=args.quiet)
+    ckpt = load_checkpoint(args.checkpoint) if args.checkpoint else None
+    cfg_model = resolve_config(args, ckpt)
+    if cfg_model.K > cfg_model.X:
+        raise ShoestringError("--active-experts %d exceeds --num-experts %d" % (cfg_model.K, cfg_model.X))
+
+    # data
+    if args.model_data:
+        model_paths = list(args.model_data)
+    elif ckpt is not None and ckpt["config"].get("train", {}).get("model_data"):
+        model_paths = ckpt["config"]["train"]["model_data"]
+    else:
+        model_paths = [default_corpus()]
+        progress.message("no --model-data given: training on the bundled chat corpus (%s)"
+                         % model_paths[0])
+    texts = read_texts(model_paths, args.encoding_errors)
+    from .data import expand_paths
+    args.model_data_resolved = expand_paths(model_paths)
+
+    if ckpt is not None:
+        from .tokenizer import Tokenizer
+        tok = Tokenizer.from_dict(ckpt["tokenizer"])
+    else:
+        tok = build_tokenizer(args, args.model_data_resolved, progress)
+    if tok.vocab_size != cfg_model.V:
+        cfg_model = ModelConfig(**dict(cfg_model.to_dict(), V=tok.vocab_size))
+
+    all_tokens = encode_texts(tok, texts)
+    if args.validation_data:
+        vtexts = read_texts([args.validation_data], args.encoding_errors, "validation data")
+        val_tokens = encode_texts(tok, vtexts)
+        val_chars = sum(len(t) for _, t in vtexts)
+        train_tokens = all_tokens
+    else:
+        n_val = int(len(all_tokens) * args.val_fraction)
+        n_val = max(n_val, min(len(all_tokens) // 2, args.seq_length + 1))
+        train_tokens, val_tokens = all_tokens[:-n_val], all_tokens[-n_val:]
+        total_chars = sum(len(t) for _, t in texts)
+        val_chars = total_chars * len(val_tokens) / max(1, len(all_tokens))
+    if len(val_tokens) < 2:
+        raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
+
+    out_dir = args.out_dir
+    if out_dir is None:
+        out_dir = os.path.dirname(os.path.abspath(args.checkpoint)) if ckpt is not None else \
+            os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(out_dir, exist_ok=True)
+
+    params = np.array(ckpt["params"], np.float32) if ckpt is not None else None
+    trainer = Trainer(args, cfg_model, tok, train_tokens, val_tokens, val_chars, params=params,
+                      ckpt=ckpt, out_dir=out_dir, progress=progress)
+    trainer.chat_data = any("[USER]" in t for _, t in texts)
+    progress.total = trainer.total_steps
+    atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(
+        trainer.checkpoint_dict()["config"], indent=2, sort_keys=True) + "\n")
+    n_par = trainer.layout.n
+    progress.message(
+        "model: %s parameters (V=%d C=%d H=%d L=%d X=%d K=%d); %d training tokens, %d validation "
+        "tokens; %d steps of %d x %d x %d tokens on %d thread%s; writing to %s"
+        % (f"{n_par:,}", cfg_model.V, cfg_model.C, cfg_model.H, cfg_model.L, cfg_model.X,
+           cfg_model.K, len(train_tokens), len(val_tokens), trainer.total_steps, trainer.B,
+           trainer.T, trainer.acc, trainer.threads, "s" if trainer.threads > 1 else "", out_dir))
+    if trainer.opt.step >= trainer.total_steps:
+        progress.message("the checkpoint has already done %d of %d steps (raise --epochs to "
+                         "train further)" % (trainer.opt.step, trainer.total_steps))
+    t0 = time.time()
+    step0 = trainer.opt.step
+    interrupted = trainer.run()
+    if interrupted:
+        return 130
+    dt = time.time() - t0
+    last = trainer.metrics[-1] if trainer.metrics else None
+    summary = "done: %d steps in %s" % (trainer.opt.step - step0, fmt_seconds(dt))
+    if last:
+        summary += ("; val loss %.4f (best %.4f), %.3f bits/char; %d state resets; checkpoints "
+                    "in %s" % (last["val_loss"], trainer.best_val, last["bits_per_char"],
+                               trainer.resets, out_dir))
+    progress.message(summary)
+    if not args.no_chat and sys.stdin.isatty() and sys.stdout.isatty():
+        from .chat import run_chat
+        from .sample import Model
+        model = Model(cfg_model, trainer.params.copy(), tok)
+        progress.message("opening the chat (leave with `exit` or Ctrl-D); later: "
+                         "shoestring chat --checkpoint %s" % os.path.join(out_dir, "best.json"))
+        return run_chat(model, args.max_response, args.temperature, args.top_k, args.top_p, None)
+    return 0
