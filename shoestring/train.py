@@ -164,6 +164,8 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
         self.stop_requested = False
+        # A loss this far above uniform guessing (ln V) means the run has blown up.
+        self.diverged_above = 2.0 * math.log(cfg.V) + 1.0
 
     # ---- checkpoint state ----------------------------------------------------------------
     def _restore(self, ck):
@@ -243,6 +245,11 @@ class Trainer:
             raise TrainingError(
                 "the loss became %s at step %d (lower --lr or --grad-clip; the last good "
                 "checkpoint is kept)" % (loss, self.opt.step + 1))
+        if loss > self.diverged_above:
+            raise TrainingError(
+                "training diverged: the loss became %.1f at step %d, far worse than guessing "
+                "uniformly (%.1f) (lower --lr or --grad-clip; the last good checkpoint is kept)"
+                % (loss, self.opt.step + 1, math.log(self.cfg.V)))
         self.net.reduce_grads(self.grads)
         lr = lr_at(self.opt.step, self.args.lr, self.total_steps, self.warmup, self.args.lr_schedule)
         norm = self.opt.update(self.params, self.grads, lr, self.args.grad_clip)

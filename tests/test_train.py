@@ -1,0 +1,223 @@
+"""Training: the C model against the numpy reference, learning, resume equivalence, CLI errors."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from shoestring import ref
+from shoestring.checkpoint import load_checkpoint
+from shoestring.cli import main
+from shoestring.data import Windows
+from shoestring.errors import DataError
+from shoestring.model import Network, split_batch
+from shoestring.optim import lr_at
+from shoestring.params import ModelConfig, ParamLayout
+
+SMALL = ["--bpe-vocab-size", "300", "--embedding-dim", "16", "--gru-hidden-size", "16",
+         "--gru-layers", "2", "--num-experts", "3", "--seq-length", "16", "--batch-size", "4",
+         "--no-chat", "--quiet", "--sample-every", "0"]
+
+
+# ---- schedule and data windows ------------------------------------------------------------------
+def test_lr_schedule_warmup_then_cosine():
+    assert lr_at(0, 1.0, 100, 10) == pytest.approx(0.1)
+    assert lr_at(9, 1.0, 100, 10) == pytest.approx(1.0)
+    assert lr_at(10, 1.0, 100, 10) == pytest.approx(1.0)
+    assert lr_at(100, 1.0, 100, 10) == pytest.approx(0.1)      # floor 10% of peak
+    mid = lr_at(55, 1.0, 100, 10)
+    assert mid == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_at(70, 1.0, 100, 10, "constant") == 1.0
+
+
+def test_split_batch_is_contiguous_and_complete():
+    for B in (1, 3, 16):
+        for S in (1, 2, 5):
+            parts = split_batch(B, S)
+            assert parts[0][0] == 0 and parts[-1][1] == B
+            assert all(a < b for a, b in parts)
+            assert all(parts[i][1] == parts[i + 1][0] for i in range(len(parts) - 1))
+
+
+def test_windows_read_the_ring_in_order():
+    data = np.arange(101, dtype=np.int32)
+    w = Windows(data, B=4, T=5)
+    assert w.stream_len == 25 and w.count == 5
+    tok, tgt = w.window(1, offset=0)
+    assert tok.shape == (4, 5)
+    assert list(tok[0]) == [5, 6, 7, 8, 9] and list(tok[2]) == [55, 56, 57, 58, 59]
+    assert (tgt == (tok + 1) % 101).all()
+    tok, _ = w.window(0, offset=99)
+    assert list(tok[0]) == [99, 100, 0, 1, 2]            # wraps around the ring
+    with pytest.raises(DataError, match="fewer than one window"):
+        Windows(np.arange(20, dtype=np.int32), B=4, T=5)
+
+
+# ---- the C model against the numpy reference ----------------------------------------------------
+def _setup(cfg, B, T, seed=0):
+    lay = ParamLayout(cfg)
+    params = lay.init(seed)
+    rng = np.random.default_rng(seed + 1)
+    params += 0.1 * rng.standard_normal(params.shape).astype(np.float32)  # non-trivial biases
+    tokens = rng.integers(0, cfg.V, (B, T)).astype(np.int32)
+    targets = rng.integers(0, cfg.V, (B, T)).astype(np.int32)
+    h0 = (0.5 * rng.standard_normal((cfg.L, B, cfg.X, cfg.H))).astype(np.float32)
+    return lay, params, tokens, targets, h0
+
+
+@pytest.mark.parametrize("C,K", [(12, 3), (12, 2), (10, 1), (10, 3)], ids=["dense", "top2", "proj-top1", "proj-dense"])
+def test_network_matches_numpy_reference(isa, C, K):
+    cfg = ModelConfig(V=29, C=C, H=12, L=2, X=3, K=K)
+    B, T = 3, 7
+    lay, params, tokens, targets, h0 = _setup(cfg, B, T)
+    P = lay.views(params.astype(np.float64))
+    loss_ref, grads_ref, hT_ref = ref.model_loss_and_grads(P, cfg, tokens, targets, h0.astype(np.float64))
+
+    net = Network(cfg, params, B, T, threads=1)
+    h = h0.copy()
+    net.zero_grads()
+    loss = net.forward_backward(tokens, targets, h, 1.0 / (B * T)) / (B * T)
+    grads = lay.zeros()
+    net.reduce_grads(grads)
+    assert loss == pytest.approx(loss_ref, rel=1e-5)
+    np.testing.assert_allclose(h, hT_ref, rtol=1e-4, atol=1e-5)
+    G = lay.views(grads)
+    for name in lay.names():
+        np.testing.assert_allclose(G[name], grads_ref[name], rtol=2e-3, atol=2e-5, err_msg=name)
+
+
+def test_sharded_network_is_deterministic_and_matches_one_thread():
+    cfg = ModelConfig(V=31, C=16, H=16, L=2, X=4, K=2)
+    B, T = 6, 9
+    lay, params, tokens, targets, h0 = _setup(cfg, B, T, seed=3)
+    results = []
+    for threads in (1, 3, 3):
+        net = Network(cfg, params, B, T, threads=threads)
+        h = h0.copy()
+        net.zero_grads()
+        loss = net.forward_backward(tokens, targets, h, 1.0 / (B * T))
+        g = lay.zeros()
+        net.reduce_grads(g)
+        net.close()
+        results.append((loss, h, g))
+    (l1, h1, g1), (l3, h3, g3), (l3b, h3b, g3b) = results
+    assert l3 == l3b and (h3 == h3b).all() and (g3 == g3b).all()       # bitwise, same threads
+    assert l3 == pytest.approx(l1, rel=1e-6)
+    np.testing.assert_allclose(g3, g1, rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(h3, h1)                                 # per-sequence work
+
+
+# ---- training end to end ------------------------------------------------------------------------
+def _train(tmp_path, corpus, name, extra):
+    out = str(tmp_path / name)
+    rc = main(["train", "--model-data", corpus, "--out-dir", out] + SMALL + extra)
+    return rc, out
+
+
+def test_tiny_corpus_is_learned(tmp_path, tiny_corpus):
+    rc, out = _train(tmp_path, tiny_corpus, "run", ["--max-steps", "150", "--lr", "0.01",
+                                                   "--epochs", "50", "--eval-every", "50"])
+    assert rc == 0
+    rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["step"] for r in rows] == [50, 100, 150]
+    first_loss = math.log(300)                       # uniform over the vocabulary at the start
+    assert rows[-1]["val_loss"] < 0.5 * first_loss, rows
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    for key in ("epoch", "perplexity", "bits_per_char", "lr", "grad_norm", "tokens_per_s"):
+        assert key in rows[-1]
+    ck = load_checkpoint(os.path.join(out, "last.json"))
+    assert ck["training"]["step"] == 150
+    assert os.path.isfile(os.path.join(out, "best.json"))
+    assert os.path.isfile(os.path.join(out, "config.json"))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_resume_is_bitwise_identical(tmp_path, tiny_corpus, threads):
+    common = ["--epochs", "3", "--threads", str(threads), "--lr", "0.005", "--eval-every", "3"]
+    rc, straight = _train(tmp_path, tiny_corpus, "straight", common + ["--max-steps", "12"])
+    assert rc == 0
+    rc, half = _train(tmp_path, tiny_corpus, "half", common + ["--max-steps", "6"])
+    assert rc == 0
+    rc = main(["train", "--checkpoint", os.path.join(half, "last.json"), "--max-steps", "12",
+               "--epochs", "3", "--threads", str(threads), "--lr", "0.005", "--eval-every", "3",
+               "--no-chat", "--quiet", "--sample-every", "0"])
+    assert rc == 0
+    a = load_checkpoint(os.path.join(straight, "last.json"))
+    b = load_checkpoint(os.path.join(half, "last.json"))
+    assert a["training"]["step"] == b["training"]["step"] == 12
+    np.testing.assert_array_equal(a["params"], b["params"])
+    np.testing.assert_array_equal(a["optimizer"]["m"], b["optimizer"]["m"])
+    np.testing.assert_array_equal(a["optimizer"]["v"], b["optimizer"]["v"])
+    assert a["training"]["state"] == b["training"]["state"]
+
+
+def test_same_seed_same_weights(tmp_path, tiny_corpus):
+    _, a = _train(tmp_path, tiny_corpus, "a", ["--max-steps", "3", "--seed", "7"])
+    _, b = _train(tmp_path, tiny_corpus, "b", ["--max-steps", "3", "--seed", "7"])
+    _, c = _train(tmp_path, tiny_corpus, "c", ["--max-steps", "3", "--seed", "8"])
+    pa, pb, pc = (load_checkpoint(os.path.join(d, "last.json"))["params"] for d in (a, b, c))
+    np.testing.assert_array_equal(pa, pb)
+    assert not np.array_equal(pa, pc)
+
+
+# ---- command-line errors ------------------------------------------------------------------------
+def _err(capsys, argv):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return rc, err
+
+
+def test_missing_data_is_one_line(tmp_path, capsys):
+    rc, err = _err(capsys, ["train", "--model-data", str(tmp_path / "nope.txt")] + SMALL)
+    assert rc == 1 and len(err) == 1 and "not found" in err[0] and "Traceback" not in err[0]
+
+
+def test_empty_data(tmp_path, capsys):
+    p = tmp_path / "empty.txt"
+    p.write_text("  \n", encoding="utf-8")
+    rc, err = _err(capsys, ["train", "--model-data", str(p)] + SMALL)
+    assert rc == 1 and len(err) == 1 and "empty" in err[0]
+
+
+def test_data_shorter_than_one_window(tmp_path, capsys):
+    p = tmp_path / "short.txt"
+    p.write_text("[USER] hi [EOS]\n[BOT] hello there [EOS]\n" * 3, encoding="utf-8")
+    rc, err = _err(capsys, ["train", "--model-data", str(p), "--out-dir", str(tmp_path / "o")] + SMALL)
+    assert rc == 1 and len(err) == 1 and "fewer than one window" in err[0]
+
+
+@pytest.mark.parametrize("flags", [["--batch-size", "0"], ["--seq-length", "-3"],
+                                   ["--embedding-dim", "x"], ["--lr", "nan"], ["--bogus"]])
+def test_usage_errors_exit_2(tmp_path, capsys, tiny_corpus, flags):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--model-data", tiny_corpus] + flags)
+    assert exc.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_active_experts_above_experts(tmp_path, capsys, tiny_corpus):
+    rc, err = _err(capsys, ["train", "--model-data", tiny_corpus, "--num-experts", "2",
+                            "--active-experts", "3"])
+    assert rc == 1 and len(err) == 1 and "--active-experts" in err[0]
+
+
+def test_resume_flag_contradicting_checkpoint(tmp_path, capsys, tiny_corpus):
+    rc, out = _train(tmp_path, tiny_corpus, "r", ["--max-steps", "2"])
+    assert rc == 0
+    capsys.readouterr()
+    rc, err = _err(capsys, ["train", "--checkpoint", os.path.join(out, "last.json"),
+                            "--gru-hidden-size", "32", "--no-chat"])
+    assert rc == 1 and len(err) == 1 and "contradicts the checkpoint" in err[0]
+
+
+def test_divergence_stops_with_clear_error(tmp_path, capsys, tiny_corpus):
+    rc, out = _train(tmp_path, tiny_corpus, "d", ["--max-steps", "60", "--lr", "1e4",
+                                                 "--grad-clip", "0", "--eval-every", "1",
+                                                 "--lr-schedule", "constant", "--warmup-steps", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    assert "became" in err[-1] and "last good checkpoint" in err[-1]
+    if os.path.exists(os.path.join(out, "last.json")):
+        ck = load_checkpoint(os.path.join(out, "last.json"))   # still loadable, finite
+        assert np.isfinite(ck["params"]).all()
