@@ -1,0 +1,781 @@
+"""tokenizer.py: byte-level BPE (MODEL.md §3): train from a corpus, encode, decode, stream, save.
+
+Contract
+- Ids: the special tokens first (default `[USER] [BOT] [EOS] [PAD] [UNK]` at 0-4), then one token
+  per byte value (ids 5..260 for bytes 0..255), then one token per merge, in training order.
+- Lossless: `decode(encode(s)) == s` for every string that has a UTF-8 form. Characters never
+  seen in training fall back to their bytes, so no input ever yields `[UNK]`. A string holding
+  a lone surrogate (U+D800..U+DFFF, which UTF-8 cannot represent) raises TokenizerError.
+- Special tokens are recognised anywhere in the text (`hi[EOS]` is `hi` + `[EOS]`) when
+  `allow_special=True`; with `allow_special=False` their text is ordinary text, so ids below
+  `len(special_tokens)` never come from text (what chat input uses: a user cannot forge a turn).
+- Deterministic: training depends only on the corpus, the vocabulary size and the specials.
+
+Pre-tokenisation (merges never cross a pre-token boundary). Left to right, the first rule that
+matches at the current position wins:
+  1. a special token (longest first; only when specials are allowed);
+  2. a word: an optional leading space, letters, and more letters after inner apostrophes
+     (`' don't`, `we'll`, `o'er`); letters are `[^\\W\\d_]` (str.isalnum and not a digit);
+  3. a digit run with an optional leading space (`\\d` is str.isdecimal);
+  4. a punctuation run with an optional leading space: anything that is not a letter, a digit
+     or whitespace (`_`, symbols, emoji and combining marks included); in special mode a run
+     stops where a special token starts;
+  5. whitespace: a run that is not followed by a non-space, else a run without its last
+     character (so `"a   b"` is `a`, `"  "`, `" b"`: the last space goes with the next word).
+Special tokens must therefore start with a punctuation character other than an apostrophe and
+contain no whitespace (checked); then a piece never straddles a point where whitespace follows
+a non-space character, which is where training and `encode_array` cut long texts into chunks.
+`pretokenize_reference` spells these rules out character by character (the tests' slow twin).
+
+Training counts every distinct pre-token once, streaming files in chunks (a UTF-8 character
+or a pre-token split by a chunk boundary is carried over), then merges pairs with incremental
+pair-count updates, so one merge costs time proportional to the distinct pre-tokens holding the
+pair, not to the corpus. Pairs are counted at every position (in `aaa`, (a, a) counts twice).
+Tie-break: the highest count first, then the lexicographically smallest pair of byte strings,
+then the smallest pair of ids. Training stops early only when no adjacent pair is left.
+"""
+import codecs
+import heapq
+import json
+import os
+import re
+import tempfile
+import time
+from collections import Counter
+from itertools import chain
+
+import numpy as np
+
+from .errors import TokenizerError
+
+SPECIALS = ("[USER]", "[BOT]", "[EOS]", "[PAD]", "[UNK]")
+FORMAT = "shoestring-bpe"
+VERSION = 1
+PRETOKENIZER = "shoestring-1"        # names the rules above; a change of rules gets a new name
+
+_CHUNK_BYTES = 1 << 20               # training reads files this many bytes at a time
+_ENCODE_CHUNK_CHARS = 1 << 20        # encode_array pre-tokenises texts this long at a time
+_CACHE_MAX = 1 << 18                 # pre-token cache entries before the cache is cleared
+
+# ---- pre-tokenisation -------------------------------------------------------------------------
+_L = r"[^\W\d_]"                     # a letter
+_P = r"(?:[^\s\w]|_)"                # punctuation: not a letter, digit or whitespace
+_APOS = "'\u2019"                    # apostrophes allowed inside words
+_WORD = r" ?%s+(?:[%s]%s+)*" % (_L, _APOS, _L)
+_DIGITS = r" ?\d+"
+_SPACE = r"\s+(?!\S)|\s+"
+_PLAIN_RE = re.compile("|".join([_WORD, _DIGITS, r" ?%s+" % _P, _SPACE]))
+
+
+def _special_alternation(specials):
+    return "|".join(re.escape(s) for s in sorted(specials, key=lambda s: (-len(s), s)))
+
+
+def _compile_pattern(specials):
+    """The pre-token regex with special tokens recognised (rule 1, and rule 4 stops before one)."""
+    if not specials:
+        return _PLAIN_RE
+    alt = _special_alternation(specials)
+    punct = r" ?(?:(?!%s)%s)+" % (alt, _P)
+    return re.compile("|".join(["(?:%s)" % alt, _WORD, _DIGITS, punct, _SPACE]))
+
+
+def _char_class(c):
+    """'S' whitespace, 'D' digit, 'L' letter, 'P' anything else: the classes of the regex."""
+    if c.isspace():
+        return "S"
+    if c.isdecimal():
+        return "D"
+    if c.isalnum():
+        return "L"
+    return "P"
+
+
+def pretokenize_reference(text, specials=()):
+    """The pre-tokenisation rules of the module docstring, one character at a time (slow twin)."""
+    specs = sorted(specials, key=lambda s: (-len(s), s))
+    n = len(text)
+    cls = [_char_class(c) for c in text]
+
+    def special_at(j):
+        for s in specs:
+            if text.startswith(s, j):
+                return s
+        return None
+
+    out, i = [], 0
+    while i < n:
+        s = special_at(i)
+        if s is not None:
+            out.append(s)
+            i += len(s)
+            continue
+        j = i
+        # An optional leading space joins a word, digit run or punctuation run that follows it.
+        if text[i] == " " and i + 1 < n and cls[i + 1] != "S" and special_at(i + 1) is None:
+            j = i + 1
+        c = cls[j]
+        k = j + 1
+        if c == "L":
+            while True:
+                while k < n and cls[k] == "L":
+                    k += 1
+                if k + 1 < n and text[k] in _APOS and cls[k + 1] == "L":
+                    k += 2
+                    continue
+                break
+        elif c == "D":
+            while k < n and cls[k] == "D":
+                k += 1
+        elif c == "P":
+            while k < n and cls[k] == "P" and special_at(k) is None:
+                k += 1
+        else:  # whitespace: leave the last one of a run for the word that follows
+            while k < n and cls[k] == "S":
+                k += 1
+            if k < n and k - i > 1:
+                k -= 1
+        out.append(text[i:k])
+        i = k
+    return out
+
+
+def _safe_cut(text):
+    """An index 0 < p <= len(text) where text[:p] and text[p:] pre-tokenise independently, or 0.
+
+    p follows a non-space character and precedes whitespace: no piece straddles it (specials
+    hold no whitespace) and nothing before it looks ahead past it.
+    """
+    k = max(text.rfind("\n"), text.rfind(" "))
+    if k < 0:
+        k = -1
+        for m in re.finditer(r"\s", text):
+            k = m.start()
+    if k <= 0:
+        return 0
+    return len(text[:k].rstrip())
+
+
+def _check_specials(specials):
+    if isinstance(specials, str) or not isinstance(specials, (list, tuple)):
+        raise TokenizerError("special tokens must be a list of strings, got %r" % (specials,))
+    specials = tuple(specials)
+    for s in specials:
+        if not isinstance(s, str) or not s:
+            raise TokenizerError("special token %r is not a non-empty string" % (s,))
+        if _char_class(s[0]) != "P" or s[0] in _APOS:
+            raise TokenizerError("special token %r must start with punctuation other than an "
+                                 "apostrophe (like [EOS])" % s)
+        if any(c.isspace() for c in s):
+            raise TokenizerError("special token %r must not contain whitespace" % s)
+        if len(s) > 64:
+            raise TokenizerError("special token %r is longer than 64 characters" % s)
+    if len(set(specials)) != len(specials):
+        raise TokenizerError("special tokens %r contain a duplicate" % (specials,))
+    return specials
+
+
+def _utf8(piece, text):
+    """piece as UTF-8 bytes; a lone surrogate raises TokenizerError naming its place in text."""
+    try:
+        return piece.encode("utf-8")
+    except UnicodeEncodeError as e:
+        ch = piece[e.start]
+        raise TokenizerError(
+            "text holds a lone surrogate U+%04X at index %d, which has no UTF-8 form "
+            "(remove it, or clean the text with .encode('utf-8', 'replace').decode())"
+            % (ord(ch), text.find(ch))) from None
+
+
+# ---- reading a corpus -------------------------------------------------------------------------
+def _utf8_cut(buf):
+    """Length of the longest prefix of buf that does not end inside a UTF-8 character."""
+    n = len(buf)
+    for i in range(n - 1, max(n - 4, -1), -1):
+        b = buf[i]
+        if b < 0x80:
+            return n
+        if b >= 0xC0:  # a lead byte: keep its character whole if it is complete
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return n if i + need <= n else i
+    return n
+
+
+def _check_file(path):
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise TokenizerError("file not found: %s (check the path given to --bpe-data)" % name)
+    if os.path.isdir(name):
+        raise TokenizerError("%s is a folder, not a text file (give the text files inside it)"
+                             % name)
+    return name
+
+
+def read_text_chunks(path, encoding_errors="strict", chunk_bytes=_CHUNK_BYTES):
+    """Yield the text of a UTF-8 file in pieces of about chunk_bytes, never splitting a character.
+
+    encoding_errors "strict" raises TokenizerError naming the file and byte offset of the first
+    invalid byte; "replace" turns invalid bytes into U+FFFD exactly as one bytes.decode would.
+    """
+    if encoding_errors not in ("strict", "replace"):
+        raise TokenizerError("encoding_errors must be 'strict' or 'replace', got %r"
+                             % (encoding_errors,))
+    name = _check_file(path)
+    try:
+        f = open(name, "rb")
+    except OSError as e:
+        raise TokenizerError("cannot read %s: %s" % (name, e.strerror or e)) from None
+    with f:
+        base, rest = 0, b""          # base: file offset of rest[0]
+        while True:
+            try:
+                block = f.read(chunk_bytes)
+            except OSError as e:
+                raise TokenizerError("cannot read %s: %s" % (name, e.strerror or e)) from None
+            buf = rest + block
+            cut = _utf8_cut(buf) if block else len(buf)
+            try:
+                text = buf[:cut].decode("utf-8", encoding_errors)
+            except UnicodeDecodeError as e:
+                what = ("a truncated character" if not block and e.end == cut
+                        else "byte 0x%02x" % buf[e.start])
+                raise TokenizerError(
+                    "%s is not valid UTF-8: %s at byte offset %d (fix the file, or pass "
+                    "--encoding-errors replace to read bad bytes as U+FFFD)"
+                    % (name, what, base + e.start)) from None
+            if text:
+                yield text
+            if not block:
+                return
+            base += cut
+            rest = buf[cut:]
+
+
+def _pretoken_chunks(texts):
+    """Re-cut a stream of text pieces of one document at pre-token-safe points (see _safe_cut)."""
+    carry = ""
+    for t in texts:
+        carry += t
+        p = _safe_cut(carry)
+        if p:
+            yield carry[:p]
+            carry = carry[p:]
+    if carry:
+        yield carry
+
+
+# ---- the tokenizer ----------------------------------------------------------------------------
+class Tokenizer:
+    """Byte-level BPE. Build with Tokenizer.train(...), Tokenizer.from_dict(d) or Tokenizer.load."""
+
+    SPECIALS = SPECIALS
+
+    def __init__(self, merges=(), special_tokens=SPECIALS):
+        specials = _check_specials(special_tokens)
+        off = len(specials)
+        merges = [tuple(m) for m in merges]
+        pieces = [s.encode("utf-8") for s in specials] + [bytes([b]) for b in range(256)]
+        ranks = {}
+        for a, b in merges:  # trusted here; from_dict validates untrusted data first
+            ranks[(a, b)] = len(pieces)
+            pieces.append(pieces[a] + pieces[b])
+        self.special_tokens = specials
+        self.merges = merges                  # [(a, b)]: merge i makes id off + 256 + i
+        self._off = off                       # id of byte 0
+        self._bytes = pieces                  # (V,) the bytes of every id
+        self._ranks = ranks                   # (a, b) -> merged id (rank order == id order)
+        self._special_ids = {s: i for i, s in enumerate(specials)}
+        self._pat_special = _compile_pattern(specials)
+        self._pat_plain = _PLAIN_RE
+        self._seed_caches()
+        self.stats = None                     # training figures, set by train()
+
+    def _seed_caches(self):
+        self._cache_plain = {}
+        self._cache_special = {s: (i,) for s, i in self._special_ids.items()}
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def vocab_size(self):
+        return len(self._bytes)
+
+    def special_id(self, name):
+        """Id of a special token, by its text (`[EOS]`) or its bare name (`EOS`)."""
+        i = self._special_ids.get(name)
+        if i is None:
+            i = self._special_ids.get("[%s]" % name)
+        if i is None:
+            raise TokenizerError("unknown special token %r (this tokenizer has %s)"
+                                 % (name, ", ".join(self.special_tokens) or "none"))
+        return i
+
+    def is_special(self, token_id):
+        return 0 <= token_id < self._off
+
+    def id_to_bytes(self, token_id):
+        self._check_id(token_id)
+        return self._bytes[token_id]
+
+    def id_to_piece(self, token_id):
+        """A readable form of one token: its text, with control characters and backslash escaped
+        (`\\n`, `\\t`, `\\x1b`, `\\\\`) and bytes that are not whole UTF-8 characters as `<0xE2>`."""
+        self._check_id(token_id)
+        if token_id < self._off:
+            return self.special_tokens[token_id]
+        out = []
+        for ch in self._bytes[token_id].decode("utf-8", "surrogateescape"):
+            o = ord(ch)
+            if 0xDC80 <= o <= 0xDCFF:
+                out.append("<0x%02X>" % (o - 0xDC00))
+            elif ch == "\\":
+                out.append("\\\\")
+            elif ch.isprintable() or ch == " ":
+                out.append(ch)
+            else:
+                out.append(repr(ch)[1:-1])
+        return "".join(out)
+
+    def _check_id(self, token_id):
+        if isinstance(token_id, (bool, np.bool_)) or not isinstance(token_id, (int, np.integer)):
+            raise TokenizerError("token id must be an integer, got %r" % (token_id,))
+        if not 0 <= token_id < len(self._bytes):
+            raise TokenizerError("token id %d is outside the vocabulary [0, %d)"
+                                 % (token_id, len(self._bytes)))
+
+    # -- encoding ---------------------------------------------------------------------------
+    def pretokenize(self, text, allow_special=True):
+        """The pre-tokens of text (see the module docstring); they concatenate back to text."""
+        pat = self._pat_special if allow_special else self._pat_plain
+        return pat.findall(text)
+
+    def _bpe(self, data):
+        """Token ids of one pre-token's bytes: apply the lowest-ranked merge until none applies."""
+        off, ranks = self._off, self._ranks
+        ids = [off + b for b in data]
+        while len(ids) > 1:
+            best = None
+            for p in zip(ids, ids[1:]):
+                r = ranks.get(p)
+                if r is not None and (best is None or r < best):
+                    best, pair = r, p
+            if best is None:
+                break
+            a, b = pair
+            out, i, n = [], 0, len(ids)
+            while i < n:
+                if i + 1 < n and ids[i] == a and ids[i + 1] == b:
+                    out.append(best)
+                    i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            ids = out
+        return tuple(ids)
+
+    def _fill(self, pieces, cache, text):
+        """Add every piece missing from cache; clear the cache first when it has grown too big."""
+        if len(cache) > _CACHE_MAX:
+            cache.clear()
+            cache.update({s: (i,) for s, i in self._special_ids.items()}
+                         if cache is self._cache_special else {})
+        for p in set(pieces).difference(cache):
+            cache[p] = self._bpe(_utf8(p, text))
+
+    def _encode_iter(self, text, allow_special):
+        if not isinstance(text, str):
+            raise TokenizerError("can only encode str, got %s" % type(text).__name__)
+        if allow_special:
+            pat, cache = self._pat_special, self._cache_special
+        else:
+            pat, cache = self._pat_plain, self._cache_plain
+        pieces = pat.findall(text)
+        get = cache.__getitem__
+        try:
+            return list(chain.from_iterable(map(get, pieces)))
+        except KeyError:
+            self._fill(pieces, cache, text)
+            return list(chain.from_iterable(map(cache.__getitem__, pieces)))
+
+    def encode(self, text, allow_special=True):
+        """Token ids of text (list of int). allow_special=False: special-token text is plain text."""
+        return self._encode_iter(text, allow_special)
+
+    def encode_array(self, text, allow_special=True):
+        """Token ids of text as an int32 array; long texts are processed 1 M characters at a time."""
+        if not isinstance(text, str):
+            raise TokenizerError("can only encode str, got %s" % type(text).__name__)
+        if len(text) <= _ENCODE_CHUNK_CHARS:
+            return np.array(self._encode_iter(text, allow_special), dtype=np.int32)
+        parts = [np.array(self._encode_iter(t, allow_special), dtype=np.int32)
+                 for t in _pretoken_chunks(text[i:i + _ENCODE_CHUNK_CHARS]
+                                           for i in range(0, len(text), _ENCODE_CHUNK_CHARS))]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+
+    def encode_slow(self, text, allow_special=True):
+        """Slow twin of encode: reference pre-tokeniser, every merge applied in order, no cache."""
+        out = []
+        specials = self.special_tokens if allow_special else ()
+        for piece in pretokenize_reference(text, specials):
+            if piece in specials:
+                out.append(self._special_ids[piece])
+                continue
+            ids = [self._off + b for b in _utf8(piece, text)]
+            for k, (a, b) in enumerate(self.merges):
+                new, i, merged = self._off + 256 + k, 0, []
+                while i < len(ids):
+                    if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b:
+                        merged.append(new)
+                        i += 2
+                    else:
+                        merged.append(ids[i])
+                        i += 1
+                ids = merged
+            out.extend(ids)
+        return out
+
+    # -- decoding ---------------------------------------------------------------------------
+    def decode(self, ids):
+        """Text of token ids; bytes that do not form whole UTF-8 characters become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", "replace")
+
+    def decode_bytes(self, ids):
+        """The raw bytes of token ids (specials as their text)."""
+        V = len(self._bytes)
+        if isinstance(ids, np.ndarray):
+            if ids.ndim != 1 or ids.dtype.kind not in "iu":
+                raise TokenizerError("token ids must be a 1-D integer array, got %s %s"
+                                     % (ids.dtype, ids.shape))
+            if ids.size and (ids.min() < 0 or ids.max() >= V):
+                bad = ids[(ids < 0) | (ids >= V)][0]
+                raise TokenizerError("token id %d is outside the vocabulary [0, %d)" % (bad, V))
+            ids = ids.tolist()
+        else:
+            ids = list(ids)
+            if ids and min(ids) < 0:
+                raise TokenizerError("token id %d is outside the vocabulary [0, %d)"
+                                     % (min(ids), V))
+        try:
+            return b"".join(map(self._bytes.__getitem__, ids))
+        except IndexError:
+            bad = next(i for i in ids if i >= V)
+            raise TokenizerError("token id %d is outside the vocabulary [0, %d)" % (bad, V)) from None
+        except TypeError:
+            bad = next(i for i in ids if not isinstance(i, (int, np.integer)))
+            raise TokenizerError("token ids must be integers, got %r" % (bad,)) from None
+
+    def stream_decoder(self):
+        """A StreamDecoder: feed ids one at a time, get text only in whole characters."""
+        return StreamDecoder(self)
+
+    # -- training ---------------------------------------------------------------------------
+    @classmethod
+    def train(cls, paths=None, texts=None, vocab_size=850, special_tokens=SPECIALS,
+              encoding_errors="strict", chunk_bytes=_CHUNK_BYTES):
+        """Train on text files (paths) and/or strings (texts), each one a separate document.
+
+        Files are read chunk_bytes at a time, so the corpus never has to fit in memory; only the
+        distinct pre-tokens and their counts do. Special tokens in the data are recognised and
+        never merged. Returns a Tokenizer of vocab_size tokens (fewer if the corpus runs out of
+        pairs); its .stats holds the training figures.
+        """
+        t0 = time.perf_counter()
+        specials = _check_specials(special_tokens)
+        n_base = len(specials) + 256
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)):
+            raise TokenizerError("vocabulary size must be a whole number, got %r" % (vocab_size,))
+        if vocab_size < n_base:
+            raise TokenizerError(
+                "vocabulary size %d is too small: the %d special tokens and 256 byte tokens need "
+                "%d (use --bpe-vocab-size %d or more)" % (vocab_size, len(specials), n_base, n_base))
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            paths = [paths]
+        if isinstance(texts, str):
+            texts = [texts]
+        if paths is None and texts is None:
+            raise TokenizerError("no tokenizer training data given (pass text files with --bpe-data)")
+        paths = [] if paths is None else list(paths)
+        names = [_check_file(p) for p in paths]  # fail on a bad path before reading anything
+
+        pat = _compile_pattern(specials)
+        counts = Counter()
+        for name in names:
+            for chunk in _pretoken_chunks(read_text_chunks(name, encoding_errors, chunk_bytes)):
+                counts.update(pat.findall(chunk))
+        for t in texts or ():
+            if not isinstance(t, str):
+                raise TokenizerError("training texts must be str, got %s" % type(t).__name__)
+            counts.update(pat.findall(t))
+        special_counts = [counts.pop(s, 0) for s in specials]
+        n_special = sum(special_counts)
+        n_bytes = sum(len(s.encode("utf-8")) * c for s, c in zip(specials, special_counts))
+
+        # Distinct pre-tokens as byte-id lists with their counts.
+        off = len(specials)
+        words, wcounts = [], []
+        for piece, c in counts.items():
+            data = _utf8(piece, piece)
+            n_bytes += len(data) * c
+            words.append([off + b for b in data])
+            wcounts.append(c)
+        if not words:
+            where = ", ".join(names) if names else "the given texts"
+            raise TokenizerError("no text to train the tokenizer on: %s %s empty (give a file "
+                                 "with text in it)" % (where, "is" if len(names) == 1 else "are"))
+        merges = _learn_merges(words, wcounts, specials, vocab_size - n_base)
+        tok = cls(merges, specials)
+        n_tokens = n_special + sum(len(w) * c for w, c in zip(words, wcounts))
+        tok.stats = {
+            "files": names, "bytes": n_bytes,
+            "pretokens": sum(wcounts) + n_special, "distinct_pretokens": len(words),
+            "tokens": n_tokens, "seconds": time.perf_counter() - t0,
+        }
+        return tok
+
+    # -- serialisation ----------------------------------------------------------------------
+    def to_dict(self):
+        """A JSON-able description (what checkpoints embed under "tokenizer")."""
+        return {
+            "format": FORMAT, "version": VERSION, "pretokenizer": PRETOKENIZER,
+            "special_tokens": list(self.special_tokens), "vocab_size": self.vocab_size,
+            "merges": [[a, b] for a, b in self.merges],
+        }
+
+    @classmethod
+    def from_dict(cls, d):
+        """Rebuild from to_dict()'s output; malformed data raises TokenizerError saying what."""
+        def bad(msg):
+            return TokenizerError("tokenizer data is malformed: %s" % msg)
+
+        if not isinstance(d, dict):
+            raise bad("expected a JSON object, got %s" % type(d).__name__)
+        for key in ("format", "version", "pretokenizer", "special_tokens", "merges"):
+            if key not in d:
+                raise bad("missing key %r" % key)
+        if d["format"] != FORMAT:
+            raise bad("format is %r, expected %r" % (d["format"], FORMAT))
+        if d["version"] != VERSION:
+            raise bad("version %r is not supported (this shoestring reads version %d)"
+                      % (d["version"], VERSION))
+        if d["pretokenizer"] != PRETOKENIZER:
+            raise bad("pre-tokenizer %r is unknown (expected %r)" % (d["pretokenizer"], PRETOKENIZER))
+        try:
+            specials = _check_specials(d["special_tokens"])
+        except TokenizerError as e:
+            raise bad(str(e)) from None
+        merges = d["merges"]
+        if not isinstance(merges, list):
+            raise bad("merges must be a list of [a, b] id pairs")
+        seen = set()
+        nid = len(specials) + 256
+        for k, m in enumerate(merges):
+            if (not isinstance(m, list) or len(m) != 2
+                    or any(isinstance(x, bool) or not isinstance(x, int) for x in m)):
+                raise bad("merges[%d] is %r, not a pair of integer ids" % (k, m))
+            for x in m:
+                if not len(specials) <= x < nid:
+                    raise bad("merges[%d] = %r uses id %d; only ids %d..%d exist at that point "
+                              "(special tokens are never merged)" % (k, m, x, len(specials), nid - 1))
+            if tuple(m) in seen:
+                raise bad("merges[%d] = %r repeats an earlier merge" % (k, m))
+            seen.add(tuple(m))
+            nid += 1
+        if "vocab_size" in d and d["vocab_size"] != nid:
+            raise bad("vocab_size is %r but the merges give %d tokens" % (d["vocab_size"], nid))
+        return cls(merges, specials)
+
+    def save(self, path):
+        """Write standalone JSON atomically (temporary file in the same folder, then rename)."""
+        d = self.to_dict()
+        head = {k: v for k, v in d.items() if k != "merges"}
+        body = json.dumps(head, indent=2, ensure_ascii=False)[:-2]
+        text = (body + ',\n  "merges": [' +
+                ",".join("\n    [%d, %d]" % (a, b) for a, b in self.merges) + "\n  ]\n}\n")
+        _atomic_write(os.fspath(path), text)
+
+    @classmethod
+    def load(cls, path):
+        """Load a tokenizer JSON file, or the tokenizer inside a shoestring checkpoint."""
+        name = os.fspath(path)
+        if not os.path.exists(name):
+            raise TokenizerError("tokenizer file not found: %s" % name)
+        if os.path.isdir(name):
+            raise TokenizerError("%s is a folder, not a tokenizer file" % name)
+        try:
+            with open(name, "r", encoding="utf-8") as f:
+                d = json.load(f)
+        except OSError as e:
+            raise TokenizerError("cannot read %s: %s" % (name, e.strerror or e)) from None
+        except UnicodeDecodeError as e:
+            raise TokenizerError("%s is not a tokenizer file (not UTF-8 text at byte %d)"
+                                 % (name, e.start)) from None
+        except json.JSONDecodeError as e:
+            raise TokenizerError("%s is not valid JSON (line %d column %d: %s)"
+                                 % (name, e.lineno, e.colno, e.msg)) from None
+        if isinstance(d, dict) and "tokenizer" in d:
+            d = d["tokenizer"]  # a checkpoint
+        try:
+            return cls.from_dict(d)
+        except TokenizerError as e:
+            raise TokenizerError("%s: %s" % (name, e)) from None
+
+    def __eq__(self, other):
+        if not isinstance(other, Tokenizer):
+            return NotImplemented
+        return self.special_tokens == other.special_tokens and self.merges == other.merges
+
+    __hash__ = None
+
+    def __repr__(self):
+        return "Tokenizer(vocab_size=%d, specials=%d, merges=%d)" % (
+            self.vocab_size, len(self.special_tokens), len(self.merges))
+
+
+def _atomic_write(name, text):
+    folder = os.path.dirname(os.path.abspath(name))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    except OSError as e:
+        raise TokenizerError("cannot write %s: %s" % (name, e.strerror or e)) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, name)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise TokenizerError("cannot write %s: %s" % (name, e.strerror or e)) from None
+
+
+# ---- merge learning ---------------------------------------------------------------------------
+def _learn_merges(words, wcounts, specials, n_merges):
+    """Up to n_merges merges over words (byte-id lists, modified in place) with counts wcounts.
+
+    pair_count[(a, b)] is the weighted count of adjacent (a, b); where[(a, b)] the words that
+    may hold it (a superset: stale entries are skipped). The heap holds (-count, bytes a,
+    bytes b, a, b); counts of old pairs only fall, so a popped entry whose count is stale is
+    pushed back with its true count, and the first entry that is current is the best pair.
+    """
+    off = len(specials)
+    piece = [s.encode("utf-8") for s in specials] + [bytes([b]) for b in range(256)]
+    pair_count, where = {}, {}
+    for i, w in enumerate(words):
+        c = wcounts[i]
+        for p in zip(w, w[1:]):
+            pair_count[p] = pair_count.get(p, 0) + c
+            s = where.get(p)
+            if s is None:
+                where[p] = {i}
+            else:
+                s.add(i)
+    heap = [(-c, piece[a], piece[b], a, b) for (a, b), c in pair_count.items()]
+    heapq.heapify(heap)
+    merges = []
+    while len(merges) < n_merges and heap:
+        negc, pa, pb, a, b = heapq.heappop(heap)
+        c = pair_count.get((a, b), 0)
+        if c <= 0:
+            continue
+        if c != -negc:
+            heapq.heappush(heap, (-c, pa, pb, a, b))
+            continue
+        new = off + 256 + len(merges)
+        merges.append((a, b))
+        piece.append(pa + pb)
+        fresh = set()
+        for i in where.pop((a, b)):
+            w = words[i]
+            if a not in w:
+                continue
+            nw, j, n = [], 0, len(w)
+            while j < n:
+                if w[j] == a and j + 1 < n and w[j + 1] == b:
+                    nw.append(new)
+                    j += 2
+                else:
+                    nw.append(w[j])
+                    j += 1
+            if len(nw) == n:
+                continue  # stale: the pair is no longer in this word
+            c = wcounts[i]
+            for p in zip(w, w[1:]):
+                pair_count[p] -= c
+            for p in zip(nw, nw[1:]):
+                pair_count[p] = pair_count.get(p, 0) + c
+                if new in p:
+                    fresh.add(p)
+                    s = where.get(p)
+                    if s is None:
+                        where[p] = {i}
+                    else:
+                        s.add(i)
+            words[i] = nw
+        del pair_count[(a, b)]
+        for p in sorted(fresh):
+            heapq.heappush(heap, (-pair_count[p], piece[p[0]], piece[p[1]], p[0], p[1]))
+    return merges
+
+
+# ---- streaming decode -------------------------------------------------------------------------
+class StreamDecoder:
+    """Decode ids one at a time, emitting only whole characters (a token may end mid-character).
+
+    The concatenation of every feed() and the final flush() equals Tokenizer.decode of all ids.
+    """
+
+    def __init__(self, tok):
+        self._tok = tok
+        self._dec = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def feed(self, token_id):
+        """Text completed by this token ('' while a character is still incomplete)."""
+        self._tok._check_id(token_id)
+        return self._dec.decode(self._tok._bytes[token_id])
+
+    def flush(self):
+        """Whatever is pending (an incomplete character becomes U+FFFD); then start afresh."""
+        out = self._dec.decode(b"", final=True)
+        self._dec.reset()
+        return out
+
+
+# ---- command line -----------------------------------------------------------------------------
+def cli_tokenizer(args):
+    """`shoestring tokenizer`: train (--bpe-data) or load (--load), then save (--out) and show
+    an encoding (--encode)."""
+    from .cli import UsageError
+
+    if args.bpe_data and args.load:
+        raise UsageError("give --bpe-data to train a tokenizer or --load to inspect one, not both")
+    if not args.bpe_data and not args.load:
+        raise UsageError("nothing to do: give --bpe-data FILE... to train a tokenizer, "
+                         "or --load FILE to inspect one")
+    if args.bpe_data:
+        tok = Tokenizer.train(paths=args.bpe_data, vocab_size=args.bpe_vocab_size,
+                              encoding_errors=args.encoding_errors)
+        s = tok.stats
+        short = (" (the corpus ran out of pairs before %d)" % args.bpe_vocab_size
+                 if tok.vocab_size < args.bpe_vocab_size else "")
+        print("trained tokenizer: %d tokens (%d special, 256 bytes, %d merges)%s on %d bytes "
+              "from %d file%s in %.2f s, %.2f bytes per token"
+              % (tok.vocab_size, len(tok.special_tokens), len(tok.merges), short, s["bytes"],
+                 len(s["files"]), "" if len(s["files"]) == 1 else "s", s["seconds"],
+                 s["bytes"] / max(1, s["tokens"])))
+    else:
+        tok = Tokenizer.load(args.load)
+        print("loaded tokenizer from %s: %d tokens (%d special, 256 bytes, %d merges)"
+              % (args.load, tok.vocab_size, len(tok.special_tokens), len(tok.merges)))
+    if args.out:
+        tok.save(args.out)
+        print("saved to %s" % args.out)
+    if args.encode is not None:
+        ids = tok.encode(args.encode, allow_special=True)
+        n = len(args.encode.encode("utf-8", "surrogatepass"))
+        print("%d tokens for %d bytes (%.2f bytes per token)" % (len(ids), n, n / max(1, len(ids))))
+        print("ids: %s" % " ".join(map(str, ids)))
+        for i in ids:
+            print("%6d  '%s'" % (i, tok.id_to_piece(i)))
+    return 0
