@@ -38,10 +38,31 @@ def env_flag(name):
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def target_arch(plat_name):
-    """'x86_64', 'x86', 'aarch64', 'armv7' or 'other', for the machine the wheel is built FOR."""
+def _machine_arch(machine, is64):
+    """Map a machine name plus pointer width to 'x86_64', 'x86', 'aarch64', 'armv7' or 'other'."""
+    machine = machine.lower()
+    if machine in ("x86_64", "amd64", "x64", "i386", "i486", "i586", "i686", "x86"):
+        return "x86_64" if is64 else "x86"
+    if machine in ("aarch64", "arm64", "armv8l", "armv8b") or machine.startswith("arm"):
+        return "aarch64" if is64 else "armv7"
+    return "other"
+
+
+def target_arch(plat_name, compiler_cmd=()):
+    """'x86_64', 'x86', 'aarch64', 'armv7' or 'other', for the machine the wheel is built FOR.
+
+    Cross builds name their target in different places: macOS in ARCHFLAGS (cibuildwheel,
+    pip) or in the compiler's own -arch flags (python.org universal2 Pythons), Windows in the
+    build_ext plat_name (win32 / win-amd64 / win-arm64), crossenv and cibuildwheel in
+    _PYTHON_HOST_PLATFORM. A 32-bit Python on a 64-bit kernel (Raspberry Pi OS 32-bit on a
+    64-bit kernel: machine 'aarch64', 4-byte pointers) builds for the 32-bit target.
+    """
+    is64 = struct.calcsize("P") == 8
     if sys.platform == "darwin":
         archs = os.environ.get("ARCHFLAGS", "").replace("-arch", " ").split()
+        if not archs:
+            cmd = list(compiler_cmd)
+            archs = [cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "-arch"]
         if len(set(archs)) > 1:
             return "other"  # universal2: one set of flags cannot fit both slices
         if archs:
@@ -54,27 +75,30 @@ def target_arch(plat_name):
             return "x86"
         if "amd64" in plat:
             return "x86_64"
-    machine = platform.machine().lower()
-    is64 = struct.calcsize("P") == 8
-    if machine in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return "x86_64" if is64 else "x86"
-    if machine in ("aarch64", "arm64", "armv8l", "armv8b") or machine.startswith("armv"):
-        if is64:
-            return "aarch64"
-        return "armv7"
-    return "other"
+    host = os.environ.get("_PYTHON_HOST_PLATFORM", "")
+    if host and sys.platform != "darwin" and sys.platform != "win32":
+        machine = host.rsplit("-", 1)[-1]  # linux-aarch64, linux-armv7l, linux-i686, ...
+        return _machine_arch(machine, machine.endswith("64"))
+    return _machine_arch(platform.machine(), is64)
 
 
 def isa_flags(arch, msvc):
-    """Compiler flags per instruction set for this target, before probing."""
+    """Candidate compiler flag sets per instruction set for this target, tried in order.
+
+    The first set the compiler accepts (see PROBES) is used; none accepted drops that set.
+    """
     if arch in ("x86_64", "x86"):
         if msvc:
-            return {"avx2": ["/arch:AVX2"], "avx512": ["/arch:AVX512"]}
-        return {"avx2": ["-mavx2", "-mfma"], "avx512": ["-mavx512f", "-mavx2", "-mfma"]}
+            return {"avx2": [["/arch:AVX2"]], "avx512": [["/arch:AVX512"]]}
+        return {"avx2": [["-mavx2", "-mfma"]], "avx512": [["-mavx512f", "-mavx2", "-mfma"]]}
     if arch == "aarch64":
-        return {"neon": []}
+        return {"neon": [[]]}  # NEON (AdvSIMD) is baseline on 64-bit ARM
     if arch == "armv7" and not msvc:
-        return {"neon": ["-mfpu=neon"]}
+        # armhf (Debian, Raspberry Pi OS): the FPU flag is enough. A compiler defaulting to
+        # ARMv6 (Raspbian's) needs the architecture too; soft-float armel needs softfp.
+        # NEON is used only when the CPU's AT_HWCAP says so (dispatch.c).
+        return {"neon": [["-mfpu=neon"], ["-march=armv7-a", "-mfpu=neon"],
+                         ["-march=armv7-a", "-mfpu=neon", "-mfloat-abi=softfp"]]}
     return {}
 
 
@@ -100,18 +124,21 @@ class BuildExt(build_ext):
         if debug and not msvc:
             ext.extra_link_args = list(ext.extra_link_args or []) + ["-fsanitize=address,undefined"]
 
-        arch = target_arch(self.plat_name)
-        wanted = {} if env_flag("SHOESTRING_NO_SIMD") else isa_flags(arch, msvc)
+        arch = target_arch(self.plat_name, getattr(self.compiler, "compiler_so", None) or ())
+        candidates = {} if env_flag("SHOESTRING_NO_SIMD") else isa_flags(arch, msvc)
+        wanted = {}
         built = []
         objects = []
-        for isa, flags in wanted.items():
+        for isa, flag_sets in candidates.items():
             sources = sorted(f for f in os.listdir(CSRC) if f.endswith("_%s.c" % isa))
             if not sources:
                 continue
-            if not self._probe(isa, flags, base):
+            flags = next((fl for fl in flag_sets if self._probe(isa, fl, base)), None)
+            if flags is None:
                 print("shoestring: compiler rejects %s flags %s; %s kernels not built"
-                      % (isa, flags, isa))
+                      % (isa, " or ".join(" ".join(fl) for fl in flag_sets), isa))
                 continue
+            wanted[isa] = flags
             try:
                 objs = self.compiler.compile(
                     [os.path.join("csrc", s) for s in sources],

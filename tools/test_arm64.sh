@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# tools/test_arm64.sh: build shoestring from its sdist and run the whole test suite inside Debian
+# roots for 64-bit ARM (arm64, as on 64-bit Raspberry Pi OS) and 32-bit ARM (armhf, as on 32-bit
+# Raspberry Pi OS), executed on an x86-64 host through qemu-user and binfmt_misc.
+#
+#   sudo tools/test_arm64.sh                       # both roots, sdist built from this checkout
+#   sudo tools/test_arm64.sh --arch armhf          # one root
+#   sudo tools/test_arm64.sh --create-only         # only create (or check) the cached roots
+#   sudo tools/test_arm64.sh --sdist dist/shoestring-0.1.0.tar.gz -- -k kernels   # pytest args after --
+#
+# Roots are created once with debootstrap and reused from $SHOESTRING_CHROOT_DIR
+# (default /var/cache/shoestring-chroots); delete a root's directory to rebuild it. Creating one
+# takes about 10-15 minutes (the second debootstrap stage runs under emulation).
+#
+# What each run checks, per architecture:
+#   1. `pip install <sdist>` in a fresh venv inside the root builds the C extension with the root's gcc;
+#   2. `shoestring info` reports NEON compiled in, supported by the CPU and active
+#      (armhf: chosen at run time from AT_HWCAP; qemu-arm's default CPU has NEON);
+#   3. the whole test suite from the sdist passes, then the kernel tests again with SHOESTRING_ISA=scalar.
+#
+# Dependencies inside the roots:
+#   arm64: numpy, cffi, pytest, hypothesis from PyPI (manylinux aarch64 wheels, numpy 2.x), in an
+#          isolated build, exactly what `pip install shoestring` does on a 64-bit Pi.
+#   armhf: Debian's python3-numpy (1.x), python3-cffi, pytest and hypothesis with
+#          `--no-build-isolation` (PyPI has no armv7 numpy wheels and building numpy under
+#          emulation takes hours; on a real Pi, piwheels or apt provides them).
+#   Override with SHOESTRING_CHROOT_DEPS=pypi|debian.
+#
+# Host requirements: root, debootstrap, qemu-user-static, binfmt-support (installed with apt-get
+# when missing), network access to a Debian mirror (SHOESTRING_DEBIAN_MIRROR, default: the first
+# Debian archive in /etc/apt/sources.list*) and, for pypi mode, to the package index. The host's
+# index settings (PIP_INDEX_URL / PIP_EXTRA_INDEX_URL, pip's global.index-url and
+# global.extra-index-url when they are http(s) URLs) and CA bundle are passed into the root.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${SHOESTRING_CHROOT_DIR:-/var/cache/shoestring-chroots}
+SUITE=${SHOESTRING_DEBIAN_SUITE:-bookworm}
+ARCHES="arm64 armhf"
+SDIST=""
+CREATE_ONLY=0
+PYTEST_ARGS=()
+INCLUDE="python3,python3-venv,python3-dev,python3-pip,gcc,libc6-dev,ca-certificates,\
+python3-numpy,python3-cffi,python3-setuptools,python3-wheel,python3-pytest,python3-hypothesis"
+
+die() { echo "test_arm64: error: $*" >&2; exit 1; }
+log() { echo "== [$(date +%H:%M:%S)] $*"; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --arch) shift; [ "${1:-}" = all ] && ARCHES="arm64 armhf" || ARCHES="${1:?--arch needs arm64, armhf or all}" ;;
+        --sdist) shift; SDIST=$(readlink -f "${1:?--sdist needs a file}") ;;
+        --create-only) CREATE_ONLY=1 ;;
+        --) shift; PYTEST_ARGS=("$@"); break ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+        *) die "unknown argument '$1' (see --help)" ;;
+    esac
+    shift
+done
+for a in $ARCHES; do
+    case "$a" in arm64|armhf) ;; *) die "unknown architecture '$a': use arm64, armhf or all" ;; esac
+done
+[ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, chroot and mounts need it): sudo $0"
+
+qemu_name() { case "$1" in arm64) echo aarch64 ;; armhf) echo arm ;; esac; }
+
+debian_mirror() {
+    if [ -n "${SHOESTRING_DEBIAN_MIRROR:-}" ]; then echo "$SHOESTRING_DEBIAN_MIRROR"; return; fi
+    local url
+    url=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
+              2>/dev/null | grep -v '^[[:space:]]*#' | grep -oE 'https?://[^ ]*/debian/?' \
+          | grep -v security | head -n1 || true)
+    echo "${url:-http://deb.debian.org/debian}"
+}
+
+ensure_host_tools() {
+    local missing=()
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v update-binfmts >/dev/null || missing+=(binfmt-support)
+    for a in $ARCHES; do
+        command -v "qemu-$(qemu_name "$a")-static" >/dev/null || missing+=(qemu-user-static)
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing host packages: ${missing[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+}
+
+# Registers qemu-<arch> with binfmt_misc; prints the handler's flags.
+ensure_binfmt() {
+    local q=$1 entry=/proc/sys/fs/binfmt_misc/qemu-$1
+    if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
+            || die "cannot mount binfmt_misc (a container without it cannot run foreign binaries)"
+    fi
+    if [ ! -e "$entry" ] || ! grep -q '^enabled' "$entry"; then
+        update-binfmts --enable "qemu-$q" >/dev/null 2>&1 || update-binfmts --enable >/dev/null 2>&1 || true
+    fi
+    grep -q '^enabled' "$entry" 2>/dev/null \
+        || die "binfmt_misc has no enabled qemu-$q handler: install qemu-user-static and binfmt-support"
+    sed -n 's/^flags: //p' "$entry"
+}
+
+create_root() {
+    local arch=$1 root=$CACHE/$SUITE-$1 t0 mirror flags
+    mkdir -p "$CACHE"
+    flags=$(ensure_binfmt "$(qemu_name "$arch")")
+    if [ -e "$root/.shoestring-ready" ]; then
+        log "$arch: reusing $root (created $(cat "$root/.shoestring-ready"))"
+    else
+        mirror=$(debian_mirror)
+        log "$arch: creating $root with debootstrap from $mirror (takes 10-15 minutes)"
+        t0=$(date +%s)
+        rm -rf "$root.partial"
+        mkdir -p "$root.partial"
+        if [[ "$flags" != *F* ]]; then  # handler not preloaded: the emulator must exist inside the root
+            mkdir -p "$root.partial/usr/bin"
+            cp "$(command -v "qemu-$(qemu_name "$arch")-static")" "$root.partial/usr/bin/"
+        fi
+        debootstrap --arch="$arch" --variant=minbase --include="$INCLUDE" \
+            "$SUITE" "$root.partial" "$mirror" > "$CACHE/debootstrap-$arch.log" 2>&1 \
+            || { tail -n 30 "$CACHE/debootstrap-$arch.log" >&2;
+                 die "$arch: debootstrap failed (full log: $CACHE/debootstrap-$arch.log)"; }
+        rm -rf "$root.partial/var/cache/apt/archives/"*.deb
+        echo "$(date -u +%Y-%m-%dT%H:%MZ) in $(( $(date +%s) - t0 )) s" > "$root.partial/.shoestring-ready"
+        mv "$root.partial" "$root"
+        log "$arch: root created in $(( $(date +%s) - t0 )) s"
+    fi
+}
+
+host_index_env() {
+    local idx="${PIP_INDEX_URL:-}" extra="${PIP_EXTRA_INDEX_URL:-}" py
+    py=$(command -v python3 || true)
+    if [ -z "$idx" ] && [ -n "$py" ]; then idx=$("$py" -m pip config get global.index-url 2>/dev/null || true); fi
+    if [ -z "$extra" ] && [ -n "$py" ]; then extra=$("$py" -m pip config get global.extra-index-url 2>/dev/null || true); fi
+    # Only network indexes make sense inside the root; local file:// paths do not exist there.
+    idx=$(tr ' ' '\n' <<<"$idx" | grep -E '^https?://' | head -n1 || true)
+    extra=$(tr ' ' '\n' <<<"$extra" | grep -E '^https?://' | tr '\n' ' ' || true)
+    echo "PIP_INDEX_URL=${idx} PIP_EXTRA_INDEX_URL=${extra% }"
+}
+
+MOUNTED=()
+cleanup_mounts() {
+    local i
+    for (( i=${#MOUNTED[@]}-1; i>=0; i-- )); do umount -l "${MOUNTED[$i]}" 2>/dev/null || true; done
+    MOUNTED=()
+}
+trap cleanup_mounts EXIT
+
+test_in_root() {
+    local arch=$1 root=$CACHE/$SUITE-$1 deps t0 rc=0
+    deps=${SHOESTRING_CHROOT_DEPS:-$([ "$arch" = arm64 ] && echo pypi || echo debian)}
+    for m in proc dev dev/pts sys; do
+        mkdir -p "$root/$m"
+        if ! mountpoint -q "$root/$m"; then
+            if [ "$m" = proc ]; then mount -t proc proc "$root/proc"; else mount --bind "/$m" "$root/$m"; fi
+            MOUNTED+=("$root/$m")
+        fi
+    done
+    cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+    if [ -r /etc/ssl/certs/ca-certificates.crt ]; then
+        cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/shoestring-host-ca.crt"
+    fi
+    rm -rf "$root/work"
+    mkdir -p "$root/work"
+    cp "$SDIST" "$root/work/"
+    local name; name=$(basename "$SDIST")
+    cat > "$root/work/run.sh" <<EOF
+set -eu
+cd /work
+export HOME=/work PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 $(host_index_env)
+[ -n "\$PIP_INDEX_URL" ] || unset PIP_INDEX_URL
+[ -n "\$PIP_EXTRA_INDEX_URL" ] || unset PIP_EXTRA_INDEX_URL
+[ -e /etc/ssl/certs/shoestring-host-ca.crt ] && export PIP_CERT=/etc/ssl/certs/shoestring-host-ca.crt
+echo "root: \$(uname -m) userland \$(dpkg --print-architecture), \$(python3 --version), \$(gcc --version | head -n1)"
+t=\$(date +%s)
+if [ "$deps" = pypi ]; then
+    python3 -m venv venv
+    . venv/bin/activate
+    pip install -q "/work/$name[test]"
+else
+    python3 -m venv --system-site-packages venv
+    . venv/bin/activate
+    pip install -q --no-build-isolation --no-deps "/work/$name"
+fi
+echo "install: \$(( \$(date +%s) - t )) s"
+python -c 'import numpy, cffi; print("numpy", numpy.__version__, "cffi", cffi.__version__)'
+shoestring info
+python - <<'PY'
+from shoestring import kernels
+ok = ("neon" in kernels.isa_compiled() and "neon" in kernels.isa_available()
+      and kernels.isa_active() == "neon")
+print("neon check:", "compiled", kernels.isa_compiled(), "available", kernels.isa_available(),
+      "active", kernels.isa_active())
+raise SystemExit(0 if ok else "NEON is not compiled in, not detected, or not active")
+PY
+mkdir -p src && tar -xzf "/work/$name" -C src --strip-components=1
+cd /tmp   # not the source tree: tests must import the installed package
+t=\$(date +%s)
+python -m pytest -q -p no:cacheprovider /work/src/tests $(printf '%q ' "${PYTEST_ARGS[@]}")
+echo "tests: \$(( \$(date +%s) - t )) s"
+t=\$(date +%s)
+SHOESTRING_ISA=scalar python -m pytest -q -p no:cacheprovider /work/src/tests/test_kernels.py
+echo "scalar kernel tests: \$(( \$(date +%s) - t )) s"
+EOF
+    log "$arch: install sdist ($deps dependencies) and run the tests inside the root"
+    t0=$(date +%s)
+    chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        LANG=C.UTF-8 /bin/bash /work/run.sh || rc=$?
+    cleanup_mounts
+    log "$arch: $([ $rc -eq 0 ] && echo PASS || echo "FAIL (exit $rc)") in $(( $(date +%s) - t0 )) s"
+    return $rc
+}
+
+ensure_host_tools
+if [ "$CREATE_ONLY" -eq 0 ] && [ -z "$SDIST" ]; then
+    out=$(mktemp -d /tmp/shoestring-sdist.XXXXXX)
+    log "building the sdist from $REPO"
+    PY=${PYTHON:-python3}
+    "$PY" -m build --sdist --outdir "$out" "$REPO" >/dev/null \
+        || die "could not build the sdist: install 'build' ($PY -m pip install build) or pass --sdist FILE"
+    SDIST=$(ls "$out"/shoestring-*.tar.gz)
+fi
+[ "$CREATE_ONLY" -eq 1 ] || [ -r "$SDIST" ] || die "sdist '$SDIST' not found"
+
+status=0
+summary=()
+for arch in $ARCHES; do
+    t0=$(date +%s)
+    mkdir -p "$CACHE"
+    exec 9>"$CACHE/.$arch.lock"
+    flock 9   # a second run waits while the first creates the same root
+    create_root "$arch"
+    if [ "$CREATE_ONLY" -eq 1 ]; then
+        exec 9>&-
+        summary+=("$arch: root ready ($(( $(date +%s) - t0 )) s)")
+        continue
+    fi
+    t1=$(date +%s)
+    if test_in_root "$arch"; then r=PASS; else r=FAIL; status=1; fi
+    exec 9>&-
+    summary+=("$arch: $r (root $(( t1 - t0 )) s, install+tests $(( $(date +%s) - t1 )) s)")
+done
+echo
+printf '%s\n' "${summary[@]}"
+exit $status
