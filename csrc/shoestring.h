@@ -90,6 +90,65 @@ void ss_embedding_backward(float *dWE, const float *dout, const int32_t *tokens,
 /* MoE-GRU layer, model and decode kernels: declared below this line by csrc/moegru.c etc.   */
 /* ---------------------------------------------------------------------------------------- */
 
+/* ==== MoE-GRU layer over a whole window (csrc/moegru.c) ==================================== */
+/* One layer of MODEL.md sec. 1 for B sequences x T steps. Batch-major: row n = b*T + t of inp */
+/* (B,T,I) and out (B,T,H); recurrent state h (B,X,H). A contiguous batch slice [b0,b1) of     */
+/* inp/out/h is itself a valid call (training shards the batch over threads): the functions    */
+/* are single-threaded, re-entrant and keep no global state; each thread needs its own acts,   */
+/* ws and gradient buffers.                                                                  */
+/*   g = softmax(Wg x + bg); the K largest g (ties -> lower index) are selected and their     */
+/*   gates renormalised to sum 1 (K == X: all experts); a selected expert e updates           */
+/*   z = sigmoid(Wz_e x + bz_e), c = GELU(Wcx_e x + Wch_e h_e + bc_e), h_e = (1-z) h_e + z c,   */
+/*   the others keep h_e; r = sum_sel gate_e h_e + (x or Wp x + bp);                          */
+/*   out = gamma * r / sqrt(mean(r^2) + eps).                                                 */
+/* Memory: C never allocates. The caller provides float32 buffers of at least                 */
+/* ss_moegru_acts_floats(...) (saved activations: written by forward, read by backward; some  */
+/* slots hold int32 indices) and ss_moegru_ws_floats(...) (scratch for forward and backward).  */
+typedef struct ss_moegru_weights {
+    const float *Wg;     /* (X,I)   router */
+    const float *bg;     /* (X)                                                             */
+    const float *Wz;     /* (X,H,I) update gate, input side */
+    const float *bz;     /* (X,H)                                                           */
+    const float *Wcx;    /* (X,H,I) candidate, input side */
+    const float *Wch;    /* (X,H,H) candidate, recurrent side */
+    const float *bc;     /* (X,H)                                                           */
+    const float *gamma;  /* (H)     RMSNorm gain */
+    const float *Wp;     /* (H,I)   residual projection; NULL when I == H (identity residual) */
+    const float *bp;     /* (H)     NULL when I == H                                          */
+} ss_moegru_weights;
+
+/* Gradient buffers mirror the weights; backward ADDS into them. A NULL field skips that one. */
+typedef struct ss_moegru_grads {
+    float *Wg;           /* (X,I)   */
+    float *bg;           /* (X)     */
+    float *Wz;           /* (X,H,I) */
+    float *bz;           /* (X,H)   */
+    float *Wcx;          /* (X,H,I) */
+    float *Wch;          /* (X,H,H) */
+    float *bc;           /* (X,H)   */
+    float *gamma;        /* (H)     */
+    float *Wp;           /* (H,I)   only when I != H */
+    float *bp;           /* (H)     only when I != H */
+} ss_moegru_grads;
+
+size_t ss_moegru_acts_floats(int B, int T, int I, int H, int X, int K);
+size_t ss_moegru_ws_floats(int B, int T, int I, int H, int X, int K);
+
+/* out(B,T,H) = layer(inp(B,T,I)); h(B,X,H): on entry the initial state, on exit the final.  */
+/* acts receives everything backward needs (including every state an expert step read).       */
+void ss_moegru_forward(float *out, float *acts, float *h, float *ws, const float *inp,
+                       const ss_moegru_weights *w,
+                       int B, int T, int I, int H, int X, int K, float eps);
+
+/* Exact backward through the T steps of the matching forward (same acts, inp, w, sizes).     */
+/* dinp(B,T,I) += dL/dinp (NULL skips); every non-NULL grad field +=;                        */
+/* dh(B,X,H) (NULL: treated as zero, truncated BPTT): on entry dL/d(final state), on exit     */
+/* dL/d(initial state). The top-K selection is discrete: no gradient flows through it.        */
+void ss_moegru_backward(float *dinp, float *dh, const ss_moegru_grads *g, float *ws,
+                        const float *dout, const float *acts, const float *inp,
+                        const ss_moegru_weights *w,
+                        int B, int T, int I, int H, int X, int K);
+
 #ifdef __cplusplus
 }
 #endif

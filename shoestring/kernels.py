@@ -310,3 +310,213 @@ def embedding_backward(dWE, dout, tokens):
     p_dw = _out(fn, "dWE", dWE, (V, C), "V,C")
     p_d = _arr(fn, "dout", dout, (N, C), "N,C")
     lib.ss_embedding_backward(p_dw, p_d, p_t, N, C)
+
+
+# ---- MoE-GRU layer over a whole window (csrc/moegru.c) ------------------------------------------
+# Layouts (batch-major, so a batch slice [b0:b1] of every per-sequence array is contiguous):
+#   inp (B,T,I), out/dout (B,T,H), recurrent state h/dh (B,X,H). Weights and gradients are dicts
+#   with keys Wg (X,I), bg (X), Wz (X,H,I), bz (X,H), Wcx (X,H,I), Wch (X,H,H), bc (X,H),
+#   gamma (H), and Wp (H,I), bp (H) exactly when I != H (absent or None when I == H).
+#   acts and ws are flat float32 buffers of at least moegru_sizes(...) floats; acts is written by
+#   forward and read by the matching backward (same inp, weights, sizes and K).
+MOEGRU_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
+
+
+def _moegru_shapes(I, H, X):
+    """{key: (shape, dims)} of one layer's tensors; Wp/bp only when I != H."""
+    s = {"Wg": ((X, I), "X,I"), "bg": ((X,), "X"), "Wz": ((X, H, I), "X,H,I"),
+         "bz": ((X, H), "X,H"), "Wcx": ((X, H, I), "X,H,I"), "Wch": ((X, H, H), "X,H,H"),
+         "bc": ((X, H), "X,H"), "gamma": ((H,), "H")}
+    if I != H:
+        s["Wp"] = ((H, I), "H,I")
+        s["bp"] = ((H,), "H")
+    return s
+
+
+def moegru_sizes(B, T, I, H, X, K):
+    """(acts_floats, ws_floats): lengths of the float32 buffers one layer call needs
+    (saved activations written by forward for backward; scratch shared by forward and backward)."""
+    fn = "moegru_sizes"
+    B, T, I, H, X, K = (_int(fn, n, v) for n, v in zip("BTIHXK", (B, T, I, H, X, K)))
+    if K > X:
+        raise KernelArgumentError("%s: K=%d active experts exceeds X=%d experts" % (fn, K, X))
+    return (int(lib.ss_moegru_acts_floats(B, T, I, H, X, K)),
+            int(lib.ss_moegru_ws_floats(B, T, I, H, X, K)))
+
+
+def _moegru_dims(fn, inp, w, K):
+    """B, T, I from inp (B,T,I); X, H from w['Wch'] (X,H,H); K checked against X."""
+    if not isinstance(inp, np.ndarray) or inp.ndim != 3:
+        raise KernelArgumentError("%s: inp must be a 3-D numpy array (B,T,I)" % fn)
+    if not isinstance(w, dict):
+        raise KernelArgumentError("%s: w must be a dict of the layer's weights (%s)"
+                                  % (fn, ", ".join(MOEGRU_KEYS)))
+    Wch = w.get("Wch")
+    if not isinstance(Wch, np.ndarray) or Wch.ndim != 3 or Wch.shape[1] != Wch.shape[2]:
+        raise KernelArgumentError("%s: w['Wch'] must be a numpy array of shape (X,H,H)" % fn)
+    B, T, I = inp.shape
+    X, H = Wch.shape[0], Wch.shape[1]
+    if min(B, T, I, X, H) < 1:
+        raise KernelArgumentError("%s: empty dimension in inp %s or w['Wch'] %s"
+                                  % (fn, inp.shape, Wch.shape))
+    K = _int(fn, "K", K)
+    if K > X:
+        raise KernelArgumentError("%s: K=%d active experts exceeds X=%d experts" % (fn, K, X))
+    return B, T, I, H, X, K
+
+
+def _moegru_struct(fn, ctype, d, what, I, H, X, grads):
+    """A cffi ss_moegru_weights/grads struct from dict d; returns (struct, keepalive list).
+    Gradient entries may be None (that gradient is skipped)."""
+    if not isinstance(d, dict):
+        raise KernelArgumentError("%s: %s must be a dict with keys %s"
+                                  % (fn, what, ", ".join(MOEGRU_KEYS)))
+    shapes = _moegru_shapes(I, H, X)
+    unknown = set(d) - set(MOEGRU_KEYS)
+    if unknown:
+        raise KernelArgumentError("%s: %s has unknown keys %s (expected %s)"
+                                  % (fn, what, sorted(unknown), ", ".join(MOEGRU_KEYS)))
+    st = ffi.new(ctype)
+    keep = []
+    for key in MOEGRU_KEYS:
+        a = d.get(key)
+        if key not in shapes:
+            if a is not None:
+                raise KernelArgumentError(
+                    "%s: %s[%r] must be absent when I == H (%d): the residual is the identity"
+                    % (fn, what, key, I))
+            continue
+        shape, dims = shapes[key]
+        name = "%s[%r]" % (what, key)
+        if grads:
+            p = _out(fn, name, a, shape, dims, optional=True)
+        else:
+            if a is None:
+                hint = " (the residual projection is needed because I=%d != H=%d)" % (I, H) \
+                    if key in ("Wp", "bp") else ""
+                raise KernelArgumentError("%s: %s is required, expected shape (%s)%s"
+                                          % (fn, name, dims, hint))
+            p = _arr(fn, name, a, shape, dims)
+        setattr(st, key, p)
+        keep.append(p)
+    return st, keep
+
+
+def _moegru_buf(fn, name, a, need):
+    """A flat writable float32 buffer of at least `need` floats."""
+    if not isinstance(a, np.ndarray) or a.ndim != 1:
+        raise KernelArgumentError(
+            "%s: %s must be a 1-D float32 numpy array of at least %d floats (see moegru_sizes)"
+            % (fn, name, need))
+    if a.shape[0] < need:
+        raise KernelArgumentError("%s: %s has %d floats, needs at least %d (see moegru_sizes)"
+                                  % (fn, name, a.shape[0], need))
+    return _out(fn, name, a, a.shape, "n >= %d" % need)
+
+
+def _no_overlap(fn, named):
+    """Raise if two of the (name, array) pairs share memory (outputs must not alias inputs)."""
+    named = [(n, a) for n, a in named if a is not None]
+    for i in range(len(named)):
+        for j in range(i + 1, len(named)):
+            if np.may_share_memory(named[i][1], named[j][1]):
+                raise KernelArgumentError("%s: %s and %s overlap in memory (pass separate arrays)"
+                                          % (fn, named[i][0], named[j][0]))
+
+
+class MoeGruBinding:
+    """One MoE-GRU layer call prepared once, for the hot training loop.
+
+    Bound (validated once, pointers cached; they must stay alive and in place, which in-place
+    updates such as the optimiser's respect): the weights dict `w`, the gradient dict `grads`
+    (optional; None entries are skipped), the `acts` and `ws` buffers (allocated here when not
+    given) and the sizes B, T, I (from the constructor), H, X (from w), K and eps.
+    Per call (checked every call): out, h, inp for forward; dinp, dout, inp, dh for backward.
+    """
+
+    def __init__(self, w, B, T, I, K, eps, grads=None, acts=None, ws=None):
+        fn = "MoeGruBinding"
+        B, T, I = (_int(fn, n, v) for n, v in zip("BTI", (B, T, I)))
+        self.B, self.T, self.I, self.H, self.X, self.K = _moegru_dims(
+            fn, np.empty((B, T, I), np.float32), w, K)
+        H, X = self.H, self.X
+        self.eps = float(eps)
+        n_acts, n_ws = moegru_sizes(B, T, I, H, X, self.K)
+        self.acts = np.zeros(n_acts, np.float32) if acts is None else acts
+        self.ws = np.zeros(n_ws, np.float32) if ws is None else ws
+        _no_overlap(fn, [("acts", self.acts), ("ws", self.ws)])
+        self._p_acts = _moegru_buf(fn, "acts", self.acts, n_acts)
+        self._p_ws = _moegru_buf(fn, "ws", self.ws, n_ws)
+        self.w, self.grads = w, grads
+        self._w, self._wkeep = _moegru_struct(fn, "ss_moegru_weights *", w, "w", I, H, X, False)
+        if grads is None:
+            self._g, self._gkeep = None, []
+        else:
+            self._g, self._gkeep = _moegru_struct(fn, "ss_moegru_grads *", grads, "grads",
+                                                  I, H, X, True)
+
+    def forward(self, out, h, inp):
+        """out(B,T,H) = layer(inp(B,T,I)); h(B,X,H) advanced in place; saves acts. Returns out."""
+        fn = "MoeGruBinding.forward"
+        B, T, I, H, X = self.B, self.T, self.I, self.H, self.X
+        p_out = _out(fn, "out", out, (B, T, H), "B,T,H")
+        p_h = _out(fn, "h", h, (B, X, H), "B,X,H")
+        p_inp = _arr(fn, "inp", inp, (B, T, I), "B,T,I")
+        lib.ss_moegru_forward(p_out, self._p_acts, p_h, self._p_ws, p_inp, self._w,
+                              B, T, I, H, X, self.K, self.eps)
+        return out
+
+    def backward(self, dinp, dout, inp, dh=None):
+        """dinp(B,T,I) += (None skips), bound grads +=, dh(B,X,H): final -> initial state grad
+        (None: truncated BPTT). Needs the acts of the forward on the same inp."""
+        fn = "MoeGruBinding.backward"
+        if self._g is None:
+            raise KernelArgumentError("%s: this binding has no grads (pass grads= when building it)"
+                                      % fn)
+        B, T, I, H, X = self.B, self.T, self.I, self.H, self.X
+        p_dinp = _out(fn, "dinp", dinp, (B, T, I), "B,T,I", optional=True)
+        p_dh = _out(fn, "dh", dh, (B, X, H), "B,X,H", optional=True)
+        p_dout = _arr(fn, "dout", dout, (B, T, H), "B,T,H")
+        p_inp = _arr(fn, "inp", inp, (B, T, I), "B,T,I")
+        lib.ss_moegru_backward(p_dinp, p_dh, self._g, self._p_ws, p_dout, self._p_acts, p_inp,
+                               self._w, B, T, I, H, X, self.K)
+
+
+def moegru_forward(out, acts, h, ws, inp, w, K, eps):
+    """One MoE-GRU layer over a window: out(B,T,H) = layer(inp(B,T,I)); h(B,X,H) holds the
+    initial state on entry and the final state on exit; acts receives what backward needs.
+    w: dict of the layer's weights (see MOEGRU_KEYS). Returns out."""
+    fn = "moegru_forward"
+    B, T, I, H, X, K = _moegru_dims(fn, inp, w, K)
+    n_acts, n_ws = moegru_sizes(B, T, I, H, X, K)
+    p_out = _out(fn, "out", out, (B, T, H), "B,T,H")
+    p_h = _out(fn, "h", h, (B, X, H), "B,X,H")
+    p_inp = _arr(fn, "inp", inp, (B, T, I), "B,T,I")
+    p_acts = _moegru_buf(fn, "acts", acts, n_acts)
+    p_ws = _moegru_buf(fn, "ws", ws, n_ws)
+    _no_overlap(fn, [("out", out), ("acts", acts), ("h", h), ("ws", ws), ("inp", inp)])
+    st, keep = _moegru_struct(fn, "ss_moegru_weights *", w, "w", I, H, X, False)
+    lib.ss_moegru_forward(p_out, p_acts, p_h, p_ws, p_inp, st, B, T, I, H, X, K, float(eps))
+    return out
+
+
+def moegru_backward(dinp, dh, grads, ws, dout, acts, inp, w, K, eps=None):
+    """Exact backward through the window of the matching moegru_forward (same acts, inp, w, K).
+    dinp(B,T,I) += (None skips); every non-None grads[key] +=; dh(B,X,H) or None: on entry
+    dL/d(final state), on exit dL/d(initial state); None means zero (truncated BPTT).
+    eps is accepted for symmetry with moegru_forward and unused (the saved 1/rms is used)."""
+    fn = "moegru_backward"
+    B, T, I, H, X, K = _moegru_dims(fn, inp, w, K)
+    n_acts, n_ws = moegru_sizes(B, T, I, H, X, K)
+    p_dinp = _out(fn, "dinp", dinp, (B, T, I), "B,T,I", optional=True)
+    p_dh = _out(fn, "dh", dh, (B, X, H), "B,X,H", optional=True)
+    p_dout = _arr(fn, "dout", dout, (B, T, H), "B,T,H")
+    p_inp = _arr(fn, "inp", inp, (B, T, I), "B,T,I")
+    p_acts = _moegru_buf(fn, "acts", acts, n_acts)
+    p_ws = _moegru_buf(fn, "ws", ws, n_ws)
+    _no_overlap(fn, [("dinp", dinp), ("dh", dh), ("ws", ws), ("dout", dout), ("acts", acts),
+                     ("inp", inp)])
+    st, keep = _moegru_struct(fn, "ss_moegru_weights *", w, "w", I, H, X, False)
+    gst, gkeep = _moegru_struct(fn, "ss_moegru_grads *", grads, "grads", I, H, X, True)
+    lib.ss_moegru_backward(p_dinp, p_dh, gst, p_ws, p_dout, p_acts, p_inp, st,
+                           B, T, I, H, X, K)

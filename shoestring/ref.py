@@ -111,3 +111,168 @@ def embedding_backward(dout, tokens, V):
 # ============================================================================================
 # MoE-GRU layer and whole model (see MODEL.md §1)
 # ============================================================================================
+
+MOEGRU_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
+
+
+def topk_select(g, K):
+    """Indices (..., K) of the K largest entries of g (..., X), ties to the lower index, listed in
+    ascending expert order (the order the C kernel uses)."""
+    order = np.argsort(-g, axis=-1, kind="stable")[..., :K]
+    return np.sort(order, axis=-1)
+
+
+def topk_margin(g, K):
+    """Smallest gap, over all rows, between the K-th and (K+1)-th largest g (inf when K == X):
+    how far the selection is from a tie (finite differences need it clear of one)."""
+    X = g.shape[-1]
+    if K >= X:
+        return np.inf
+    s = -np.sort(-g, axis=-1)
+    return float(np.min(s[..., K - 1] - s[..., K]))
+
+
+def moegru_forward(inp, h0, w, K, eps):
+    """One MoE-GRU layer (MODEL.md §1) over a window, written step by step for clarity.
+
+    inp (B,T,I), h0 (B,X,H), w: dict of the layer's weights (Wp/bp present iff I != H).
+    -> out (B,T,H), hT (B,X,H), cache (everything moegru_backward needs).
+    Every expert's candidate is computed for clarity; only the K selected experts update.
+    """
+    Wg, bg, Wz, bz = w["Wg"], w["bg"], w["Wz"], w["bz"]
+    Wcx, Wch, bc, gamma = w["Wcx"], w["Wch"], w["bc"], w["gamma"]
+    Wp, bp = w.get("Wp"), w.get("bp")
+    B, T, I = inp.shape
+    X, H = bz.shape
+    g = softmax_forward(inp @ Wg.T + bg)                          # (B,T,X) router
+    sel = topk_select(g, K)                                       # (B,T,K)
+    gsel = np.take_along_axis(g, sel, axis=-1)                    # (B,T,K)
+    S = gsel.sum(axis=-1, keepdims=True)                          # (B,T,1)
+    ghat = gsel / S                                               # (B,T,K) renormalised gates
+    mask = np.zeros((B, T, X), dtype=bool)                        # (B,T,X) expert e runs
+    np.put_along_axis(mask, sel, True, axis=-1)
+    z = sigmoid_forward(np.einsum("bti,ehi->bteh", inp, Wz) + bz)  # (B,T,X,H)
+    ax = np.einsum("bti,ehi->bteh", inp, Wcx) + bc                 # (B,T,X,H) input half
+    hs = np.zeros((T + 1, B, X, H), dtype=inp.dtype)              # states before/after steps
+    hs[0] = h0
+    a = np.zeros((B, T, X, H), dtype=inp.dtype)
+    c = np.zeros_like(a)
+    m = np.zeros((B, T, H), dtype=inp.dtype)
+    bidx = np.arange(B)[:, None]
+    for t in range(T):
+        h = hs[t]                                                 # (B,X,H)
+        a[:, t] = ax[:, t] + np.einsum("ehj,bej->beh", Wch, h)
+        c[:, t] = gelu_forward(a[:, t])
+        hnew = (1 - z[:, t]) * h + z[:, t] * c[:, t]
+        hs[t + 1] = np.where(mask[:, t, :, None], hnew, h)        # unselected experts keep h
+        m[:, t] = np.sum(ghat[:, t, :, None] * hs[t + 1][bidx, sel[:, t]], axis=1)
+    res = inp if Wp is None else inp @ Wp.T + bp                  # (B,T,H)
+    r = m + res
+    out, rstd = rmsnorm_forward(r.reshape(B * T, H), gamma, eps)
+    cache = dict(inp=inp, w=w, K=K, g=g, sel=sel, S=S, ghat=ghat, mask=mask, z=z, a=a, c=c,
+                 hs=hs, r=r.reshape(B * T, H), rstd=rstd)
+    return out.reshape(B, T, H), hs[T].copy(), cache
+
+
+def moegru_backward(dout, cache, dhT=None):
+    """Exact backward of moegru_forward through the whole window.
+
+    dout (B,T,H); dhT (B,X,H) or None (zero: truncated BPTT).
+    -> dinp (B,T,I), grads {key: array} (Wp/bp only when present), dh0 (B,X,H).
+    """
+    inp, w = cache["inp"], cache["w"]
+    Wz, Wcx, Wch, Wg, gamma = w["Wz"], w["Wcx"], w["Wch"], w["Wg"], w["gamma"]
+    Wp = w.get("Wp")
+    g, sel, S, ghat, mask = cache["g"], cache["sel"], cache["S"], cache["ghat"], cache["mask"]
+    z, a, c, hs = cache["z"], cache["a"], cache["c"], cache["hs"]
+    B, T, I = inp.shape
+    X, H = w["bz"].shape
+    grads = {}
+    dr, grads["gamma"] = rmsnorm_backward(dout.reshape(B * T, H), cache["r"], gamma, cache["rstd"])
+    dr = dr.reshape(B, T, H)
+    if Wp is None:
+        dinp = dr.copy()
+    else:
+        dinp = dr @ Wp
+        grads["Wp"] = np.einsum("bth,bti->hi", dr, inp)
+        grads["bp"] = dr.sum(axis=(0, 1))
+    dh = np.zeros((B, X, H), dtype=inp.dtype) if dhT is None else dhT.copy()
+    dzpre = np.zeros_like(z)                                      # (B,T,X,H)
+    da = np.zeros_like(a)                                         # (B,T,X,H)
+    dghat = np.zeros((B, T, sel.shape[-1]), dtype=inp.dtype)      # (B,T,K)
+    grads["Wch"] = np.zeros_like(Wch)
+    bidx = np.arange(B)[:, None]
+    for t in reversed(range(T)):
+        hp, hn = hs[t], hs[t + 1]                                 # (B,X,H)
+        dghat[:, t] = np.einsum("bh,bkh->bk", dr[:, t], hn[bidx, sel[:, t]])
+        gate = np.zeros((B, X), dtype=inp.dtype)                  # ghat scattered to experts
+        np.put_along_axis(gate, sel[:, t], ghat[:, t], axis=-1)
+        dhn = dh + gate[:, :, None] * dr[:, t, None, :]           # dL/d(state after step t)
+        mk = mask[:, t, :, None]
+        zt, ct = z[:, t], c[:, t]
+        dz = np.where(mk, dhn * (ct - hp), 0)
+        dzpre[:, t] = dz * zt * (1 - zt)
+        da[:, t] = np.where(mk, gelu_backward(dhn * zt, a[:, t]), 0)
+        dhp = dhn * (1 - zt) + np.einsum("beh,ehj->bej", da[:, t], Wch)
+        dh = np.where(mk, dhp, dh)                                # unselected: passes through
+        grads["Wch"] += np.einsum("beh,bej->ehj", da[:, t], hp)
+    grads["Wz"] = np.einsum("bteh,bti->ehi", dzpre, inp)
+    grads["bz"] = dzpre.sum(axis=(0, 1))
+    grads["Wcx"] = np.einsum("bteh,bti->ehi", da, inp)
+    grads["bc"] = da.sum(axis=(0, 1))
+    dinp = dinp + np.einsum("bteh,ehi->bti", dzpre, Wz) + np.einsum("bteh,ehi->bti", da, Wcx)
+    # router: ghat = g[sel] / sum(g[sel]) (selection itself is discrete), then the softmax
+    dgsel = (dghat - np.sum(ghat * dghat, axis=-1, keepdims=True)) / S
+    dg = np.zeros_like(g)
+    np.put_along_axis(dg, sel, dgsel, axis=-1)
+    dlog = softmax_backward(dg, g)                                # (B,T,X)
+    grads["Wg"] = np.einsum("btx,bti->xi", dlog, inp)
+    grads["bg"] = dlog.sum(axis=(0, 1))
+    dinp = dinp + dlog @ Wg
+    return dinp, grads, dh
+
+
+def layer_weights(P, l):
+    """The per-layer weight dict (keys without the `l<l>.` prefix) from the named views P."""
+    pre = "l%d." % l
+    return {k: P[pre + k] for k in MOEGRU_KEYS if pre + k in P}
+
+
+def model_forward(P, cfg, tokens, h0):
+    """Whole model: embedding -> L MoE-GRU layers -> head.
+
+    P: named views (ParamLayout(cfg).views(flat)); tokens (B,T) int; h0 (L,B,X,H).
+    -> logits (B,T,V), hT (L,B,X,H), cache.
+    """
+    x = embedding_forward(tokens, P["WE"])                        # (B,T,C)
+    hT = np.zeros_like(h0)
+    caches = []
+    for l in range(cfg.L):
+        x, hT[l], cl = moegru_forward(x, h0[l], layer_weights(P, l), cfg.K, cfg.eps_rmsnorm)
+        caches.append(cl)
+    logits = x @ P["Wo"].T + P["bo"]                              # (B,T,V)
+    return logits, hT, dict(tokens=tokens, top=x, layers=caches)
+
+
+def model_loss_and_grads(P, cfg, tokens, targets, h0):
+    """Mean cross-entropy over all B*T positions and its gradient for every named tensor.
+
+    The loss does not depend on the final state, so no gradient enters it (truncated BPTT).
+    -> loss (float), grads {name: array shaped like P[name]}, hT (L,B,X,H).
+    """
+    logits, hT, cache = model_forward(P, cfg, tokens, h0)
+    B, T, V = logits.shape
+    N = B * T
+    loss_sum, dlogits = crossentropy_forward_backward(
+        logits.reshape(N, V), np.asarray(targets).reshape(N), 1.0 / N)
+    grads = {}
+    top = cache["top"].reshape(N, -1)
+    dx, grads["Wo"], grads["bo"] = matmul_backward(dlogits, top, P["Wo"])
+    dx = dx.reshape(B, T, -1)
+    for l in reversed(range(cfg.L)):
+        dx, gl, _ = moegru_backward(dx, cache["layers"][l])
+        for k, v in gl.items():
+            grads["l%d.%s" % (l, k)] = v
+    grads["WE"] = embedding_backward(dx.reshape(N, -1), np.asarray(tokens).reshape(N),
+                                     P["WE"].shape[0])
+    return loss_sum / N, grads, hT
