@@ -20,7 +20,8 @@ import numpy as np
 
 from . import __version__
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from .data import Windows, read_texts
+from .data import default_corpus_path
+from .dataset import Windows, read_texts
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError
 from .model import Network
 from .optim import AdamW, default_warmup, lr_at
@@ -99,14 +100,6 @@ def fmt_seconds(s):
 
 
 # ---- data preparation -----------------------------------------------------------------------
-def default_corpus():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "chat.txt")
-    if not os.path.isfile(path):
-        raise DataError("the bundled corpus is missing from this installation (%s) "
-                        "(reinstall shoestring or pass --model-data)" % path)
-    return path
-
-
 def build_tokenizer(args, model_paths, progress):
     from .tokenizer import Tokenizer
 
@@ -407,11 +400,11 @@ def cli_train(args):
     elif ckpt is not None and ckpt["config"].get("train", {}).get("model_data"):
         model_paths = ckpt["config"]["train"]["model_data"]
     else:
-        model_paths = [default_corpus()]
+        model_paths = [default_corpus_path()]
         progress.message("no --model-data given: training on the bundled chat corpus (%s)"
                          % model_paths[0])
     texts = read_texts(model_paths, args.encoding_errors)
-    from .data import expand_paths
+    from .dataset import expand_paths
     args.model_data_resolved = expand_paths(model_paths)
 
     if ckpt is not None:

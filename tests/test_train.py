@@ -9,7 +9,7 @@ import pytest
 from shoestring import ref
 from shoestring.checkpoint import load_checkpoint
 from shoestring.cli import main
-from shoestring.data import Windows
+from shoestring.dataset import Windows
 from shoestring.errors import DataError
 from shoestring.model import Network, split_batch
 from shoestring.optim import lr_at

@@ -41,7 +41,7 @@ def child(args):
     from shoestring.model import Network
     from shoestring.optim import AdamW
     from shoestring.params import ModelConfig, ParamLayout
-    from shoestring.data import Windows
+    from shoestring.dataset import Windows
     from shoestring import kernels
 
     tokens = np.load(args.tokens)

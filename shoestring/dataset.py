@@ -1,4 +1,4 @@
-"""data.py: reading model data and cutting the token stream into (B, T) windows.
+"""dataset.py: reading model data and cutting the token stream into (B, T) windows.
 
 Model data is one or more UTF-8 files, or folders whose `.txt` files are read in sorted order.
 MODEL.md §2: the token stream is cut into B contiguous streams; each step takes the next T tokens
