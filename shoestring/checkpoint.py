@@ -351,7 +351,8 @@ class _Reader:
         self.claimed = 0          # base64 characters claimed so far by tensor shapes
 
     def fail(self, what, hint=_DAMAGED):
-        raise CheckpointError("checkpoint %s: %s (%s)" % (self.path, what, hint))
+        sep = " " if what.startswith(("is ", "has ", "cannot ")) else ": "
+        raise CheckpointError("checkpoint %s%s%s (%s)" % (self.path, sep, what, hint))
 
     # -- the file -------------------------------------------------------------------------------
     def read_document(self):
@@ -373,7 +374,7 @@ class _Reader:
                 "this is not a shoestring checkpoint, or it was damaged")
         try:
             with open(path, "rb") as f:
-                data = f.read(MAX_FILE_BYTES + 1)
+                data = f.read(st.st_size + 1)      # sized by the file, never a 2 GiB buffer
         except OSError as e:
             self.fail("cannot be read: %s" % (e.strerror or e), "check the path and its permissions")
         if len(data) > MAX_FILE_BYTES:
@@ -391,7 +392,7 @@ class _Reader:
         try:
             doc = json.loads(text, object_pairs_hook=_pairs_no_duplicates, parse_constant=_reject_constant)
         except json.JSONDecodeError as e:
-            self.fail("is truncated or not JSON: %s at byte %d of %d" % (e.msg, e.pos, len(text)),
+            self.fail("is truncated or not JSON: %s (byte %d of %d)" % (e.msg, e.pos, len(text)),
                       "the write was interrupted or the file was damaged; use another checkpoint")
         except _Reject as e:
             self.fail("is not strict JSON: %s" % e)
