@@ -149,6 +149,55 @@ void ss_moegru_backward(float *dinp, float *dh, const ss_moegru_grads *g, float 
                         const ss_moegru_weights *w,
                         int B, int T, int I, int H, int X, int K);
 
+/* ======================================================================================== */
+/* Decoding (csrc/decode.c): one token at batch 1 through all layers and the head, sampling.  */
+/* ======================================================================================== */
+/* Pointers into the flat parameter buffer (MODEL.md §1), filled once at model load.          */
+typedef struct ss_decode_layer {
+    const float *Wg;     /* (X,I)   router */
+    const float *bg;     /* (X)     */
+    const float *Wz;     /* (X,H,I) update gate */
+    const float *bz;     /* (X,H)   */
+    const float *Wcx;    /* (X,H,I) candidate, input half */
+    const float *Wch;    /* (X,H,H) candidate, recurrent half */
+    const float *bc;     /* (X,H)   */
+    const float *gamma;  /* (H)     RMSNorm gain */
+    const float *Wp;     /* (H,I)   residual projection; NULL unless I != H (layer 0) */
+    const float *bp;     /* (H)     NULL unless I != H */
+} ss_decode_layer;
+
+typedef struct ss_decode_model {
+    int V, C, H, L, X, K;
+    float eps;                      /* RMSNorm epsilon */
+    const float *WE;                /* (V,C) embedding */
+    const float *Wo;                /* (V,H) head */
+    const float *bo;                /* (V)   */
+    const ss_decode_layer *layers;  /* (L)   */
+    const float *packed;            /* ss_decode_packed_size floats written by ss_decode_pack */
+} ss_decode_model;
+
+/* Sizes in floats of the packed weights and of the step's workspace. */
+int64_t ss_decode_packed_size(const ss_decode_model *m);
+int64_t ss_decode_workspace_size(const ss_decode_model *m);
+/* Copy the matrices of m into row panels (packed) for ss_decode_step; m->packed must then    */
+/* point at packed. Run again whenever the parameters change.                                 */
+void ss_decode_pack(float *packed, const ss_decode_model *m);
+/* One token (0 <= token < V): state(L,X,H) updated in place; logits(V) written, or the head  */
+/* skipped when logits is NULL. work: ss_decode_workspace_size floats. Allocates nothing.     */
+void ss_decode_step(float *logits, float *state, float *work, const ss_decode_model *m,
+                    int token);
+
+/* Next token from logits(V): the argmax (ties: lowest id) when temperature <= 0 or top_k == 1; */
+/* otherwise softmax(logits / temperature), restricted to the top_k largest (0: no limit), then */
+/* to the smallest set holding top_p of that mass (1: no limit), drawn with the splitmix64     */
+/* generator whose state *rng advances. allowed(V): 0 bans an id (NULL: all allowed).         */
+/* work: ss_sample_workspace_size(V) floats. Returns -1 only when every id is banned.          */
+int64_t ss_sample_workspace_size(int V);
+int ss_sample(float *work, const float *logits, const uint8_t *allowed, int V,
+              float temperature, int top_k, float top_p, uint64_t *rng);
+/* One uniform double in [0, 1) from the same generator (for tests). */
+double ss_rng_uniform(uint64_t *rng);
+
 #ifdef __cplusplus
 }
 #endif

@@ -520,3 +520,163 @@ def moegru_backward(dinp, dh, grads, ws, dout, acts, inp, w, K, eps=None):
     gst, gkeep = _moegru_struct(fn, "ss_moegru_grads *", grads, "grads", I, H, X, True)
     lib.ss_moegru_backward(p_dinp, p_dh, gst, p_ws, p_dout, p_acts, p_inp, st,
                            B, T, I, H, X, K)
+
+
+# ---- decoding and sampling at batch 1 (csrc/decode.c) -------------------------------------------
+# Chat and generation run one token at a time, so everything that can be checked once is checked
+# once: DecodeWeights validates the parameter views and packs the matrices at model load, a Decoder
+# owns its state, workspace and logits, and per token only the token id is checked.
+DECODE_LAYER_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
+
+
+class DecodeWeights:
+    """ss_decode_model for a ModelConfig `cfg` and its named parameter views
+    (ParamLayout(cfg).views(flat)): the struct of pointers plus the packed matrices.
+    The views must stay alive and unchanged (call repack() after changing them)."""
+
+    def __init__(self, cfg, views):
+        fn = "DecodeWeights"
+        V, C, H, L, X, K = cfg.V, cfg.C, cfg.H, cfg.L, cfg.X, cfg.K
+        self.cfg = cfg
+        self._keep = []
+
+        def ptr(name, shape, dims):
+            a = views.get(name)
+            p = _arr(fn, name, a, shape, dims)
+            self._keep.append(a)
+            return ffi.cast("const float *", p)
+
+        self._layers = ffi.new("ss_decode_layer[]", L)
+        for l in range(L):
+            I = cfg.layer_input(l)
+            ly = self._layers[l]
+            pre = "l%d." % l
+            ly.Wg = ptr(pre + "Wg", (X, I), "X,I")
+            ly.bg = ptr(pre + "bg", (X,), "X")
+            ly.Wz = ptr(pre + "Wz", (X, H, I), "X,H,I")
+            ly.bz = ptr(pre + "bz", (X, H), "X,H")
+            ly.Wcx = ptr(pre + "Wcx", (X, H, I), "X,H,I")
+            ly.Wch = ptr(pre + "Wch", (X, H, H), "X,H,H")
+            ly.bc = ptr(pre + "bc", (X, H), "X,H")
+            ly.gamma = ptr(pre + "gamma", (H,), "H")
+            if I != H:
+                ly.Wp = ptr(pre + "Wp", (H, I), "H,I")
+                ly.bp = ptr(pre + "bp", (H,), "H")
+        m = ffi.new("ss_decode_model *")
+        m.V, m.C, m.H, m.L, m.X, m.K = V, C, H, L, X, K
+        m.eps = float(cfg.eps_rmsnorm)
+        m.WE = ptr("WE", (V, C), "V,C")
+        m.Wo = ptr("Wo", (V, H), "V,H")
+        m.bo = ptr("bo", (V,), "V")
+        m.layers = self._layers
+        self._m = m
+        self.packed = np.zeros(int(lib.ss_decode_packed_size(m)), np.float32)
+        self._p_packed = ffi.from_buffer("float[]", self.packed)
+        m.packed = self._p_packed
+        self.workspace_floats = int(lib.ss_decode_workspace_size(m))
+        self.repack()
+
+    def repack(self):
+        """Copy the matrices into the decode panels again (after the parameters changed)."""
+        lib.ss_decode_pack(self._p_packed, self._m)
+
+
+class Decoder:
+    """One sequence being decoded: recurrent state (L,X,H), logits (V) and workspace, owned here.
+    allowed (V) uint8 or None: ids with 0 are never sampled."""
+
+    def __init__(self, weights, allowed=None):
+        fn = "Decoder"
+        if not isinstance(weights, DecodeWeights):
+            raise KernelArgumentError("%s: weights must be a DecodeWeights" % fn)
+        cfg = weights.cfg
+        self.weights = weights
+        self.V = cfg.V
+        self.state = np.zeros((cfg.L, cfg.X, cfg.H), np.float32)       # (L,X,H)
+        self.logits = np.zeros(cfg.V, np.float32)                      # (V)
+        self._work = np.zeros(weights.workspace_floats, np.float32)
+        self._swork = np.zeros(int(lib.ss_sample_workspace_size(cfg.V)), np.float32)
+        self._p_state = ffi.from_buffer("float[]", self.state)
+        self._p_logits = ffi.from_buffer("float[]", self.logits)
+        self._p_work = ffi.from_buffer("float[]", self._work)
+        self._p_swork = ffi.from_buffer("float[]", self._swork)
+        if allowed is None:
+            self._allowed = None
+            self._p_allowed = ffi.NULL
+        else:
+            if (not isinstance(allowed, np.ndarray) or allowed.dtype != np.uint8
+                    or allowed.shape != (cfg.V,)):
+                raise KernelArgumentError("%s: allowed must be a numpy uint8 array of shape (V,) = (%d,)"
+                                          % (fn, cfg.V))
+            self._allowed = np.ascontiguousarray(allowed)
+            if not self._allowed.any():
+                raise KernelArgumentError("%s: allowed bans every token id" % fn)
+            self._p_allowed = ffi.from_buffer("uint8_t[]", self._allowed)
+
+    def reset(self):
+        """Zero the recurrent state (a new conversation)."""
+        self.state[...] = 0.0
+
+    def step(self, token, head=True):
+        """Feed one token: update the state; with head=True also write self.logits (V)."""
+        if not 0 <= token < self.V:
+            raise KernelArgumentError("decode_step: token %r outside [0, V) = [0, %d)" % (token, self.V))
+        lib.ss_decode_step(self._p_logits if head else ffi.NULL, self._p_state, self._p_work,
+                           self.weights._m, int(token))
+
+    def sample(self, rng, temperature, top_k, top_p):
+        """Next token id from self.logits (see sample())."""
+        return _sample(self._p_swork, self._p_logits, self._p_allowed, self.V, rng,
+                       temperature, top_k, top_p)
+
+
+class Rng:
+    """The splitmix64 state ss_sample draws from: one uint64 word; the same seed, the same draws."""
+
+    def __init__(self, seed):
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise KernelArgumentError("Rng: seed must be an integer, got %r" % (seed,))
+        self.state = np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)
+        self._p = ffi.from_buffer("uint64_t[]", self.state)
+
+    def uniform(self):
+        """One float in [0, 1)."""
+        return float(lib.ss_rng_uniform(self._p))
+
+
+def _sample(p_work, p_logits, p_allowed, V, rng, temperature, top_k, top_p):
+    fn = "sample"
+    if not isinstance(rng, Rng):
+        raise KernelArgumentError("%s: rng must be a kernels.Rng" % fn)
+    if not temperature >= 0:
+        raise KernelArgumentError("%s: temperature must be >= 0, got %r" % (fn, temperature))
+    if not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise KernelArgumentError("%s: top_k must be an integer >= 0, got %r" % (fn, top_k))
+    if not 0 < top_p <= 1:
+        raise KernelArgumentError("%s: top_p must be in (0, 1], got %r" % (fn, top_p))
+    tok = lib.ss_sample(p_work, p_logits, p_allowed, V, float(temperature), int(top_k),
+                        float(top_p), rng._p)
+    if tok < 0:
+        raise KernelArgumentError("%s: every token id is banned" % fn)
+    return tok
+
+
+def sample(logits, rng, temperature, top_k, top_p, allowed=None):
+    """Next token id from logits (V): argmax (ties: lowest id) when temperature == 0 or top_k == 1;
+    else softmax(logits/temperature) cut to the top_k (0: all) and then to the top_p nucleus,
+    drawn from rng (a Rng). allowed (V) uint8 or None: ids with 0 are never chosen."""
+    fn = "sample"
+    if not isinstance(logits, np.ndarray) or logits.ndim != 1:
+        raise KernelArgumentError("%s: logits must be a 1-D numpy array (V)" % fn)
+    V = logits.shape[0]
+    p_logits = _arr(fn, "logits", logits, (V,), "V")
+    p_allowed = ffi.NULL
+    if allowed is not None:
+        if (not isinstance(allowed, np.ndarray) or allowed.dtype != np.uint8
+                or allowed.shape != (V,) or not allowed.flags.c_contiguous):
+            raise KernelArgumentError("%s: allowed must be a C-contiguous numpy uint8 array of "
+                                      "shape (V,) = (%d,)" % (fn, V))
+        p_allowed = ffi.from_buffer("uint8_t[]", allowed)
+    work = np.empty(int(lib.ss_sample_workspace_size(V)), np.float32)
+    return _sample(ffi.from_buffer("float[]", work), p_logits, p_allowed, V, rng,
+                   temperature, top_k, top_p)
