@@ -247,6 +247,12 @@ def test_known_answer_tie_break_by_bytes():
     t = Tokenizer.train(texts=["ba ab"], vocab_size=262)
     # Every pair counts 1; (b" ", b"a") is the lexicographically smallest pair of byte strings.
     assert t.merges == [(5 + ord(" "), 5 + ord("a"))]
+    # Byte order, not id order: after (a,a) -> 261 = "aa", the pairs (" ", "aa"), (" ", "b") and
+    # ("b", "y") all count 1; b"aa" < b"b" although id 261 > id 103.
+    t = Tokenizer.train(texts=["aa aa by"], vocab_size=270)
+    sp, a, b, y = (5 + ord(c) for c in " aby")
+    assert t.merges == [(a, a), (sp, 261), (sp, b), (263, y)]
+    assert t.encode("aa aa by") == [261, 262, 264]
 
 
 def test_specials_are_never_merged():
@@ -265,7 +271,7 @@ def test_training_is_deterministic(tmp_path):
     assert t1 == t3 and len(t1.merges) == 450 - 261
 
 
-def test_training_cost_structure_matches_a_naive_trainer():
+def test_incremental_training_matches_naive_recount():
     """The incremental trainer against a from-scratch recount every merge (its slow twin)."""
     from collections import Counter
     texts = [CORPUS[:1500]]
