@@ -43,19 +43,20 @@ class _Shard:
         self.N = N
         self.x0 = np.zeros((Bs, T, cfg.C), np.float32)                      # embedding output
         self.outs = [np.zeros((Bs, T, cfg.H), np.float32) for _ in range(cfg.L)]
-        self.acts, self.ws = [], []
-        for l in range(cfg.L):
-            n_acts, n_ws = kernels.moegru_sizes(Bs, T, cfg.layer_input(l), cfg.H, cfg.X, cfg.K)
-            self.acts.append(np.zeros(n_acts, np.float32))
-            self.ws.append(np.zeros(n_ws, np.float32))
         self.logits = np.zeros((N, cfg.V), np.float32)
         self.losses = np.zeros(N, np.float32)
+        self.grads = self.gviews = None
         if train:
             self.dlogits = np.zeros((N, cfg.V), np.float32)
             self.dx = [np.zeros((Bs, T, cfg.layer_input(l)), np.float32) for l in range(cfg.L)]
             self.dtop = np.zeros((Bs, T, cfg.H), np.float32)
             self.grads = net.layout.zeros()
             self.gviews = net.layout.views(self.grads)
+        # one prepared layer call per layer: weights, this shard's grads, acts and scratch bound
+        self.layers = [
+            kernels.MoeGruBinding(net.lw[l], Bs, T, cfg.layer_input(l), cfg.K, cfg.eps_rmsnorm,
+                                  grads=layer_views(self.gviews, l) if train else None)
+            for l in range(cfg.L)]
 
 
 class Network:
@@ -70,9 +71,9 @@ class Network:
         self.params = params
         self.views = self.layout.views(params)
         self.train = train
+        self.lw = [layer_views(self.views, l) for l in range(cfg.L)]
         self.shards = [_Shard(self, b0, b1, train) for b0, b1 in split_batch(B, threads)]
         self.pool = ThreadPoolExecutor(len(self.shards)) if len(self.shards) > 1 else None
-        self.lw = [layer_views(self.views, l) for l in range(cfg.L)]
 
     def close(self):
         if self.pool is not None:
@@ -86,8 +87,7 @@ class Network:
         kernels.embedding_forward(sh.x0.reshape(sh.N, cfg.C), tok, v["WE"])
         x = sh.x0
         for l in range(cfg.L):
-            kernels.moegru_forward(sh.outs[l], sh.acts[l], h[l, sh.b0:sh.b1], sh.ws[l], x,
-                                   self.lw[l], cfg.K, cfg.eps_rmsnorm)
+            sh.layers[l].forward(sh.outs[l], h[l, sh.b0:sh.b1], x)
             x = sh.outs[l]
         top = x.reshape(sh.N, cfg.H)
         kernels.matmul_forward(sh.logits, top, v["Wo"], v["bo"])
@@ -110,8 +110,7 @@ class Network:
             inp = sh.outs[l - 1] if l > 0 else sh.x0
             dinp = sh.dx[l]
             dinp.fill(0.0)
-            kernels.moegru_backward(dinp, None, layer_views(g, l), sh.ws[l], dout, sh.acts[l],
-                                    inp, self.lw[l], cfg.K, cfg.eps_rmsnorm)
+            sh.layers[l].backward(dinp, dout, inp)
             dout = dinp
         kernels.embedding_backward(g["WE"], dout.reshape(sh.N, cfg.C), tok)
 
