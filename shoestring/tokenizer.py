@@ -175,6 +175,29 @@ def _check_specials(specials):
     return specials
 
 
+def _check_merges(merges, n_special):
+    """merges as a list of (a, b) tuples; each id must be a byte or an earlier merge."""
+    out, seen = [], set()
+    nid = n_special + 256
+    for k, m in enumerate(merges):
+        if (not isinstance(m, (list, tuple, np.ndarray)) or len(m) != 2
+                or any(isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer))
+                       for x in m)):
+            raise TokenizerError("merges[%d] is %r, not a pair of integer ids" % (k, m))
+        a, b = int(m[0]), int(m[1])
+        for x in (a, b):
+            if not n_special <= x < nid:
+                raise TokenizerError("merges[%d] = %r uses id %d; only ids %d..%d exist at that "
+                                     "point (special tokens are never merged)"
+                                     % (k, [a, b], x, n_special, nid - 1))
+        if (a, b) in seen:
+            raise TokenizerError("merges[%d] = %r repeats an earlier merge" % (k, [a, b]))
+        seen.add((a, b))
+        out.append((a, b))
+        nid += 1
+    return out
+
+
 def _utf8(piece, text):
     """piece as UTF-8 bytes; a lone surrogate raises TokenizerError naming its place in text."""
     try:
@@ -201,6 +224,12 @@ def _utf8_cut(buf):
     return n
 
 
+def _check_errors(encoding_errors):
+    if encoding_errors not in ("strict", "replace"):
+        raise TokenizerError("encoding_errors must be 'strict' or 'replace', got %r"
+                             % (encoding_errors,))
+
+
 def _check_file(path):
     name = os.fspath(path)
     if not os.path.exists(name):
@@ -217,9 +246,7 @@ def read_text_chunks(path, encoding_errors="strict", chunk_bytes=_CHUNK_BYTES):
     encoding_errors "strict" raises TokenizerError naming the file and byte offset of the first
     invalid byte; "replace" turns invalid bytes into U+FFFD exactly as one bytes.decode would.
     """
-    if encoding_errors not in ("strict", "replace"):
-        raise TokenizerError("encoding_errors must be 'strict' or 'replace', got %r"
-                             % (encoding_errors,))
+    _check_errors(encoding_errors)
     name = _check_file(path)
     try:
         f = open(name, "rb")
@@ -273,10 +300,10 @@ class Tokenizer:
     def __init__(self, merges=(), special_tokens=SPECIALS):
         specials = _check_specials(special_tokens)
         off = len(specials)
-        merges = [tuple(m) for m in merges]
+        merges = _check_merges(merges, off)
         pieces = [s.encode("utf-8") for s in specials] + [bytes([b]) for b in range(256)]
         ranks = {}
-        for a, b in merges:  # trusted here; from_dict validates untrusted data first
+        for a, b in merges:
             ranks[(a, b)] = len(pieces)
             pieces.append(pieces[a] + pieces[b])
         self.special_tokens = specials
@@ -494,6 +521,7 @@ class Tokenizer:
         if paths is None and texts is None:
             raise TokenizerError("no tokenizer training data given (pass text files with --bpe-data)")
         paths = [] if paths is None else list(paths)
+        _check_errors(encoding_errors)
         names = [_check_file(p) for p in paths]  # fail on a bad path before reading anything
 
         pat = _compile_pattern(specials)
@@ -565,23 +593,14 @@ class Tokenizer:
         merges = d["merges"]
         if not isinstance(merges, list):
             raise bad("merges must be a list of [a, b] id pairs")
-        seen = set()
-        nid = len(specials) + 256
-        for k, m in enumerate(merges):
-            if (not isinstance(m, list) or len(m) != 2
-                    or any(isinstance(x, bool) or not isinstance(x, int) for x in m)):
-                raise bad("merges[%d] is %r, not a pair of integer ids" % (k, m))
-            for x in m:
-                if not len(specials) <= x < nid:
-                    raise bad("merges[%d] = %r uses id %d; only ids %d..%d exist at that point "
-                              "(special tokens are never merged)" % (k, m, x, len(specials), nid - 1))
-            if tuple(m) in seen:
-                raise bad("merges[%d] = %r repeats an earlier merge" % (k, m))
-            seen.add(tuple(m))
-            nid += 1
-        if "vocab_size" in d and d["vocab_size"] != nid:
-            raise bad("vocab_size is %r but the merges give %d tokens" % (d["vocab_size"], nid))
-        return cls(merges, specials)
+        try:
+            tok = cls(merges, specials)
+        except TokenizerError as e:
+            raise bad(str(e)) from None
+        if "vocab_size" in d and d["vocab_size"] != tok.vocab_size:
+            raise bad("vocab_size is %r but the merges give %d tokens"
+                      % (d["vocab_size"], tok.vocab_size))
+        return tok
 
     def save(self, path):
         """Write standalone JSON atomically (temporary file in the same folder, then rename)."""

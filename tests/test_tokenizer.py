@@ -477,3 +477,14 @@ def test_cli_usage_errors(tmp_path, capsys):
     assert rc == 2 and "nothing to do" in e
     rc, o, e = run_cli(capsys, "--bpe-data", "a.txt", "--load", "b.json")
     assert rc == 2 and "not both" in e
+
+
+def test_constructor_validates_merges():
+    assert Tokenizer([(5, 6), (261, 7)]).vocab_size == 263
+    assert Tokenizer([np.array([5, 6])]).merges == [(5, 6)]
+    for merges, msg in [([(5, 261)], "only ids 5..260"), ([(0, 5)], "never merged"),
+                        ([(5, 6), (5, 6)], "repeats"), ([(5,)], "pair of integer")]:
+        with pytest.raises(TokenizerError, match=msg):
+            Tokenizer(merges)
+    with pytest.raises(TokenizerError, match="encoding_errors"):
+        Tokenizer.train(texts=["abc"], vocab_size=300, encoding_errors="ignore")
