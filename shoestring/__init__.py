@@ -13,3 +13,9 @@ from .errors import (  # noqa: F401
     TokenizerError,
     TrainingError,
 )
+
+
+def load(path):
+    """Load a checkpoint into a ready-to-run Model (generate, chat); see shoestring.sample."""
+    from .sample import load as _load
+    return _load(path)

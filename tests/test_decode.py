@@ -1,11 +1,10 @@
 """Decoding at batch 1 (csrc/decode.c) against numpy, and sampling (ss_sample) against its rules.
 
 The C step is checked for every instruction set usable here (SHOESTRING_ISA narrows the list to
-the forced one) against two numpy twins: the straightforward single-step reference below (written
+the forced one; the `isa` fixture is in conftest.py) against two numpy twins: the straightforward single-step reference below (written
 from MODEL.md §1 alone) and, when present, ref.model_forward over a whole window.
 """
 import math
-import os
 
 import numpy as np
 import pytest
@@ -13,18 +12,6 @@ import pytest
 from shoestring import kernels, ref
 from shoestring.errors import KernelArgumentError
 from shoestring.params import ModelConfig, ParamLayout
-
-_FORCED = os.environ.get("SHOESTRING_ISA", "").strip().lower()
-ISAS = [_FORCED] if _FORCED else kernels.isa_available()
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = kernels.isa_active()
-    kernels.set_isa(request.param)
-    yield request.param
-    kernels.set_isa(before)
-
 
 # ---- numpy twin: one token, one sequence, written from MODEL.md §1 ---------------------------
 def _erf(a):

@@ -1,0 +1,273 @@
+"""sample.py: the Python API for running a trained model: load, generate, multi-turn chat.
+
+    import shoestring
+    model = shoestring.load("ck.json")
+    print(model.generate("Once upon a time", max_tokens=50, seed=1))
+    chat = model.chat(temperature=0.8, seed=1)
+    print(chat.send("hello"))                     # a string
+    for piece in chat.send("and you?", stream=True):
+        print(piece, end="", flush=True)          # text pieces, never half a UTF-8 character
+
+Every token goes through ss_decode_step (csrc/decode.c): one C call per token at batch 1 over
+weights packed once at load, then ss_sample picks the next one. Sampling never picks a special
+token other than [EOS] ([USER], [BOT], [PAD], [UNK] are banned); [EOS] ends the reply and is never
+printed. The same seed gives the same text on every run and machine (the generator is splitmix64
+in C; the floating-point sums may differ in the last bits between instruction sets, which can
+flip a near-tie, so "the same text" holds for one build on one instruction set).
+
+Chat feeds each turn in exactly the training format of MODEL.md §4, token for token as the
+tokenizer cuts the corpus:
+
+    [USER] <user text> [EOS]\\n[BOT] <reply> [EOS]\\n[USER] ...
+
+The user turn is `[USER]`, then ` <text> ` encoded with allow_special=False (so typing `[EOS]`
+cannot forge a turn), then `[EOS]`, `\\n`, `[BOT]`. The reply's first token carries its leading
+space (` The`), as in training; the space before `[EOS]` is its own token. After the reply the
+session feeds `[EOS]` and `\\n` (and the space first if the reply was cut off), so the recurrent
+state sees the same stream as in training, and carries it to the next turn: an RNN's memory
+costs the same for turn 1 and turn 100. Printed replies drop the leading space and any trailing
+whitespace.
+"""
+import os
+
+import numpy as np
+
+from . import kernels
+from .errors import ShoestringError
+from .params import ModelConfig, ParamLayout
+
+
+def load(path):
+    """Load a checkpoint written by `shoestring train` into a Model (raises CheckpointError)."""
+    from .checkpoint import load_checkpoint
+    from .errors import CheckpointError
+    from .tokenizer import Tokenizer
+
+    ckpt = load_checkpoint(path)
+    try:
+        cfg = ModelConfig(**ckpt["config"]["model"])
+    except (KeyError, TypeError, ShoestringError) as exc:
+        raise CheckpointError("%s: the model configuration is unusable (%s) (retrain or use "
+                              "another checkpoint)" % (path, exc)) from None
+    try:
+        tok = Tokenizer.from_dict(ckpt["tokenizer"])
+    except ShoestringError as exc:
+        raise CheckpointError("%s: the tokenizer is unusable (%s) (retrain or use another "
+                              "checkpoint)" % (path, exc)) from None
+    try:
+        return Model(cfg, ckpt["params"], tok)
+    except ShoestringError as exc:
+        raise CheckpointError("%s: %s" % (path, exc)) from None
+
+
+def _check_sampling(temperature, top_k, top_p):
+    if not (isinstance(temperature, (int, float)) and temperature >= 0):
+        raise ShoestringError("temperature must be a number >= 0 (0 is greedy), got %r" % (temperature,))
+    if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 0:
+        raise ShoestringError("top_k must be a whole number >= 0 (0 disables it), got %r" % (top_k,))
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ShoestringError("top_p must be in (0, 1] (1 disables it), got %r" % (top_p,))
+    return float(temperature), int(top_k), float(top_p)
+
+
+def _make_rng(seed):
+    """A kernels.Rng from an int seed, or from the OS when seed is None."""
+    if seed is None:
+        seed = int.from_bytes(os.urandom(8), "little")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ShoestringError("seed must be a whole number or None, got %r" % (seed,))
+    return kernels.Rng(int(seed))
+
+
+class Model:
+    """A trained model ready to run: config, flat float32 parameters and tokenizer.
+
+    The parameters are used in place (not copied); after changing them (training goes on), call
+    refresh() so that decoding sees the new values.
+    """
+
+    def __init__(self, cfg, params, tokenizer):
+        if not isinstance(cfg, ModelConfig):
+            raise ShoestringError("Model: cfg must be a ModelConfig, got %s" % type(cfg).__name__)
+        layout = ParamLayout(cfg)
+        if (not isinstance(params, np.ndarray) or params.dtype != np.float32
+                or params.shape != (layout.n,)):
+            raise ShoestringError(
+                "Model: params must be a float32 array of shape (%d,) for this configuration, got %s"
+                % (layout.n, getattr(params, "shape", type(params).__name__)))
+        if tokenizer.vocab_size != cfg.V:
+            raise ShoestringError(
+                "the tokenizer has %d tokens but the model's vocabulary V is %d (they must come "
+                "from the same training run)" % (tokenizer.vocab_size, cfg.V))
+        self.cfg = cfg
+        self.params = np.ascontiguousarray(params)
+        self.tokenizer = tokenizer
+        self.views = layout.views(self.params)
+        self._weights = kernels.DecodeWeights(cfg, self.views)
+        self.n_params = layout.n
+        specials = [i for i in range(cfg.V) if tokenizer.is_special(i)]
+        self.eos = tokenizer.special_id("[EOS]") if "[EOS]" in tokenizer.special_tokens else None
+        # sampling never produces a special token other than [EOS]
+        self.allowed = np.ones(cfg.V, np.uint8)
+        for i in specials:
+            if i != self.eos:
+                self.allowed[i] = 0
+
+    def refresh(self):
+        """Re-read the parameters after they changed in place."""
+        self._weights.repack()
+
+    def describe(self):
+        """One line for banners: size, shape and the instruction set in use."""
+        c = self.cfg
+        routing = "dense" if c.K == c.X else "top-%d of %d experts" % (c.K, c.X)
+        return ("%s parameters (V=%d, C=%d, H=%d, L=%d, X=%d, %s), %s kernels"
+                % (format(self.n_params, ","), c.V, c.C, c.H, c.L, c.X, routing,
+                   kernels.isa_active()))
+
+    def decoder(self):
+        """A fresh kernels.Decoder (zero state) on this model's weights."""
+        return kernels.Decoder(self._weights, self.allowed)
+
+    # -- generation ---------------------------------------------------------------------------
+    def generate(self, prompt, max_tokens=200, temperature=0.8, top_k=40, top_p=0.95, seed=None,
+                 stream=False, allow_special=False):
+        """Continue `prompt` by up to max_tokens tokens (stopping early at [EOS]); the text of the
+        continuation as one string, or with stream=True an iterator of text pieces.
+        allow_special=True lets the prompt contain special tokens such as [USER]."""
+        temperature, top_k, top_p = _check_sampling(temperature, top_k, top_p)
+        if not isinstance(max_tokens, (int, np.integer)) or max_tokens < 0:
+            raise ShoestringError("max_tokens must be a whole number >= 0, got %r" % (max_tokens,))
+        if not isinstance(prompt, str):
+            raise ShoestringError("the prompt must be a string, got %s" % type(prompt).__name__)
+        ids = self.tokenizer.encode(prompt, allow_special=allow_special)
+        if not ids:
+            raise ShoestringError("the prompt is empty (give some text to continue)")
+        rng = _make_rng(seed)
+        it = self._generate(ids, int(max_tokens), temperature, top_k, top_p, rng)
+        return it if stream else "".join(it)
+
+    def _generate(self, ids, max_tokens, temperature, top_k, top_p, rng):
+        dec = self.decoder()
+        for t in ids[:-1]:
+            dec.step(t, head=False)
+        dec.step(ids[-1])
+        sd = self.tokenizer.stream_decoder()
+        for _ in range(max_tokens):
+            tok = dec.sample(rng, temperature, top_k, top_p)
+            if tok == self.eos:
+                break
+            piece = sd.feed(tok)
+            if piece:
+                yield piece
+            dec.step(tok)
+        piece = sd.flush()
+        if piece:
+            yield piece
+
+    # -- chat -----------------------------------------------------------------------------------
+    def chat(self, max_response=260, temperature=0.8, top_k=40, top_p=0.95, seed=None):
+        """A ChatSession: multi-turn, the recurrent state carried from turn to turn."""
+        return ChatSession(self, max_response, temperature, top_k, top_p, seed)
+
+
+class _ReplyTrim:
+    """Drops a reply's leading whitespace and holds trailing whitespace back until more text
+    follows, so streamed pieces join to exactly the stripped reply."""
+
+    def __init__(self):
+        self.started = False
+        self.pending = ""
+
+    def feed(self, piece):
+        if not self.started:
+            piece = piece.lstrip()
+            self.started = bool(piece)
+        text = self.pending + piece
+        body = text.rstrip()
+        self.pending = text[len(body):]
+        return body
+
+
+class ChatSession:
+    """One conversation. send(text) feeds a user turn in the training format and returns the
+    reply (a string, or an iterator of pieces with stream=True); reset() starts afresh."""
+
+    def __init__(self, model, max_response=260, temperature=0.8, top_k=40, top_p=0.95, seed=None):
+        tok = model.tokenizer
+        for name in ("[USER]", "[BOT]", "[EOS]"):
+            if name not in tok.special_tokens:
+                raise ShoestringError(
+                    "chat needs the special token %s, which this tokenizer lacks (train the "
+                    "tokenizer with the default special tokens)" % name)
+        if not isinstance(max_response, (int, np.integer)) or max_response < 1:
+            raise ShoestringError("max_response must be a whole number >= 1, got %r" % (max_response,))
+        self.model = model
+        self.max_response = int(max_response)
+        self.temperature, self.top_k, self.top_p = _check_sampling(temperature, top_k, top_p)
+        self.rng = _make_rng(seed)
+        self._dec = model.decoder()
+        self._user = tok.special_id("[USER]")
+        self._bot = tok.special_id("[BOT]")
+        self._eos = tok.special_id("[EOS]")
+        self._nl = tok.encode("\n", allow_special=False)
+        self._space = tok.encode(" ", allow_special=False)
+        self._busy = False
+        self.turns = 0
+
+    def reset(self):
+        """Forget the conversation: zero recurrent state (the random stream goes on)."""
+        if self._busy:
+            raise ShoestringError("reset() during a streamed reply: finish or close the reply first")
+        self._dec.reset()
+        self.turns = 0
+
+    def turn_ids(self, text):
+        """The token ids fed for one user turn: [USER] ` <text> ` [EOS] `\\n` [BOT]."""
+        body = self.model.tokenizer.encode(" " + text.strip() + " ", allow_special=False)
+        return [self._user] + body + [self._eos] + self._nl + [self._bot]
+
+    def send(self, text, stream=False):
+        """Feed one user turn, generate the reply until [EOS] or max_response tokens."""
+        if not isinstance(text, str):
+            raise ShoestringError("send() needs a string, got %s" % type(text).__name__)
+        if self._busy:
+            raise ShoestringError("send() during a streamed reply: finish or close the reply first")
+        it = self._reply(self.turn_ids(text))
+        return it if stream else "".join(it)
+
+    def _reply(self, ids):
+        dec = self._dec
+        self._busy = True
+        ended = False             # [EOS] sampled
+        last = ""                 # text of the last token fed (does it end in whitespace?)
+        try:
+            for t in ids[:-1]:
+                dec.step(t, head=False)
+            dec.step(ids[-1])
+            sd = self.model.tokenizer.stream_decoder()
+            trim = _ReplyTrim()
+            for _ in range(self.max_response):
+                tok = dec.sample(self.rng, self.temperature, self.top_k, self.top_p)
+                if tok == self._eos:
+                    ended = True
+                    break
+                dec.step(tok)
+                piece = sd.feed(tok)
+                last = piece or last
+                piece = trim.feed(piece)
+                if piece:
+                    yield piece
+            piece = trim.feed(sd.flush())
+            if piece:
+                yield piece
+        finally:
+            # close the turn as training data does: [space] [EOS] \n
+            if not ended and last and not last[-1].isspace():
+                for t in self._space:
+                    dec.step(t, head=False)
+            dec.step(self._eos, head=False)
+            for t in self._nl:
+                dec.step(t, head=False)
+            self.turns += 1
+            self._busy = False
