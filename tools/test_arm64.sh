@@ -7,13 +7,17 @@
 #   sudo tools/test_arm64.sh --arch armhf          # one root
 #   sudo tools/test_arm64.sh --create-only         # only create (or check) the cached roots
 #   sudo tools/test_arm64.sh --sdist dist/shoestring-0.1.0.tar.gz -- -k kernels   # pytest args after --
+#   sudo tools/test_arm64.sh --arch armhf --wheel wheelhouse/shoestring-0.1.0-cp39-abi3-manylinux_2_31_armv7l.whl
+#                                                  # test a built wheel (CI does this for armv7l) with
+#                                                  # this checkout's tests/ instead of an sdist
 #
 # Roots are created once with debootstrap and reused from $SHOESTRING_CHROOT_DIR
 # (default /var/cache/shoestring-chroots); delete a root's directory to rebuild it. Creating one
 # takes about 10-15 minutes (the second debootstrap stage runs under emulation).
 #
 # What each run checks, per architecture:
-#   1. `pip install <sdist>` in a fresh venv inside the root builds the C extension with the root's gcc;
+#   1. `pip install <sdist>` in a fresh venv inside the root builds the C extension with the root's gcc
+#      (or, with --wheel, installs that wheel);
 #   2. `shoestring info` reports NEON compiled in, supported by the CPU and active
 #      (armhf: chosen at run time from AT_HWCAP; qemu-arm's default CPU has NEON);
 #   3. the whole test suite from the sdist passes, then the kernel tests again with SHOESTRING_ISA=scalar.
@@ -38,6 +42,7 @@ CACHE=${SHOESTRING_CHROOT_DIR:-/var/cache/shoestring-chroots}
 SUITE=${SHOESTRING_DEBIAN_SUITE:-bookworm}
 ARCHES="arm64 armhf"
 SDIST=""
+WHEEL=""
 CREATE_ONLY=0
 PYTEST_ARGS=()
 INCLUDE="python3,python3-venv,python3-dev,python3-pip,gcc,libc6-dev,ca-certificates,\
@@ -50,9 +55,10 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --arch) shift; [ "${1:-}" = all ] && ARCHES="arm64 armhf" || ARCHES="${1:?--arch needs arm64, armhf or all}" ;;
         --sdist) shift; SDIST=$(readlink -f "${1:?--sdist needs a file}") ;;
+        --wheel) shift; WHEEL=$(readlink -f "${1:?--wheel needs a file}") ;;
         --create-only) CREATE_ONLY=1 ;;
         --) shift; PYTEST_ARGS=("$@"); break ;;
-        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
     shift
@@ -60,6 +66,10 @@ done
 for a in $ARCHES; do
     case "$a" in arm64|armhf) ;; *) die "unknown architecture '$a': use arm64, armhf or all" ;; esac
 done
+if [ -n "$WHEEL" ]; then
+    [ -r "$WHEEL" ] || die "wheel '$WHEEL' not found"
+    [ "$(wc -w <<<"$ARCHES")" -eq 1 ] || die "--wheel needs one --arch (the wheel's architecture)"
+fi
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, chroot and mounts need it): sudo $0"
 
 qemu_name() { case "$1" in arm64) echo aarch64 ;; armhf) echo arm ;; esac; }
@@ -162,9 +172,16 @@ test_in_root() {
         cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/shoestring-host-ca.crt"
     fi
     rm -rf "$root/work"
-    mkdir -p "$root/work"
-    cp "$SDIST" "$root/work/"
-    local name; name=$(basename "$SDIST")
+    mkdir -p "$root/work/src"
+    local pkg name
+    pkg=${WHEEL:-$SDIST}
+    name=$(basename "$pkg")
+    cp "$pkg" "$root/work/"
+    if [ -n "$WHEEL" ]; then  # the tests come from this checkout
+        cp -r "$REPO/tests" "$REPO/pyproject.toml" "$root/work/src/"
+    else
+        tar -xzf "$SDIST" -C "$root/work/src" --strip-components=1
+    fi
     cat > "$root/work/run.sh" <<EOF
 set -eu
 cd /work
@@ -183,6 +200,7 @@ else
     . venv/bin/activate
     pip install -q --no-build-isolation --no-deps "/work/$name"
 fi
+pip list 2>/dev/null | grep -i -E '^(shoestring|numpy|cffi|pytest|hypothesis) ' || true
 echo "install: \$(( \$(date +%s) - t )) s"
 python -c 'import numpy, cffi; print("numpy", numpy.__version__, "cffi", cffi.__version__)'
 shoestring info
@@ -194,7 +212,6 @@ print("neon check:", "compiled", kernels.isa_compiled(), "available", kernels.is
       "active", kernels.isa_active())
 raise SystemExit(0 if ok else "NEON is not compiled in, not detected, or not active")
 PY
-mkdir -p src && tar -xzf "/work/$name" -C src --strip-components=1
 cd /tmp   # not the source tree: tests must import the installed package
 t=\$(date +%s)
 python -m pytest -q -p no:cacheprovider /work/src/tests $(printf '%q ' "${PYTEST_ARGS[@]}")
@@ -203,7 +220,7 @@ t=\$(date +%s)
 SHOESTRING_ISA=scalar python -m pytest -q -p no:cacheprovider /work/src/tests/test_kernels.py
 echo "scalar kernel tests: \$(( \$(date +%s) - t )) s"
 EOF
-    log "$arch: install sdist ($deps dependencies) and run the tests inside the root"
+    log "$arch: install $name ($deps dependencies) and run the tests inside the root"
     t0=$(date +%s)
     chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         LANG=C.UTF-8 /bin/bash /work/run.sh || rc=$?
@@ -213,7 +230,7 @@ EOF
 }
 
 ensure_host_tools
-if [ "$CREATE_ONLY" -eq 0 ] && [ -z "$SDIST" ]; then
+if [ "$CREATE_ONLY" -eq 0 ] && [ -z "$SDIST" ] && [ -z "$WHEEL" ]; then
     out=$(mktemp -d /tmp/shoestring-sdist.XXXXXX)
     log "building the sdist from $REPO"
     PY=${PYTHON:-python3}
@@ -221,7 +238,7 @@ if [ "$CREATE_ONLY" -eq 0 ] && [ -z "$SDIST" ]; then
         || die "could not build the sdist: install 'build' ($PY -m pip install build) or pass --sdist FILE"
     SDIST=$(ls "$out"/shoestring-*.tar.gz)
 fi
-[ "$CREATE_ONLY" -eq 1 ] || [ -r "$SDIST" ] || die "sdist '$SDIST' not found"
+[ "$CREATE_ONLY" -eq 1 ] || [ -n "$WHEEL" ] || [ -r "$SDIST" ] || die "sdist '$SDIST' not found"
 
 status=0
 summary=()
