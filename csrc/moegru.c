@@ -147,6 +147,53 @@ static void select_topk(int32_t *sel, const float *g, int X, int K)
     }
 }
 
+/* ---- elementwise pieces of one expert step (restrict: the compiler vectorizes them) -------- */
+/* y += x */
+static void add_to(float *restrict y, const float *restrict x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+/* The GRU blend of one sequence: h = (1-z) h_prev + z c, written to the state; r += gate h. */
+static void step_forward(float *restrict h, float *restrict r, float gate, const float *restrict z,
+                         const float *restrict c, const float *restrict hp, int H)
+{
+    for (int i = 0; i < H; i++) {
+        float hn = (1.0f - z[i]) * hp[i] + z[i] * c[i];
+        h[i] = hn;
+        r[i] += gate * hn;
+    }
+}
+
+/* Backward of the blend for one sequence, given ds = dL/dh from later steps and dr = dL/dr:
+ * dhn = ds + gate dr = dL/d(new h);  dz = dhn (c - h_prev) z (1-z) (through the sigmoid);
+ * dc = dhn z;  dhp = dhn (1-z) (the direct path to h_prev; the Wch path is added later). */
+static void step_backward(float *restrict dz, float *restrict dc, float *restrict dhp,
+                          const float *restrict ds, const float *restrict dr, float gate,
+                          const float *restrict z, const float *restrict c,
+                          const float *restrict hp, int H)
+{
+    for (int i = 0; i < H; i++) {
+        float zi = z[i], dhn = ds[i] + gate * dr[i];
+        dz[i] = dhn * (c[i] - hp[i]) * zi * (1.0f - zi);
+        dc[i] = dhn * zi;
+        dhp[i] = dhn * (1.0f - zi);
+    }
+}
+
+/* dr . ((1-z) h + z c): the gate's gradient. Eight partial sums in a fixed order, so that the
+ * compiler vectorizes it without reassociation flags and the result stays deterministic. */
+static float dot_new_state(const float *dr, const float *z, const float *h, const float *c, int H)
+{
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= H; i += 8)
+        for (int l = 0; l < 8; l++)
+            acc[l] += dr[i + l] * ((1.0f - z[i + l]) * h[i + l] + z[i + l] * c[i + l]);
+    for (; i < H; i++) acc[i & 7] += dr[i] * ((1.0f - z[i]) * h[i] + z[i] * c[i]);
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
 /* ---- forward -------------------------------------------------------------------------------- */
 void ss_moegru_forward(float *out, float *acts, float *h, float *ws, const float *inp,
                        const ss_moegru_weights *w,
@@ -229,19 +276,13 @@ void ss_moegru_forward(float *out, float *acts, float *h, float *ws, const float
                 memcpy(hp + (size_t)j * H, h + ((size_t)b * X + e) * H, sizeof(float) * H);
             }
             k->matmul_forward(tmp, hp, w->Wch + (size_t)e * H * H, NULL, m, H, H);
-            for (size_t i = 0; i < (size_t)m * H; i++) a[i] += tmp[i];
+            add_to(a, tmp, (size_t)m * H);
             k->gelu_forward(Cc + (size_t)s0 * H, a, (int64_t)m * H);
             for (int32_t j = 0; j < m; j++) {
                 size_t p = (size_t)s0 + j;
                 int n = ROW[p];
-                float gt = GATE[p];
-                const float *z = Z + p * H, *c = Cc + p * H, *hpj = HP + p * H;
-                float *hs = h + ((size_t)(n / T) * X + e) * H, *r = R + (size_t)n * H;
-                for (int i = 0; i < H; i++) {
-                    float hn = (1.0f - z[i]) * hpj[i] + z[i] * c[i];
-                    hs[i] = hn;
-                    r[i] += gt * hn;
-                }
+                step_forward(h + ((size_t)(n / T) * X + e) * H, R + (size_t)n * H, GATE[p],
+                             Z + p * H, Cc + p * H, HP + p * H, H);
             }
         }
     }
@@ -277,8 +318,7 @@ void ss_moegru_backward(float *dinp, float *dh, const ss_moegru_grads *g, float 
     memset(dR, 0, sizeof(float) * (size_t)N * H);
     k->rmsnorm_backward(dR, g->gamma, dout, R, w->gamma, RSTD, N, H);
     if (w->Wp) k->matmul_backward(dinp, g->Wp, g->bp, dR, inp, w->Wp, N, I, H);
-    else if (dinp)
-        for (size_t i = 0; i < (size_t)N * H; i++) dinp[i] += dR[i];
+    else if (dinp) add_to(dinp, dR, (size_t)N * H);
 
     /* the recurrence in reverse: per step, per expert, the active sequences as one matmul */
     memset(dA, 0, sizeof(float) * NK * H);
@@ -290,20 +330,13 @@ void ss_moegru_backward(float *dinp, float *dh, const ss_moegru_grads *g, float 
             for (int32_t j = 0; j < m; j++) {
                 size_t p = (size_t)s0 + j;
                 int n = ROW[p];
-                float gt = GATE[p], dot = 0.0f;
+                float gt = GATE[p];
                 const float *z = Z + p * H, *c = Cc + p * H, *hp = HP + p * H;
                 const float *dr = dR + (size_t)n * H;
                 const float *ds = dstate + ((size_t)(n / T) * X + e) * H;
-                float *dz = dZ + p * H, *dcj = dc + (size_t)j * H, *dhpj = dhp + (size_t)j * H;
-                for (int i = 0; i < H; i++) {
-                    float zi = z[i], ci = c[i], hi = hp[i];
-                    float dhn = ds[i] + gt * dr[i];            /* dL/d(new h_e) */
-                    dot += dr[i] * ((1.0f - zi) * hi + zi * ci); /* dL/dgate = dr . new h_e */
-                    dz[i] = dhn * (ci - hi) * zi * (1.0f - zi);  /* through sigmoid */
-                    dcj[i] = dhn * zi;
-                    dhpj[i] = dhn * (1.0f - zi);               /* direct path to h_prev */
-                }
-                dG[(size_t)n * X + e] = dot;
+                step_backward(dZ + p * H, dc + (size_t)j * H, dhp + (size_t)j * H, ds, dr, gt,
+                              z, c, hp, H);
+                dG[(size_t)n * X + e] = dot_new_state(dr, z, hp, c, H);  /* dL/dgate */
             }
             float *da = dA + (size_t)s0 * H;
             k->gelu_backward(da, dc, A + (size_t)s0 * H, (int64_t)m * H);
@@ -334,11 +367,8 @@ void ss_moegru_backward(float *dinp, float *dh, const ss_moegru_grads *g, float 
                            g->bc ? g->bc + (size_t)e * H : NULL, dAe, xg,
                            w->Wcx + (size_t)e * H * I, cnt, I, H);
         if (dinp)
-            for (int32_t j = 0; j < cnt; j++) {
-                float *dx = dinp + (size_t)ROW[e0 + j] * I;
-                const float *s = dxg + (size_t)j * I;
-                for (int i = 0; i < I; i++) dx[i] += s[i];
-            }
+            for (int32_t j = 0; j < cnt; j++)
+                add_to(dinp + (size_t)ROW[e0 + j] * I, dxg + (size_t)j * I, (size_t)I);
     }
 
     /* router: through the renormalisation over the selected experts, then the softmax */
