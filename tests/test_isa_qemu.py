@@ -1,0 +1,101 @@
+"""Run-time dispatch on other CPUs, emulated by qemu user mode (qemu-x86_64-static -cpu MODEL).
+
+The installed package, run by this very Python under an emulated Nehalem (SSE4.2, no AVX), must
+pick the scalar kernels and compute correctly; under an emulated Haswell it must pick AVX2.
+Skips cleanly where qemu-x86_64-static is absent or the host is not Linux x86-64. The whole
+kernel suite can be run the same way with tools/qemu_nehalem.sh.
+"""
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+QEMU = shutil.which("qemu-x86_64-static")
+pytestmark = pytest.mark.skipif(
+    QEMU is None or not sys.platform.startswith("linux")
+    or platform.machine().lower() not in ("x86_64", "amd64"),
+    reason="needs qemu-x86_64-static on a Linux x86-64 host (apt install qemu-user-static)")
+
+# Runs inside the emulator: the active ISA and, for every usable ISA, the worst relative error of
+# a few kernels against shoestring.ref on the model's shapes, as one JSON line.
+PROBE = r"""
+import json
+import numpy as np
+from shoestring import kernels, ref
+
+def rel(got, want):
+    want = np.asarray(want, np.float64)
+    return float(np.max(np.abs(got - want)) / (np.max(np.abs(want)) + 1e-30))
+
+rng = np.random.default_rng(0)
+inp = rng.standard_normal((16, 96)).astype(np.float32)
+W = (rng.standard_normal((850, 96)) * 0.1).astype(np.float32)
+b = rng.standard_normal(850).astype(np.float32)
+dout = rng.standard_normal((16, 850)).astype(np.float32)
+x = (rng.standard_normal(1001) * 3).astype(np.float32)
+targets = rng.integers(0, 850, 16).astype(np.int32)
+result = {"active": kernels.isa_active(), "available": kernels.isa_available(), "errors": {}}
+for isa in kernels.isa_available():
+    kernels.set_isa(isa)
+    err = {}
+    out = np.empty((16, 850), np.float32)
+    kernels.matmul_forward(out, inp, W, b)
+    err["matmul_forward"] = rel(out, ref.matmul_forward(inp.astype(np.float64), W, b))
+    dinp, dW, db = np.zeros_like(inp), np.zeros_like(W), np.zeros_like(b)
+    kernels.matmul_backward(dinp, dW, db, dout, inp, W)
+    r = ref.matmul_backward(dout.astype(np.float64), inp, W)
+    err["matmul_backward"] = max(rel(dinp, r[0]), rel(dW, r[1]), rel(db, r[2]))
+    y = np.empty_like(x)
+    kernels.gelu_forward(y, x)
+    err["gelu_forward"] = rel(y, ref.gelu_forward(x.astype(np.float64)))
+    kernels.sigmoid_forward(y, x)
+    err["sigmoid_forward"] = rel(y, ref.sigmoid_forward(x.astype(np.float64)))
+    logits = out
+    losses, dl = np.empty(16, np.float32), np.empty_like(logits)
+    kernels.crossentropy_forward(losses, dl, logits, targets, 1 / 16)
+    loss, rd = ref.crossentropy_forward_backward(logits.astype(np.float64), targets, 1 / 16)
+    err["crossentropy"] = max(abs(float(losses.sum()) - loss) / loss, rel(dl, rd))
+    g = np.empty((16, 96), np.float32)
+    rstd = np.empty(16, np.float32)
+    kernels.rmsnorm_forward(g, rstd, inp, np.ones(96, np.float32), 1e-5)
+    err["rmsnorm_forward"] = rel(g, ref.rmsnorm_forward(inp.astype(np.float64), 1.0, 1e-5)[0])
+    err["sumsq"] = abs(kernels.sumsq(x) - ref.sumsq(x)) / ref.sumsq(x)
+    result["errors"][isa] = err
+print(json.dumps(result))
+"""
+
+
+def run_emulated(cpu, *args, timeout=120):
+    env = dict(os.environ)
+    env.pop("SHOESTRING_ISA", None)  # the emulated CPU alone decides
+    proc = subprocess.run([QEMU, "-cpu", cpu, sys.executable] + list(args), env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                          cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert proc.returncode == 0, "qemu -cpu %s failed:\n%s" % (cpu, proc.stderr.decode(errors="replace"))
+    return proc.stdout.decode()
+
+
+@pytest.mark.parametrize("cpu,expected,usable", [
+    ("Nehalem", "scalar", ["scalar"]),
+    ("Haswell", "avx2", ["scalar", "avx2"]),
+])
+def test_dispatch_and_kernels_under_emulated_cpu(cpu, expected, usable):
+    from shoestring import kernels
+    if expected not in kernels.isa_compiled():
+        pytest.skip("%s kernels not compiled into this build" % expected)
+    result = json.loads(run_emulated(cpu, "-c", PROBE).strip().splitlines()[-1])
+    assert result["active"] == expected
+    assert result["available"] == [i for i in usable if i in kernels.isa_compiled()]
+    for isa, errs in result["errors"].items():
+        for name, e in errs.items():
+            assert e < 1e-5, "%s on emulated %s (%s): relative error %g" % (name, cpu, isa, e)
+
+
+def test_cli_info_reports_scalar_on_nehalem():
+    out = run_emulated("Nehalem", "-m", "shoestring", "info")
+    line = [ln for ln in out.splitlines() if ln.startswith("instruction set in use")]
+    assert line and line[0].split(":", 1)[1].strip() == "scalar", out
