@@ -23,5 +23,5 @@ if [ -z "$PYTEST" ]; then
 fi
 cd "$ROOT"
 unset SHOESTRING_ISA
-echo "== emulated $CPU: $("$QEMU" -cpu "$CPU" "$PY" -c 'from shoestring import kernels; print("active", kernels.isa_active(), "usable", kernels.isa_available())' 2>/dev/null) =="
+echo "== emulated $CPU: $(cd / && "$QEMU" -cpu "$CPU" "$PY" -c 'from shoestring import kernels; print("active", kernels.isa_active(), "usable", kernels.isa_available())' 2>/dev/null) =="
 exec "$QEMU" -cpu "$CPU" "$PY" "$PYTEST" -q -p no:cacheprovider tests/test_kernels.py tests/test_kernel_args.py
