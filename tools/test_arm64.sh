@@ -46,7 +46,8 @@ WHEEL=""
 CREATE_ONLY=0
 PYTEST_ARGS=()
 INCLUDE="python3,python3-venv,python3-dev,python3-pip,gcc,libc6-dev,ca-certificates,\
-python3-numpy,python3-cffi,python3-setuptools,python3-wheel,python3-pytest,python3-hypothesis"
+python3-numpy,python3-cffi,python3-ply,python3-setuptools,python3-wheel,python3-pytest,python3-hypothesis"
+# python3-ply: debootstrap cannot resolve virtual packages (python3-pycparser needs python3-ply-lex-3.10)
 
 die() { echo "test_arm64: error: $*" >&2; exit 1; }
 log() { echo "== [$(date +%H:%M:%S)] $*"; }
