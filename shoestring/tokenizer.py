@@ -778,10 +778,10 @@ def cli_tokenizer(args):
         s = tok.stats
         short = (" (the corpus ran out of pairs before %d)" % args.bpe_vocab_size
                  if tok.vocab_size < args.bpe_vocab_size else "")
-        print("trained tokenizer: %d tokens (%d special, 256 bytes, %d merges)%s on %d bytes "
+        print("trained tokenizer: %d tokens (%d special, 256 bytes, %d merges)%s on %s bytes "
               "from %d file%s in %.2f s, %.2f bytes per token"
-              % (tok.vocab_size, len(tok.special_tokens), len(tok.merges), short, s["bytes"],
-                 len(s["files"]), "" if len(s["files"]) == 1 else "s", s["seconds"],
+              % (tok.vocab_size, len(tok.special_tokens), len(tok.merges), short,
+                 format(s["bytes"], ","), len(s["files"]), "" if len(s["files"]) == 1 else "s", s["seconds"],
                  s["bytes"] / max(1, s["tokens"])))
     else:
         tok = Tokenizer.load(args.load)
