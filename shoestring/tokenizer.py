@@ -198,16 +198,17 @@ def _check_merges(merges, n_special):
     return out
 
 
-def _utf8(piece, text):
-    """piece as UTF-8 bytes; a lone surrogate raises TokenizerError naming its place in text."""
+def _utf8(piece, text=None):
+    """piece as UTF-8 bytes; a lone surrogate raises TokenizerError (naming its index in text)."""
     try:
         return piece.encode("utf-8")
     except UnicodeEncodeError as e:
         ch = piece[e.start]
+        where = "" if text is None else " at index %d" % text.find(ch)
         raise TokenizerError(
-            "text holds a lone surrogate U+%04X at index %d, which has no UTF-8 form "
+            "text holds a lone surrogate U+%04X%s, which has no UTF-8 form "
             "(remove it, or clean the text with .encode('utf-8', 'replace').decode())"
-            % (ord(ch), text.find(ch))) from None
+            % (ord(ch), where)) from None
 
 
 # ---- reading a corpus -------------------------------------------------------------------------
@@ -541,7 +542,7 @@ class Tokenizer:
         off = len(specials)
         words, wcounts = [], []
         for piece, c in counts.items():
-            data = _utf8(piece, piece)
+            data = _utf8(piece)
             n_bytes += len(data) * c
             words.append([off + b for b in data])
             wcounts.append(c)
@@ -630,6 +631,9 @@ class Tokenizer:
         except json.JSONDecodeError as e:
             raise TokenizerError("%s is not valid JSON (line %d column %d: %s)"
                                  % (name, e.lineno, e.colno, e.msg)) from None
+        except RecursionError:
+            raise TokenizerError("%s is not a tokenizer file (its JSON is nested too deeply)"
+                                 % name) from None
         if isinstance(d, dict) and "tokenizer" in d:
             d = d["tokenizer"]  # a checkpoint
         try:
