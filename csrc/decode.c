@@ -288,61 +288,184 @@ static void sort_cands(ss_cand *a, int n)
     }
 }
 
-int64_t ss_sample_workspace_size(int V) { return 2 * (int64_t)V; }
+/* cand_worse(a, b): a ranks below b (smaller p, or equal p and a larger id). A min-heap on this
+ * order keeps the top k seen so far with the weakest at the root. */
+static int cand_worse(const ss_cand *a, const ss_cand *b)
+{
+    return a->p < b->p || (a->p == b->p && a->id > b->id);
+}
+
+static void heap_down_worst(ss_cand *a, int root, int n)
+{
+    for (;;) {
+        int child = 2 * root + 1;
+        if (child >= n) return;
+        if (child + 1 < n && cand_worse(&a[child + 1], &a[child])) child++;
+        if (!cand_worse(&a[child], &a[root])) return;
+        ss_cand t = a[root]; a[root] = a[child]; a[child] = t;
+        root = child;
+    }
+}
+
+/* Workspace: masked logits s (V), probabilities, later the nucleus window (V pairs),
+ * candidates (V pairs). */
+int64_t ss_sample_workspace_size(int V) { return 5 * (int64_t)V; }
 
 int ss_sample(float *work, const float *logits, const uint8_t *allowed, int V,
               float temperature, int top_k, float top_p, uint64_t *rng)
 {
-    /* greedy answer first: the argmax over allowed ids, ties to the lowest id */
-    int best = -1, n_allowed = 0;
-    for (int i = 0; i < V; i++) {
-        if (allowed && !allowed[i]) continue;
-        n_allowed++;
-        if (best < 0 || logits[i] > logits[best]) best = i;
+    float *s = work;                          /* (V) logits, -inf where banned */
+    float *prob = s + V;                      /* (V) softmax(s / temperature); (V pairs) window */
+    ss_cand *cand = (ss_cand *)(prob + 2 * (size_t)V);    /* (V) candidates (p, id) */
+
+    /* pass 1: mask, count and max in lane-parallel form (vectorises without reassociation) */
+    float lm[8];
+    int n_allowed = 0;
+    for (int j = 0; j < 8; j++) lm[j] = -INFINITY;
+    int i = 0;
+    if (allowed) {
+        for (; i + 8 <= V; i += 8)
+            for (int j = 0; j < 8; j++) {
+                float v = allowed[i + j] ? logits[i + j] : -INFINITY;
+                s[i + j] = v;
+                lm[j] = v > lm[j] ? v : lm[j];
+                n_allowed += allowed[i + j] != 0;
+            }
+        for (; i < V; i++) {
+            float v = allowed[i] ? logits[i] : -INFINITY;
+            s[i] = v;
+            lm[0] = v > lm[0] ? v : lm[0];
+            n_allowed += allowed[i] != 0;
+        }
+    } else {
+        for (; i + 8 <= V; i += 8)
+            for (int j = 0; j < 8; j++) {
+                float v = logits[i + j];
+                s[i + j] = v;
+                lm[j] = v > lm[j] ? v : lm[j];
+            }
+        for (; i < V; i++) {
+            s[i] = logits[i];
+            lm[0] = logits[i] > lm[0] ? logits[i] : lm[0];
+        }
+        n_allowed = V;
     }
-    if (best < 0) return -1;
-    float lmax = logits[best];
+    if (n_allowed == 0) return -1;
+    float lmax = lm[0];
+    for (int j = 1; j < 8; j++) lmax = lm[j] > lmax ? lm[j] : lmax;
+
+    /* the greedy answer: the first allowed id holding the max (NaN logits never win) */
+    int best = -1;
+    for (i = 0; i < V; i++)
+        if (s[i] == lmax && (!allowed || allowed[i])) { best = i; break; }
+    if (best < 0)                             /* every allowed logit is NaN or -inf */
+        for (i = 0; i < V; i++)
+            if (!allowed || allowed[i]) { best = i; break; }
     if (!(temperature > 0.0f) || top_k == 1 || n_allowed == 1 || !isfinite(lmax)) return best;
 
-    ss_cand *cand = (ss_cand *)work;    /* (V) */
     const float invT = 1.0f / temperature;
     int n = 0, sorted = 0;
+    double total = 0;
     if (top_k > 0 && top_k < n_allowed) {
-        /* keep the top_k by logit in a sorted list (insertion: V + k * inserts, no sort of V) */
-        for (int i = 0; i < V; i++) {
-            if (allowed && !allowed[i]) continue;
-            float li = logits[i];
-            if (n == top_k && !(li > cand[n - 1].p)) continue;
-            int j = n < top_k ? n++ : n - 1;
-            while (j > 0 && li > cand[j - 1].p) { cand[j] = cand[j - 1]; j--; }
-            cand[j].p = li;
-            cand[j].id = i;
+        /* top_k by logit. A lower bound first, without branches: deal the V logits into
+         * top_k columns; the least column max is <= the k-th largest logit (top_k distinct
+         * elements reach it). Compacting the logits >= that bound leaves a few times top_k
+         * candidates, and a min-heap keeps the best top_k of them. Branches cost more here than
+         * arithmetic (a heap over all V is mostly mispredicted jumps). */
+        const int G = top_k;
+        float *gm = prob;                     /* (G) column maxima */
+        for (int r = 0; r < G; r++) gm[r] = -INFINITY;
+        for (i = 0; i + G <= V; i += G)
+            for (int r = 0; r < G; r++) gm[r] = s[i + r] > gm[r] ? s[i + r] : gm[r];
+        for (int r = 0; i < V; i++, r++) gm[r] = s[i] > gm[r] ? s[i] : gm[r];
+        float bound = gm[0];
+        for (int r = 1; r < G; r++) bound = gm[r] < bound ? gm[r] : bound;
+        int m = 0;
+        for (i = 0; i < V; i++) {
+            float v = s[i];
+            cand[m].p = v;
+            cand[m].id = i;
+            m += (v >= bound) & (v > -INFINITY);
         }
+        n = m < top_k ? m : top_k;
+        for (int r = n / 2 - 1; r >= 0; r--) heap_down_worst(cand, r, n);
+        for (int j = n; j < m; j++)
+            if (cand[j].p > cand[0].p) {      /* ids rise with j: an equal logit is not better */
+                cand[0] = cand[j];
+                heap_down_worst(cand, 0, n);
+            }
+        sort_cands(cand, n);
         sorted = 1;
-        for (int k = 0; k < n; k++) cand[k].p = expf((cand[k].p - lmax) * invT);
+        for (int k = 0; k < n; k++) {
+            cand[k].p = expf((cand[k].p - lmax) * invT);
+            total += cand[k].p;
+        }
     } else {
-        for (int i = 0; i < V; i++) {
-            if (allowed && !allowed[i]) continue;
-            cand[n].p = expf((logits[i] - lmax) * invT);
+        /* all allowed ids: the dispatched (SIMD) softmax of s / temperature */
+        for (i = 0; i < V; i++) prob[i] = (s[i] - lmax) * invT;    /* -inf stays -inf */
+        ss_kernels_active()->softmax_forward(prob, prob, 1, V);
+        for (i = 0; i < V; i++) {
+            if (!(s[i] > -INFINITY)) continue;
+            cand[n].p = prob[i];
             cand[n].id = i;
+            total += prob[i];
             n++;
         }
     }
-    double total = 0;
-    for (int k = 0; k < n; k++) total += cand[k].p;
+    if (n == 0) return best;
 
-    if (top_p < 1.0f) {
-        if (!sorted) {
-            /* a token below (1 - top_p) / (n - 1) of the mass cannot be in the nucleus: drop
-             * those before sorting (the sort then usually sees tens of tokens, not V) */
-            double cutoff = (1.0 - (double)top_p) / (double)(n - 1) * total;
-            int m = 0;
-            for (int k = 0; k < n; k++)
-                if ((double)cand[k].p >= cutoff) cand[m++] = cand[k];
-            n = m;
-            sort_cands(cand, n);
+    if (top_p < 1.0f && !sorted) {
+        /* nucleus over all allowed ids without sorting V of them: bisect a probability
+         * threshold [lo, hi) so that the ids with p >= hi hold less than top_p of the mass and
+         * those with p >= lo at least that much; every id with p >= hi is in the nucleus, and
+         * only the few in [lo, hi) are sorted to finish it (same set as a full sort). */
+        const double target = (double)top_p * total;
+        float lo = 0.0f, hi = INFINITY, pmax = 0.0f;
+        for (int k = 0; k < n; k++) pmax = cand[k].p > pmax ? cand[k].p : pmax;
+        hi = pmax * 1.0000001f + 1e-30f;              /* mass(p >= hi) = 0 < target */
+        for (int it = 0; it < 40; it++) {
+            float mid = 0.5f * (lo + hi);
+            if (!(mid > lo && mid < hi)) break;       /* no float left between them */
+            /* mass of p >= mid and the count in [lo, hi), lane-parallel so that it vectorises
+             * (prob is 0 for banned ids; float sums only steer the bisection) */
+            float ms[8] = {0}, cw[8] = {0};
+            int k = 0;
+            for (; k + 8 <= V; k += 8)
+                for (int j = 0; j < 8; j++) {
+                    float pk = prob[k + j];
+                    ms[j] += pk >= mid ? pk : 0.0f;
+                    cw[j] += (pk >= lo && pk < hi) ? 1.0f : 0.0f;
+                }
+            for (; k < V; k++) {
+                ms[0] += prob[k] >= mid ? prob[k] : 0.0f;
+                cw[0] += (prob[k] >= lo && prob[k] < hi) ? 1.0f : 0.0f;
+            }
+            float mass = 0, in_window = 0;
+            for (int j = 0; j < 8; j++) { mass += ms[j]; in_window += cw[j]; }
+            if (in_window <= 32.0f) break;
+            if ((double)mass >= target) lo = mid; else hi = mid;
         }
-        /* the smallest prefix holding top_p of the (candidate) mass */
+        /* the sure ids (p >= hi) first, in id order; then the window (lo <= p < hi) */
+        ss_cand *win = (ss_cand *)prob;               /* (V) the window, set aside */
+        int a = 0, nw = 0;
+        double cum = 0;
+        for (int k = 0; k < n; k++) {
+            if (cand[k].p >= hi) { cum += cand[k].p; cand[a++] = cand[k]; }
+            else if (cand[k].p >= lo) win[nw++] = cand[k];
+        }
+        sort_cands(win, nw);
+        int w = a;
+        for (int k = 0; k < nw; k++) cand[w++] = win[k];
+        int keep = w;
+        for (int k = a; k < w; k++) {
+            cum += cand[k].p;
+            if (cum >= target) { keep = k + 1; break; }
+        }
+        n = keep;
+        total = 0;
+        for (int k = 0; k < n; k++) total += cand[k].p;
+    } else if (top_p < 1.0f) {
+        /* top-k candidates are sorted already: the smallest prefix holding top_p of their mass */
         double target = (double)top_p * total, cum = 0;
         int keep = n;
         for (int k = 0; k < n; k++) {

@@ -629,6 +629,14 @@ class Decoder:
         return _sample(self._p_swork, self._p_logits, self._p_allowed, self.V, rng,
                        temperature, top_k, top_p)
 
+    def sampler(self, rng, temperature, top_k, top_p):
+        """A no-argument function returning the next token id from self.logits, like sample()
+        with these settings, which are checked once here (per token: one C call)."""
+        _sample_args("sampler", rng, temperature, top_k, top_p)
+        f, args = lib.ss_sample, (self._p_swork, self._p_logits, self._p_allowed, self.V,
+                                  float(temperature), int(top_k), float(top_p), rng._p)
+        return lambda: f(*args)
+
 
 class Rng:
     """The splitmix64 state ss_sample draws from: one uint64 word; the same seed, the same draws."""
@@ -644,8 +652,7 @@ class Rng:
         return float(lib.ss_rng_uniform(self._p))
 
 
-def _sample(p_work, p_logits, p_allowed, V, rng, temperature, top_k, top_p):
-    fn = "sample"
+def _sample_args(fn, rng, temperature, top_k, top_p):
     if not isinstance(rng, Rng):
         raise KernelArgumentError("%s: rng must be a kernels.Rng" % fn)
     if not temperature >= 0:
@@ -654,6 +661,11 @@ def _sample(p_work, p_logits, p_allowed, V, rng, temperature, top_k, top_p):
         raise KernelArgumentError("%s: top_k must be an integer >= 0, got %r" % (fn, top_k))
     if not 0 < top_p <= 1:
         raise KernelArgumentError("%s: top_p must be in (0, 1], got %r" % (fn, top_p))
+
+
+def _sample(p_work, p_logits, p_allowed, V, rng, temperature, top_k, top_p):
+    fn = "sample"
+    _sample_args(fn, rng, temperature, top_k, top_p)
     tok = lib.ss_sample(p_work, p_logits, p_allowed, V, float(temperature), int(top_k),
                         float(top_p), rng._p)
     if tok < 0:

@@ -152,9 +152,10 @@ class Model:
         for t in ids[:-1]:
             dec.step(t, head=False)
         dec.step(ids[-1])
+        draw = dec.sampler(rng, temperature, top_k, top_p)
         sd = self.tokenizer.stream_decoder()
         for _ in range(max_tokens):
-            tok = dec.sample(rng, temperature, top_k, top_p)
+            tok = draw()
             if tok == self.eos:
                 break
             piece = sd.feed(tok)
@@ -247,8 +248,9 @@ class ChatSession:
             dec.step(ids[-1])
             sd = self.model.tokenizer.stream_decoder()
             trim = _ReplyTrim()
+            draw = dec.sampler(self.rng, self.temperature, self.top_k, self.top_p)
             for _ in range(self.max_response):
-                tok = dec.sample(self.rng, self.temperature, self.top_k, self.top_p)
+                tok = draw()
                 if tok == self._eos:
                     ended = True
                     break

@@ -283,3 +283,38 @@ def test_sample_argument_errors():
         kernels.sample(x, r, -1.0, 0, 1.0)
     with pytest.raises(KernelArgumentError, match="float32"):
         kernels.sample(x.astype(np.float64), r, 1.0, 0, 1.0)
+
+
+def test_bound_sampler_equals_sample():
+    cfg = CONFIGS["topk"]
+    _, P = make(cfg, seed=2)
+    w = kernels.DecodeWeights(cfg, P)
+    allowed = np.ones(cfg.V, np.uint8)
+    allowed[[0, 1, 3]] = 0
+    a, b = kernels.Decoder(w, allowed), kernels.Decoder(w, allowed)
+    ra, rb = kernels.Rng(5), kernels.Rng(5)
+    draw = b.sampler(rb, 1.3, 7, 0.9)
+    tok_a = tok_b = 2
+    for _ in range(30):
+        a.step(tok_a)
+        b.step(tok_b)
+        tok_a, tok_b = a.sample(ra, 1.3, 7, 0.9), draw()
+        assert tok_a == tok_b and allowed[tok_a]
+    with pytest.raises(KernelArgumentError, match="top_k"):
+        b.sampler(rb, 1.0, -1, 0.9)
+
+
+@pytest.mark.parametrize("p", [0.3, 0.9])
+def test_nucleus_over_many_tokens(isa, p):
+    """top-p without top-k over a flat distribution (the bisection path): the sampled support is
+    exactly the nucleus computed by sorting in numpy, and frequencies follow it."""
+    V = 400
+    x = (0.3 * np.random.default_rng(4).standard_normal(V)).astype(np.float32)
+    allowed = np.ones(V, np.uint8)
+    allowed[:5] = 0
+    want = _np_distribution(x, 1.0, 0, p, allowed)
+    r = kernels.Rng(7)
+    n = 40000
+    counts = np.bincount([kernels.sample(x, r, 1.0, 0, p, allowed) for _ in range(n)], minlength=V)
+    assert set(np.flatnonzero(counts)) == set(np.flatnonzero(want))
+    np.testing.assert_allclose(counts / n, want, atol=0.004)

@@ -1,0 +1,245 @@
+"""bench_decode.py: decoding speed, chat start-up time and chat memory (BENCHMARKS.md ## Decoding).
+
+    python tools/bench_decode.py              # default model (V=850, C=H=96, L=2, X=6), K=6 and K=2
+    python tools/bench_decode.py --quick      # fewer repetitions
+
+What it measures, on one thread (BLAS pinned to one thread before numpy is imported):
+  1. microseconds per token of the C step alone (kernels.Decoder.step, with the head) and of
+     whole generation (Model.generate: step + ss_sample with top-k 40 / top-p 0.95 + streaming
+     UTF-8 decode), for every instruction set usable here; [EOS] is banned during the benchmark so
+     that every run generates exactly the requested number of tokens. Each figure is the best of
+     several repetitions (the machine is shared; the best run is the least disturbed one).
+  2. the compute limit: FLOPs per token (2 x multiply-adds of the active experts, router,
+     projection and head) divided by numpy's single-threaded sgemm rate measured in the same run:
+     a large square sgemm (the machine's peak), the head's gemv (1,96)x(96,850) (its weights fit
+     in L2), and a gemv (1,96)x(96,n) whose matrix holds exactly as many weights as one decode
+     step reads (each weight is used once per token, so decoding streams them from cache: this
+     last figure is what numpy would need just to read the same bytes).
+  3. start-up: wall time from spawning `python -m shoestring chat --checkpoint ck.json` on a
+     pseudo-terminal (so it runs interactively) to the moment the `you> ` prompt arrives on the
+     terminal; with `python -c pass` and `python -c "import numpy"` as baselines.
+  4. peak RSS of a chat session: the same interactive process answers 5 turns, then gets Ctrl-D;
+     ru_maxrss of exactly that child comes from os.wait4.
+"""
+import os
+
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+    os.environ[_v] = "1"
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import pty  # noqa: E402
+import select  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def make_checkpoint(path, K, seed=1):
+    """Default-size model, tokenizer trained on the shipped chat corpus, untrained parameters."""
+    from shoestring.checkpoint import save_checkpoint
+    from shoestring.data import default_corpus_path
+    from shoestring.params import ModelConfig, ParamLayout
+    from shoestring.tokenizer import Tokenizer
+
+    tok = Tokenizer.train(paths=[default_corpus_path()], vocab_size=850)
+    cfg = ModelConfig(V=tok.vocab_size, K=K)
+    flat = ParamLayout(cfg).init(seed)
+    save_checkpoint(path, {"config": {"model": cfg.to_dict()}, "tokenizer": tok.to_dict(),
+                           "params": flat, "optimizer": None, "training": {}, "metrics": []})
+    return cfg
+
+
+def flops_per_token(cfg):
+    macs = 0
+    for l in range(cfg.L):
+        I = cfg.layer_input(l)
+        macs += cfg.X * I + cfg.K * (2 * cfg.H * I + cfg.H * cfg.H)
+        if I != cfg.H:
+            macs += cfg.H * I
+    macs += cfg.V * cfg.H
+    return 2 * macs
+
+
+def best_of(fn, reps):
+    times = [fn() for _ in range(reps)]
+    return min(times), statistics.median(times)
+
+
+def sgemm_rate(M, Kd, N, reps):
+    """FLOP/s of numpy float32 (M,Kd)x(Kd,N), best of reps."""
+    a = np.random.default_rng(0).standard_normal((M, Kd)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((Kd, N)).astype(np.float32)
+    out = np.empty((M, N), np.float32)
+    inner = max(1, int(2e8 / (2 * M * Kd * N)))
+
+    def run():
+        t = time.perf_counter()
+        for _ in range(inner):
+            np.matmul(a, b, out=out)
+        return (time.perf_counter() - t) / inner
+    best, _ = best_of(run, reps)
+    return 2 * M * Kd * N / best
+
+
+def bench_tokens(model, isa, n_tokens, reps):
+    from shoestring import kernels
+    kernels.set_isa(isa)
+    dec = model.decoder()
+    for t in range(50):
+        dec.step(t % model.cfg.V)
+
+    def step_only():
+        t0 = time.perf_counter()
+        for i in range(n_tokens):
+            dec.step(100 + (i & 255))
+        return (time.perf_counter() - t0) / n_tokens
+
+    def generate():
+        t0 = time.perf_counter()
+        model.generate("hello there", max_tokens=n_tokens, seed=1)
+        return (time.perf_counter() - t0) / n_tokens
+    return best_of(step_only, reps), best_of(generate, reps)
+
+
+def _read_until(fd, marker, timeout):
+    buf = b""
+    end = time.perf_counter() + timeout
+    while marker not in buf:
+        left = end - time.perf_counter()
+        if left <= 0:
+            raise RuntimeError("timed out waiting for %r; got %r" % (marker, buf[-300:]))
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                raise RuntimeError("process ended before %r; got %r" % (marker, buf[-300:]))
+            buf += chunk
+    return buf
+
+
+def chat_process(ckpt, turns, cwd):
+    """Start `shoestring chat` on a pty; -> (seconds to the first prompt, peak RSS in MiB)."""
+    master, slave = pty.openpty()
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "shoestring", "chat", "--checkpoint", ckpt,
+                          "--seed", "1", "--max-response", "100"],
+                         stdin=slave, stdout=slave, stderr=slave, cwd=cwd, close_fds=True)
+    os.close(slave)
+    try:
+        _read_until(master, b"you> ", 30)
+        startup = time.perf_counter() - t0
+        for i in range(turns):
+            os.write(master, b"hello there, how are you today?\n")
+            _read_until(master, b"you> ", 60)
+        os.write(master, b"\x04")                      # Ctrl-D: end of input
+        deadline = time.perf_counter() + 30
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                p.kill()
+                raise RuntimeError("chat did not exit after Ctrl-D")
+            try:
+                select.select([master], [], [], 0.02)
+                os.read(master, 65536)
+            except OSError:
+                pass
+        p.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        os.close(master)
+    if p.returncode != 0:
+        raise RuntimeError("chat exited with %d" % p.returncode)
+    return startup, ru.ru_maxrss / 1024.0
+
+
+def baseline(code, cwd, reps):
+    def run():
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=cwd)
+        return time.perf_counter() - t
+    return best_of(run, reps)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = ap.parse_args()
+    reps = 3 if args.quick else 9
+    n_tokens = 500 if args.quick else 2000
+
+    import shoestring
+    from shoestring import kernels
+
+    print("machine: %s, %s, %d cores; python %s, numpy %s; kernels: %s"
+          % (platform.machine(), _cpu_name(), os.cpu_count() or 1, platform.python_version(),
+             np.__version__, ", ".join(kernels.isa_available())))
+    g_big = sgemm_rate(512, 512, 512, reps)
+    g_vec = sgemm_rate(1, 96, 850, reps)
+    print("numpy sgemm, 1 thread: %.1f GFLOP/s (512x512x512), %.2f GFLOP/s ((1,96)x(96,850))"
+          % (g_big / 1e9, g_vec / 1e9))
+    default_isa = kernels.isa_active()
+    with tempfile.TemporaryDirectory() as d:
+        rows = []
+        for K in (6, 2):
+            ck = os.path.join(d, "k%d.json" % K)
+            cfg = make_checkpoint(ck, K)
+            model = shoestring.load(ck)
+            if model.eos is not None:
+                model.allowed[model.eos] = 0           # fixed-length runs (benchmark only)
+            fl = flops_per_token(cfg)
+            # numpy streaming the same bytes: one gemv over a (fl/2/96, 96) matrix, which
+            # reads exactly as many float32 weights as one decode step
+            n_rows = fl // 2 // 96
+            g_same = sgemm_rate(1, 96, n_rows, reps)
+            print("\nK=%d (%s): %.3f MFLOP/token, %.2f MB of weights read per token" % (
+                K, "dense" if K == cfg.X else "top-%d of %d" % (K, cfg.X), fl / 1e6, fl * 2 / 1e6))
+            print("  limits at numpy's rates: %.1f us (512^3 sgemm, %.1f GFLOP/s), %.1f us (gemv "
+                  "(1,96)x(96,850)), %.1f us (gemv (1,96)x(96,%d): the same bytes, %.1f GB/s)"
+                  % (fl / g_big * 1e6, g_big / 1e9, fl / g_vec * 1e6, fl / g_same * 1e6, n_rows,
+                     g_same * 2 / 1e9))
+            for isa in kernels.isa_available():
+                (s_best, s_med), (g_best, g_med) = bench_tokens(model, isa, n_tokens, reps)
+                rows.append((K, isa, s_best, g_best))
+                print("  %-7s step %6.1f us/token (median %6.1f, %5.1f GFLOP/s)   generate %6.1f "
+                      "us/token (median %6.1f)" % (isa, s_best * 1e6, s_med * 1e6, fl / s_best / 1e9,
+                                                   g_best * 1e6, g_med * 1e6))
+        kernels.set_isa(default_isa)
+        ck = os.path.join(d, "k6.json")
+        starts, rss = [], []
+        for i in range(5 if not args.quick else 2):
+            s, r = chat_process(ck, 5 if i == 0 else 0, d)
+            starts.append(s)
+            rss.append(r)
+        py, _ = baseline("pass", d, 5)
+        npy, _ = baseline("import numpy", d, 5)
+        print("\nstart-up to the `you> ` prompt (pty, default checkpoint %.1f MB): best %.3f s, "
+              "median %.3f s  [python -c pass: %.3f s; import numpy: %.3f s]"
+              % (os.path.getsize(ck) / 1e6, min(starts), statistics.median(starts), py, npy))
+        print("peak RSS of a chat session (5 turns of up to 100 tokens): %.1f MiB" % rss[0])
+    return 0
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
