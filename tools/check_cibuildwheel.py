@@ -77,7 +77,8 @@ def find_pythons():
         try:
             out = subprocess.run([exe, "-c", "import sys, platform; print(platform.python_implementation(),"
                                   " '%d.%d' % sys.version_info[:2], sys.version.split()[0])"],
-                                 stdout=subprocess.PIPE, universal_newlines=True, timeout=60).stdout
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 universal_newlines=True, timeout=60).stdout
         except (OSError, subprocess.SubprocessError):
             continue
         parts = out.split()
