@@ -49,6 +49,34 @@ def nonneg_int(text):
     return v
 
 
+def int_in(lo, hi, name="whole number"):
+    """A whole number in [lo, hi]: absurd sizes are refused here, before anything is allocated."""
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("expected a whole number, got %r" % text)
+        if v < lo:
+            raise argparse.ArgumentTypeError("must be at least %d, got %d" % (lo, v))
+        if v > hi:
+            raise argparse.ArgumentTypeError("must be at most %s, got %s" % (format(hi, ","), text))
+        return v
+    parse.__name__ = name
+    return parse
+
+
+# Upper bounds far beyond any model this tool can train on a small device, low enough that a
+# typo (an extra zero run) fails at once instead of allocating terabytes or looping for ever.
+MAX_VOCAB = 1_000_000
+MAX_WIDTH = 65_536          # C, H
+MAX_LAYERS = 64
+MAX_EXPERTS = 1024
+MAX_SIZE = 1_000_000        # T, B, accumulate, tokens per reply
+MAX_THREADS = 1024
+MAX_COUNT = 10 ** 12        # steps, epochs, intervals
+MAX_SEED = 2 ** 64 - 1
+
+
 def _float_in(lo, hi, lo_open=False, name="value"):
     def parse(text):
         try:
@@ -74,11 +102,11 @@ def add_sampling_args(p):
     g = p.add_argument_group("sampling")
     g.add_argument("--temperature", type=nonneg_float, default=0.8,
                    help="softmax temperature; 0 is greedy (default: 0.8)")
-    g.add_argument("--top-k", type=nonneg_int, default=40,
+    g.add_argument("--top-k", type=int_in(0, MAX_VOCAB), default=40,
                    help="sample among the k most likely tokens; 0 disables (default: 40)")
     g.add_argument("--top-p", type=unit_float, default=0.95,
                    help="nucleus sampling: smallest set with this total probability (default: 0.95)")
-    g.add_argument("--seed", type=int, default=None,
+    g.add_argument("--seed", type=int_in(0, MAX_SEED), default=None,
                    help="random seed for sampling; fixed seed gives the same text (default: random)")
 
 
@@ -98,26 +126,26 @@ def add_train_args(p):
     d.add_argument("--checkpoint", metavar="FILE",
                    help="resume training from this checkpoint (keeps its architecture)")
     a = p.add_argument_group("architecture (fixed by a checkpoint when resuming)")
-    a.add_argument("--bpe-vocab-size", type=positive_int, default=None,
+    a.add_argument("--bpe-vocab-size", type=int_in(1, MAX_VOCAB), default=None,
                    help="tokenizer vocabulary size (default: 850)")
-    a.add_argument("--embedding-dim", type=positive_int, default=None,
+    a.add_argument("--embedding-dim", type=int_in(1, MAX_WIDTH), default=None,
                    help="embedding width C (default: 96)")
-    a.add_argument("--gru-hidden-size", type=positive_int, default=None,
+    a.add_argument("--gru-hidden-size", type=int_in(1, MAX_WIDTH), default=None,
                    help="hidden width H of every expert (default: 96)")
-    a.add_argument("--gru-layers", type=positive_int, default=None,
+    a.add_argument("--gru-layers", type=int_in(1, MAX_LAYERS), default=None,
                    help="number of MoE-GRU layers L (default: 2)")
-    a.add_argument("--num-experts", type=positive_int, default=None,
+    a.add_argument("--num-experts", type=int_in(1, MAX_EXPERTS), default=None,
                    help="experts per layer X (default: 6)")
-    a.add_argument("--active-experts", type=positive_int, default=None,
+    a.add_argument("--active-experts", type=int_in(1, MAX_EXPERTS), default=None,
                    help="experts run per token K, 1..X; K=X is dense (default: X)")
     t = p.add_argument_group("training")
-    t.add_argument("--seq-length", type=positive_int, default=80,
+    t.add_argument("--seq-length", type=int_in(1, MAX_SIZE), default=80,
                    help="time steps T per window (default: 80)")
-    t.add_argument("--batch-size", type=positive_int, default=16,
+    t.add_argument("--batch-size", type=int_in(1, MAX_SIZE), default=16,
                    help="parallel streams B (default: 16)")
-    t.add_argument("--epochs", type=positive_int, default=5,
+    t.add_argument("--epochs", type=int_in(1, MAX_COUNT), default=5,
                    help="passes over the model data; when resuming, the new total (default: 5)")
-    t.add_argument("--max-steps", type=positive_int, default=None,
+    t.add_argument("--max-steps", type=int_in(1, MAX_COUNT), default=None,
                    help="stop after this many optimiser steps in total (default: no limit)")
     t.add_argument("--lr", type=positive_float, default=0.001, help="peak learning rate (default: 0.001)")
     t.add_argument("--wd", type=nonneg_float, default=0.01,
@@ -126,30 +154,30 @@ def add_train_args(p):
                    help="global gradient-norm clip; 0 disables (default: 1.0)")
     t.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
                    help="linear warm-up then cosine decay, or constant (default: cosine)")
-    t.add_argument("--warmup-steps", type=nonneg_int, default=None,
+    t.add_argument("--warmup-steps", type=int_in(0, MAX_COUNT), default=None,
                    help="warm-up steps (default: 2%% of the total, at most 200)")
-    t.add_argument("--accumulate", type=positive_int, default=1,
+    t.add_argument("--accumulate", type=int_in(1, MAX_SIZE), default=1,
                    help="gradient accumulation: windows per optimiser step (default: 1)")
-    t.add_argument("--eps-rmsnorm", type=positive_float, default=1e-5, help="RMSNorm epsilon (default: 1e-5)")
-    t.add_argument("--eps-adamw", type=positive_float, default=1e-8, help="AdamW epsilon (default: 1e-8)")
-    t.add_argument("--threads", type=positive_int, default=None,
+    t.add_argument("--eps-rmsnorm", type=_float_in(0.0, 1.0, lo_open=True), default=1e-5, help="RMSNorm epsilon (default: 1e-5)")
+    t.add_argument("--eps-adamw", type=_float_in(0.0, 1.0, lo_open=True), default=1e-8, help="AdamW epsilon (default: 1e-8)")
+    t.add_argument("--threads", type=int_in(1, MAX_THREADS), default=None,
                    help="worker threads (default: all cores)")
-    t.add_argument("--seed", type=int, default=1337, help="random seed (default: 1337)")
+    t.add_argument("--seed", type=int_in(0, MAX_SEED), default=1337, help="random seed (default: 1337)")
     o = p.add_argument_group("output")
     o.add_argument("--out-dir", metavar="DIR",
                    help="folder for checkpoints and metrics (default: runs/<timestamp>)")
-    o.add_argument("--eval-every", type=positive_int, default=None,
+    o.add_argument("--eval-every", type=int_in(1, MAX_COUNT), default=None,
                    help="validate and checkpoint every N steps (default: once per epoch and at the end)")
-    o.add_argument("--sample-every", type=nonneg_int, default=200,
+    o.add_argument("--sample-every", type=int_in(0, MAX_COUNT), default=200,
                    help="print a short generated sample every N steps; 0 disables (default: 200)")
     o.add_argument("--no-chat", action="store_true", help="do not open the chat when training ends")
     o.add_argument("--quiet", action="store_true", help="no progress bar or samples")
     c = p.add_argument_group("chat after training")
-    c.add_argument("--max-response", type=positive_int, default=260,
+    c.add_argument("--max-response", type=int_in(1, MAX_SIZE), default=260,
                    help="most tokens in one reply (default: 260)")
     c.add_argument("--temperature", type=nonneg_float, default=0.8,
                    help="sampling temperature; 0 is greedy (default: 0.8)")
-    c.add_argument("--top-k", type=nonneg_int, default=40, help="top-k sampling; 0 disables (default: 40)")
+    c.add_argument("--top-k", type=int_in(0, MAX_VOCAB), default=40, help="top-k sampling; 0 disables (default: 40)")
     c.add_argument("--top-p", type=unit_float, default=0.95, help="nucleus sampling (default: 0.95)")
 
 
@@ -167,7 +195,7 @@ def build_parser():
 
     tok = sub.add_parser("tokenizer", help="train or inspect a BPE tokenizer")
     tok.add_argument("--bpe-data", nargs="+", metavar="FILE", help="text file(s) to train on")
-    tok.add_argument("--bpe-vocab-size", type=positive_int, default=850,
+    tok.add_argument("--bpe-vocab-size", type=int_in(1, MAX_VOCAB), default=850,
                      help="vocabulary size, special tokens included (default: 850)")
     tok.add_argument("--out", metavar="FILE", help="where to save the trained tokenizer (JSON)")
     tok.add_argument("--load", metavar="FILE", help="load a tokenizer (JSON or a checkpoint)")
@@ -180,14 +208,14 @@ def build_parser():
 
     chat = sub.add_parser("chat", help="chat with a trained model")
     chat.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint to load")
-    chat.add_argument("--max-response", type=positive_int, default=260,
+    chat.add_argument("--max-response", type=int_in(1, MAX_SIZE), default=260,
                       help="most tokens in one reply (default: 260)")
     add_sampling_args(chat)
 
     gen = sub.add_parser("generate", help="continue a prompt")
     gen.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint to load")
     gen.add_argument("--prompt", metavar="TEXT", help="text to continue (default: read stdin)")
-    gen.add_argument("--max-tokens", type=positive_int, default=200,
+    gen.add_argument("--max-tokens", type=int_in(1, MAX_SIZE), default=200,
                      help="tokens to generate (default: 200)")
     add_sampling_args(gen)
     return parser
@@ -248,5 +276,11 @@ def main(argv=None):
             raise
         print("\nshoestring: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        if args.traceback:
+            raise
+        print("shoestring: error: out of memory (use a smaller model, --batch-size or "
+              "--seq-length, or a machine with more memory)", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         return 1

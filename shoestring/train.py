@@ -54,7 +54,8 @@ def fingerprint(tokens):
 class Progress:
     """One status line on a terminal (rewritten in place), a line every few seconds otherwise."""
 
-    def __init__(self, total, stream=sys.stderr, quiet=False):
+    def __init__(self, total, stream=None, quiet=False):
+        stream = sys.stderr if stream is None else stream     # looked up now: redirects work
         self.total, self.stream, self.quiet = total, stream, quiet
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.t0 = time.time()
@@ -133,6 +134,11 @@ class Trainer:
         self.val_tokens, self.val_chars = val_tokens, val_chars
         self.out_dir = out_dir
         self.progress = progress
+        if self.acc > self.train_win.count:
+            raise DataError(
+                "--accumulate %d exceeds the %d windows in one epoch of the model data (lower "
+                "--accumulate, --batch-size or --seq-length, or use more data)"
+                % (self.acc, self.train_win.count))
         self.steps_per_epoch = max(1, self.train_win.count // self.acc)
         total = self.steps_per_epoch * args.epochs
         if args.max_steps:
@@ -162,7 +168,27 @@ class Trainer:
 
     # ---- checkpoint state ----------------------------------------------------------------
     def _restore(self, ck):
+        try:
+            self._restore_state(ck)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise CheckpointError(
+                "the checkpoint's training state is malformed (%s: %s) (the file was edited or "
+                "damaged; use another checkpoint)" % (type(exc).__name__, str(exc)[:120])) from None
+        if not (0 <= self.window <= self.train_win.count and self.epoch >= 0 and
+                (self.offset is None or 0 <= self.offset < self.train_win.n)):
+            raise CheckpointError(
+                "the checkpoint's data position (epoch %r, window %r, offset %r) is outside the "
+                "model data (the file was edited or damaged; use another checkpoint)"
+                % (self.epoch, self.window, self.offset))
+
+    def _restore_state(self, ck):
         tr = ck["training"]
+        for key in ("epoch", "window"):
+            if not isinstance(tr[key], int) or isinstance(tr[key], bool):
+                raise TypeError("%s must be a whole number, got %r" % (key, tr[key]))
+        if tr["offset"] is not None and (not isinstance(tr["offset"], int)
+                                         or isinstance(tr["offset"], bool)):
+            raise TypeError("offset must be a whole number or null, got %r" % (tr["offset"],))
         if tr.get("train_fingerprint") != self.train_fp:
             raise CheckpointError(
                 "the model data differs from the data this checkpoint was trained on "
@@ -171,8 +197,8 @@ class Trainer:
             self.opt.load_state_dict(ck["optimizer"])
         self.rng.bit_generator.state = tr["rng"]
         self.epoch, self.window, self.offset = tr["epoch"], tr["window"], tr["offset"]
-        self.best_val = tr["best_val"] if tr["best_val"] is not None else float("inf")
-        self.resets = tr.get("state_resets", 0)
+        self.best_val = float(tr["best_val"]) if tr["best_val"] is not None else float("inf")
+        self.resets = int(tr.get("state_resets", 0))
         state = np.asarray(tr["state"], dtype=np.float32)
         if state.shape != self.h.shape:
             raise CheckpointError("checkpoint recurrent state has shape %s, expected %s"
@@ -306,14 +332,17 @@ class Trainer:
                     prog.message("step %d sample: %s" % (step, self.sample_text()))
                 if step % eval_every == 0 or step == self.total_steps:
                     val, ppl, bpc = self.evaluate()
+                    if not val <= self.diverged_above:      # NaN, inf or blown up: keep last.json
+                        raise TrainingError(
+                            "training diverged: the validation loss became %.4g at step %d (lower "
+                            "--lr or --grad-clip; the last good checkpoint is kept)" % (val, step))
                     rec = {"step": step, "epoch": self.epoch + self.window / max(1, self.train_win.count),
                            "train_loss": loss_acc / n_acc, "val_loss": val, "perplexity": ppl,
                            "bits_per_char": bpc, "lr": lr, "grad_norm": norm,
                            "tokens_per_s": tps, "state_resets": self.resets,
                            "time": round(now, 3)}
                     self.metrics.append(rec)
-                    with open(os.path.join(self.out_dir, "metrics.jsonl"), "a", encoding="utf-8") as f:
-                        f.write(json.dumps(rec) + "\n")
+                    self._append_metrics(rec)
                     prog.message("step %d: train loss %.4f, val loss %.4f, ppl %.2f, %.3f bits/char"
                                  % (step, rec["train_loss"], val, ppl, bpc))
                     if val < self.best_val:
@@ -336,6 +365,16 @@ class Trainer:
                   "`shoestring train --checkpoint %s`)" % (self.opt.step, path, path),
                   file=sys.stderr)
         return interrupted
+
+    def _append_metrics(self, rec):
+        path = os.path.join(self.out_dir, "metrics.jsonl")
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+        except OSError as exc:
+            raise CheckpointError("could not write %s: %s (free some disk space or choose "
+                                  "another --out-dir; the last checkpoint is kept)"
+                                  % (path, exc.strerror or exc)) from None
 
     def sample_text(self, max_tokens=60):
         try:
@@ -367,6 +406,7 @@ def resolve_config(args, ckpt):
                     "%s %d contradicts the checkpoint, which has %d (drop the flag to resume, or "
                     "start a new run without --checkpoint)" % (flag, given, m[key]))
         tr = ckpt["config"].get("train", {})
+        _check_train_config(tr)
         for dest in RESUME_FIXED:
             if dest in tr and getattr(args, dest) != tr[dest] and _given(args, dest):
                 raise ShoestringError(
@@ -381,6 +421,57 @@ def resolve_config(args, ckpt):
                        K=args.active_experts or X, eps_rmsnorm=args.eps_rmsnorm)
 
 
+def memory_needed(cfg, B, T, threads):
+    """Bytes a training run holds at its peak, roughly: parameters, the summed and per-shard
+    gradients, AdamW m and v, the checkpoint text being written, and the activations."""
+    from .kernels import moegru_sizes
+
+    n = ParamLayout(cfg).n
+    S = max(1, min(threads, B))
+    per_token = cfg.C + cfg.L * cfg.H + 2 * cfg.V + 2 + cfg.C + (cfg.L - 1) * cfg.H + cfg.H
+    acts = B * T * per_token
+    for l in range(cfg.L):
+        a, w = moegru_sizes(B, T, cfg.layer_input(l), cfg.H, cfg.X, cfg.K)
+        acts += a + w
+    return 4 * n * (4 + S) + 64 * n + 4 * acts
+
+
+def physical_memory():
+    """Bytes of RAM in this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(cfg, B, T, threads):
+    """Refuse a run that cannot fit in this machine's memory, before allocating any of it."""
+    need, have = memory_needed(cfg, B, T, threads), physical_memory()
+    if have and need > have:
+        raise ShoestringError(
+            "this run needs about %.1f GB of memory (%s parameters; --batch-size %d x "
+            "--seq-length %d), more than this machine's %.1f GB (lower --embedding-dim, "
+            "--gru-hidden-size, --num-experts, --gru-layers, --bpe-vocab-size, --batch-size or "
+            "--seq-length)" % (need / 1e9, format(ParamLayout(cfg).n, ","), B, T, have / 1e9))
+
+
+def _check_train_config(tr):
+    """The training section of a checkpoint's config: the fields a resume takes from it."""
+    if not isinstance(tr, dict):
+        raise CheckpointError("the checkpoint's config.train is not an object (the file was "
+                              "edited or damaged; use another checkpoint)")
+    for dest in RESUME_FIXED:
+        v = tr.get(dest)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 10 ** 6):
+            raise CheckpointError("the checkpoint's config.train.%s is %r, not a whole number in "
+                                  "[1, 1000000] (the file was edited or damaged; use another "
+                                  "checkpoint)" % (dest, v))
+    md = tr.get("model_data")
+    if md is not None and (not isinstance(md, list) or not all(isinstance(p, str) for p in md)):
+        raise CheckpointError("the checkpoint's config.train.model_data is not a list of paths "
+                              "(the file was edited or damaged; pass --model-data)")
+
+
 def _given(args, dest):
     """Whether --<dest> was written on the command line (argparse cannot tell a default)."""
     flag = "--" + dest.replace("_", "-")
@@ -393,6 +484,10 @@ def cli_train(args):
     cfg_model = resolve_config(args, ckpt)
     if cfg_model.K > cfg_model.X:
         raise ShoestringError("--active-experts %d exceeds --num-experts %d" % (cfg_model.K, cfg_model.X))
+    threads = args.threads or default_threads()
+    # before reading data or training a tokenizer: the smallest vocabulary it could produce
+    check_memory(ModelConfig(**dict(cfg_model.to_dict(), V=min(cfg_model.V, 261))),
+                 args.batch_size, args.seq_length, threads)
 
     # data
     if args.model_data:
@@ -409,11 +504,21 @@ def cli_train(args):
 
     if ckpt is not None:
         from .tokenizer import Tokenizer
-        tok = Tokenizer.from_dict(ckpt["tokenizer"])
+        try:
+            tok = Tokenizer.from_dict(ckpt["tokenizer"])
+        except ShoestringError as exc:
+            raise CheckpointError("checkpoint %s: %s (use another checkpoint)"
+                                  % (args.checkpoint, exc)) from None
+        if tok.vocab_size != cfg_model.V:
+            raise CheckpointError(
+                "checkpoint %s: its tokenizer has %d tokens but its model has V=%d (the file was "
+                "edited or mixes two runs; use another checkpoint)"
+                % (args.checkpoint, tok.vocab_size, cfg_model.V))
     else:
         tok = build_tokenizer(args, args.model_data_resolved, progress)
     if tok.vocab_size != cfg_model.V:
         cfg_model = ModelConfig(**dict(cfg_model.to_dict(), V=tok.vocab_size))
+    check_memory(cfg_model, args.batch_size, args.seq_length, threads)
 
     all_tokens = encode_texts(tok, texts)
     if args.validation_data:
@@ -434,7 +539,11 @@ def cli_train(args):
     if out_dir is None:
         out_dir = os.path.dirname(os.path.abspath(args.checkpoint)) if ckpt is not None else \
             os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise ShoestringError("cannot create --out-dir %s: %s (choose another folder)"
+                              % (out_dir, exc.strerror or exc)) from None
 
     params = np.array(ckpt["params"], np.float32) if ckpt is not None else None
     trainer = Trainer(args, cfg_model, tok, train_tokens, val_tokens, val_chars, params=params,
