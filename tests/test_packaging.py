@@ -223,7 +223,8 @@ def test_sdist_ships_every_tracked_source_test_and_tool(tmp_path):
     pytest.importorskip("setuptools")
     pytest.importorskip("cffi")
     r = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    if r.returncode != 0:  # e.g. a copied checkout owned by another user (safe.directory)
+        pytest.skip("git cannot list the files here: %s" % r.stderr.strip()[:200])
     tracked = [f for f in r.stdout.splitlines() if os.path.exists(os.path.join(ROOT, f))]
     src = tmp_path / "src"
     for f in tracked:
