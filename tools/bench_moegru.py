@@ -2,8 +2,10 @@
 
 Usage: python tools/bench_moegru.py [--B 16 --T 80 --I 96 --H 96 --X 6 --K 6 2 --reps 5]
 Prints, per instruction set and K, the best-of-reps milliseconds for forward and backward, the
-tokens per second of forward+backward and the GFLOP/s of the matmul work actually done (the
-dense-equivalent FLOPs times K/X). Times are CPU time of the calling thread (see clock()).
+tokens per second of forward+backward, the GFLOP/s of the matmul work actually done (router and
+projection, plus the expert work of the K active experts), that throughput as a fraction of a
+large matmul's measured in the same run ("/ceiling"), and the speedup of sparse routing over
+the largest K given. Times are CPU time of the calling thread (see clock()).
 Run it from any directory with the package installed.
 """
 import argparse
@@ -57,6 +59,23 @@ def bench(B, T, I, H, X, K, reps, seed=0):
     return min(tf), min(tb)
 
 
+def ceiling(N, I, H, reps):
+    """GFLOP/s of one big matmul forward + backward (N, I) x (H, I)^T in the same run: the
+    throughput the layer would reach if all its work were large matmuls."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((N, I)).astype(np.float32)
+    W = rng.standard_normal((H, I)).astype(np.float32)
+    y, dx, dW = np.zeros((N, H), np.float32), np.zeros_like(x), np.zeros_like(W)
+    best = 1e9
+    for _ in range(reps):
+        t0 = clock()
+        for _ in range(10):
+            kernels.matmul_forward(y, x, W)
+            kernels.matmul_backward(dx, dW, None, y, x, W)
+        best = min(best, (clock() - t0) / 10)
+    return 6 * N * I * H / best / 1e9
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--B", type=int, default=16)
@@ -70,14 +89,22 @@ def main():
     a = ap.parse_args()
     before = kernels.isa_active()
     print("B=%d T=%d I=%d H=%d X=%d; best of %d" % (a.B, a.T, a.I, a.H, a.X, a.reps))
-    print("%-8s %3s %9s %9s %11s %9s" % ("isa", "K", "fwd ms", "bwd ms", "tok/s f+b", "GFLOP/s"))
+    print("ceiling: one (B*T, I) x (H, I)^T matmul forward+backward in the same run;"
+          " speedup: time at the largest K over time at this K")
+    print("%-8s %3s %9s %9s %11s %9s %9s %8s" % ("isa", "K", "fwd ms", "bwd ms", "tok/s f+b",
+                                                 "GFLOP/s", "/ceiling", "speedup"))
     for isa in a.isa or kernels.isa_available():
         kernels.set_isa(isa)
-        for K in a.K:
+        top = ceiling(a.B * a.T, a.I, a.H, a.reps)
+        base = None
+        for K in sorted(a.K, reverse=True):
             tf, tb = bench(a.B, a.T, a.I, a.H, a.X, K, a.reps)
             ff, fb = flops(a.B, a.T, a.I, a.H, a.X, K)
-            print("%-8s %3d %9.2f %9.2f %11.0f %9.2f" % (
-                isa, K, tf * 1e3, tb * 1e3, a.B * a.T / (tf + tb), (ff + fb) / (tf + tb) / 1e9))
+            base = base or tf + tb
+            gf = (ff + fb) / (tf + tb) / 1e9
+            print("%-8s %3d %9.2f %9.2f %11.0f %9.2f %8.2fx %7.2fx" % (
+                isa, K, tf * 1e3, tb * 1e3, a.B * a.T / (tf + tb), gf, gf / top,
+                base / (tf + tb)))
     kernels.set_isa(before)
 
 
