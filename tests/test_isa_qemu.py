@@ -4,6 +4,11 @@ The installed package, run by this very Python under an emulated Nehalem (SSE4.2
 pick the scalar kernels and compute correctly; under an emulated Haswell it must pick AVX2.
 Skips cleanly where qemu-x86_64-static is absent or the host is not Linux x86-64. The whole
 kernel suite can be run the same way with tools/qemu_nehalem.sh.
+
+The NEON kernels are also cross-compiled (aarch64, and 32-bit ARM with -mfpu=neon) together
+with tools/kernel_crosscheck.c and run under qemu-aarch64-static / qemu-arm-static against the
+scalar twin, where those cross compilers and emulators are installed
+(apt install gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf qemu-user-static).
 """
 import json
 import os
@@ -15,7 +20,8 @@ import sys
 import pytest
 
 QEMU = shutil.which("qemu-x86_64-static")
-pytestmark = pytest.mark.skipif(
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_x86_qemu = pytest.mark.skipif(
     QEMU is None or not sys.platform.startswith("linux")
     or platform.machine().lower() not in ("x86_64", "amd64"),
     reason="needs qemu-x86_64-static on a Linux x86-64 host (apt install qemu-user-static)")
@@ -79,6 +85,7 @@ def run_emulated(cpu, *args, timeout=120):
     return proc.stdout.decode()
 
 
+@needs_x86_qemu
 @pytest.mark.parametrize("cpu,expected,usable", [
     ("Nehalem", "scalar", ["scalar"]),
     ("Haswell", "avx2", ["scalar", "avx2"]),
@@ -95,7 +102,31 @@ def test_dispatch_and_kernels_under_emulated_cpu(cpu, expected, usable):
             assert e < 1e-5, "%s on emulated %s (%s): relative error %g" % (name, cpu, isa, e)
 
 
+@needs_x86_qemu
 def test_cli_info_reports_scalar_on_nehalem():
     out = run_emulated("Nehalem", "-m", "shoestring", "info")
     line = [ln for ln in out.splitlines() if ln.startswith("instruction set in use")]
     assert line and line[0].split(":", 1)[1].strip() == "scalar", out
+
+
+@pytest.mark.parametrize("cc,qemu,flags", [
+    ("aarch64-linux-gnu-gcc", "qemu-aarch64-static", []),
+    ("arm-linux-gnueabihf-gcc", "qemu-arm-static", ["-mfpu=neon"]),
+], ids=["aarch64", "armv7-neon"])
+def test_neon_kernels_match_scalar_under_qemu(tmp_path, cc, qemu, flags):
+    csrc, check = os.path.join(ROOT, "csrc"), os.path.join(ROOT, "tools", "kernel_crosscheck.c")
+    if not (os.path.exists(check) and os.path.exists(os.path.join(csrc, "kernels_neon.c"))):
+        pytest.skip("needs the source tree (csrc/, tools/kernel_crosscheck.c)")
+    if shutil.which(cc) is None or shutil.which(qemu) is None:
+        pytest.skip("needs %s and %s" % (cc, qemu))
+    exe = str(tmp_path / "crosscheck")
+    build = subprocess.run(
+        [cc, "-O2", "-std=c99", "-static", "-DSS_HAVE_NEON", "-DSS_CHECK_TABLE=ss_kernels_neon",
+         "-I", csrc] + flags + [check, os.path.join(csrc, "kernels_neon.c"),
+                                os.path.join(csrc, "kernels_scalar.c"), "-lm", "-o", exe],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    assert build.returncode == 0, build.stdout.decode(errors="replace")
+    run = subprocess.run([shutil.which(qemu), exe], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, timeout=300)
+    out = run.stdout.decode(errors="replace")
+    assert run.returncode == 0 and " 0 failures" in out, out

@@ -1,0 +1,162 @@
+/* kernel_crosscheck.c: every kernel of one SIMD table against the scalar twin, as a standalone
+ * program, so that a cross-compiled build can be checked under qemu user mode where no Python
+ * for that architecture is at hand (tests/test_isa_qemu.py does this for aarch64 and 32-bit ARM):
+ *
+ *   aarch64-linux-gnu-gcc -O2 -std=c99 -static -DSS_HAVE_NEON -DSS_CHECK_TABLE=ss_kernels_neon \
+ *       -I csrc tools/kernel_crosscheck.c csrc/kernels_neon.c csrc/kernels_scalar.c -lm -o check
+ *   qemu-aarch64-static ./check
+ *
+ * Sizes cover every SIMD tail (1..17, 33) and the model's width 96. Exit status 0 when all agree.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ss_internal.h"
+
+#ifndef SS_CHECK_TABLE
+#error "define SS_CHECK_TABLE, e.g. -DSS_CHECK_TABLE=ss_kernels_neon"
+#endif
+extern const ss_kernels SS_CHECK_TABLE;
+
+#define STR2(x) #x
+#define STR(x) STR2(x)
+
+static unsigned long long rng_state = 88172645463325252ull;
+static float rnd(void) /* xorshift64, uniform in [-1, 1) */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+static float *rnd_vec(size_t n, float scale)
+{
+    float *p = malloc((n + 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = rnd() * scale;
+    return p;
+}
+static float *copy_vec(const float *a, size_t n)
+{
+    float *p = malloc((n + 1) * sizeof(float));
+    memcpy(p, a, n * sizeof(float));
+    return p;
+}
+
+static int failures = 0, checks = 0;
+/* worst |a - b| / (|b| + 1) over n elements must not exceed tol (NaN fails) */
+static void expect_close(const char *what, const float *got, const float *want, size_t n,
+                         float tol, int d0, int d1, int d2)
+{
+    float worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        float d = fabsf(got[i] - want[i]) / (fabsf(want[i]) + 1.0f);
+        if (!(d <= worst)) worst = d;
+    }
+    checks++;
+    if (!(worst <= tol)) {
+        failures++;
+        printf("FAIL %s (%d, %d, %d): worst relative difference %g > %g\n", what, d0, d1, d2,
+               worst, tol);
+    }
+}
+
+int main(void)
+{
+    const ss_kernels *S = &ss_kernels_scalar, *T = &SS_CHECK_TABLE;
+    static const int sizes[] = {1, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 33, 96};
+    const int ns = (int)(sizeof sizes / sizeof sizes[0]);
+
+    /* matmul forward and backward (backward accumulates into random gradients) */
+    for (int a = 0; a < ns; a++)
+        for (int b = 0; b < ns; b++)
+            for (int c = 0; c < ns; c++) {
+                int N = sizes[a], C = sizes[b], OC = sizes[c];
+                size_t nx = (size_t)N * C, nw = (size_t)OC * C, ny = (size_t)N * OC;
+                float *x = rnd_vec(nx, 1), *W = rnd_vec(nw, 1), *bias = rnd_vec(OC, 1);
+                float *dout = rnd_vec(ny, 1), *y1 = rnd_vec(ny, 1), *y2 = copy_vec(y1, ny);
+                S->matmul_forward(y1, x, W, bias, N, C, OC);
+                T->matmul_forward(y2, x, W, bias, N, C, OC);
+                expect_close("matmul_forward", y2, y1, ny, 1e-5f, N, C, OC);
+                float *dx1 = rnd_vec(nx, 1), *dx2 = copy_vec(dx1, nx);
+                float *dw1 = rnd_vec(nw, 1), *dw2 = copy_vec(dw1, nw);
+                float *db1 = rnd_vec(OC, 1), *db2 = copy_vec(db1, OC);
+                S->matmul_backward(dx1, dw1, db1, dout, x, W, N, C, OC);
+                T->matmul_backward(dx2, dw2, db2, dout, x, W, N, C, OC);
+                expect_close("matmul_backward dinp", dx2, dx1, nx, 1e-5f, N, C, OC);
+                expect_close("matmul_backward dW", dw2, dw1, nw, 1e-5f, N, C, OC);
+                expect_close("matmul_backward db", db2, db1, OC, 1e-5f, N, C, OC);
+                free(x); free(W); free(bias); free(dout); free(y1); free(y2);
+                free(dx1); free(dx2); free(dw1); free(dw2); free(db1); free(db2);
+            }
+
+    /* row kernels: RMSNorm, softmax, cross-entropy */
+    for (int a = 0; a < ns; a++)
+        for (int b = 0; b < ns; b++) {
+            int N = sizes[a], H = sizes[b];
+            size_t n = (size_t)N * H;
+            float *x = rnd_vec(n, 3), *g = rnd_vec(H, 1), *dy = rnd_vec(n, 1);
+            float *y1 = rnd_vec(n, 1), *y2 = copy_vec(y1, n), r1[96], r2[96];
+            S->rmsnorm_forward(y1, r1, x, g, N, H, 1e-5f);
+            T->rmsnorm_forward(y2, r2, x, g, N, H, 1e-5f);
+            expect_close("rmsnorm_forward", y2, y1, n, 1e-5f, N, H, 0);
+            expect_close("rmsnorm_forward rstd", r2, r1, N, 1e-5f, N, H, 0);
+            float *d1 = rnd_vec(n, 1), *d2 = copy_vec(d1, n), *dg1 = rnd_vec(H, 1), *dg2 = copy_vec(dg1, H);
+            S->rmsnorm_backward(d1, dg1, dy, x, g, r1, N, H);
+            T->rmsnorm_backward(d2, dg2, dy, x, g, r1, N, H);
+            expect_close("rmsnorm_backward dinp", d2, d1, n, 1e-4f, N, H, 0);
+            expect_close("rmsnorm_backward dgain", dg2, dg1, H, 1e-4f, N, H, 0);
+            S->softmax_forward(y1, x, N, H);
+            T->softmax_forward(y2, x, N, H);
+            expect_close("softmax_forward", y2, y1, n, 1e-5f, N, H, 0);
+            S->softmax_backward(d1, dy, y1, N, H);
+            T->softmax_backward(d2, dy, y1, N, H);
+            expect_close("softmax_backward", d2, d1, n, 1e-5f, N, H, 0);
+            int32_t t[96];
+            for (int i = 0; i < N; i++) t[i] = (i * 7) % H;
+            S->crossentropy_forward(r1, y1, x, t, N, H, 0.5f);
+            T->crossentropy_forward(r2, y2, x, t, N, H, 0.5f);
+            expect_close("crossentropy losses", r2, r1, N, 1e-5f, N, H, 0);
+            expect_close("crossentropy dlogits", y2, y1, n, 1e-5f, N, H, 0);
+            free(x); free(g); free(dy); free(y1); free(y2); free(d1); free(d2); free(dg1); free(dg2);
+        }
+
+    /* elementwise, sumsq, AdamW */
+    for (int a = 0; a < ns; a++) {
+        int n = sizes[a] * 32;
+        float *x = rnd_vec(n, 6), *dy = rnd_vec(n, 1), *y1 = rnd_vec(n, 1), *y2 = copy_vec(y1, n);
+        float *d1 = rnd_vec(n, 1), *d2 = copy_vec(d1, n);
+        S->sigmoid_forward(y1, x, n);
+        T->sigmoid_forward(y2, x, n);
+        expect_close("sigmoid_forward", y2, y1, n, 2e-6f, n, 0, 0);
+        S->sigmoid_backward(d1, dy, y1, n);
+        T->sigmoid_backward(d2, dy, y1, n);
+        expect_close("sigmoid_backward", d2, d1, n, 2e-6f, n, 0, 0);
+        S->gelu_forward(y1, x, n);
+        T->gelu_forward(y2, x, n);
+        expect_close("gelu_forward", y2, y1, n, 2e-6f, n, 0, 0);
+        S->gelu_backward(d1, dy, x, n);
+        T->gelu_backward(d2, dy, x, n);
+        expect_close("gelu_backward", d2, d1, n, 3e-6f, n, 0, 0);
+        double s1 = S->sumsq(x, n), s2 = T->sumsq(x, n);
+        checks++;
+        if (!(fabs(s1 - s2) <= 1e-12 * s1)) {
+            failures++;
+            printf("FAIL sumsq (%d): %.17g vs %.17g\n", n, s2, s1);
+        }
+        float *p1 = rnd_vec(n, 1), *p2 = copy_vec(p1, n), *m1 = rnd_vec(n, 0.1f), *m2 = copy_vec(m1, n);
+        float *v1 = rnd_vec(n, 0.1f);
+        for (int i = 0; i < n; i++) v1[i] = fabsf(v1[i]);
+        float *v2 = copy_vec(v1, n);
+        S->adamw_step(p1, dy, m1, v1, n, n / 2, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 0.5f, 0.1f, 0.01f);
+        T->adamw_step(p2, dy, m2, v2, n, n / 2, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 0.5f, 0.1f, 0.01f);
+        expect_close("adamw_step params", p2, p1, n, 1e-5f, n, 0, 0);
+        expect_close("adamw_step m", m2, m1, n, 1e-6f, n, 0, 0);
+        expect_close("adamw_step v", v2, v1, n, 1e-6f, n, 0, 0);
+        free(x); free(dy); free(y1); free(y2); free(d1); free(d2);
+        free(p1); free(p2); free(m1); free(m2); free(v1); free(v2);
+    }
+
+    printf("%s vs ss_kernels_scalar: %d checks, %d failures\n", STR(SS_CHECK_TABLE), checks, failures);
+    return failures != 0;
+}
