@@ -116,7 +116,7 @@ def _small_cases():
     return cases
 
 
-SMALL = _small_cases()
+SMALL = _small_cases() + [(3, 7, 33, 17, 4, 2)]      # I > H
 
 
 @pytest.mark.parametrize("B,T,I,H,X,K", SMALL, ids=["B%dT%dI%dH%dX%dK%d" % c for c in SMALL])
