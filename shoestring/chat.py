@@ -9,6 +9,9 @@ Scripted (stdin is not a terminal): no banner and no prompts; each input line is
 and each reply is printed on one line (a newline inside a reply becomes a space); the same
 commands work; the end of input ends the session with status 0.
 
+`shoestring generate` prints the continuation of --prompt (or of standard input, less the one
+trailing newline that `echo` adds) as it streams, stopping early at [EOS].
+
 Start-up is kept short: numpy, the C module and the checkpoint are loaded only after argparse,
 and nothing else heavy happens before the first prompt.
 """
@@ -39,6 +42,8 @@ def cli_generate(args):
         if sys.stdin.isatty():
             sys.stderr.write("(reading the prompt from standard input; end it with Ctrl-D)\n")
         prompt = sys.stdin.read()
+        if prompt.endswith("\n"):        # `echo text |` adds one; it is not part of the prompt
+            prompt = prompt[:-2] if prompt.endswith("\r\n") else prompt[:-1]
     out = sys.stdout
     it = model.generate(prompt, max_tokens=args.max_tokens, temperature=args.temperature,
                         top_k=args.top_k, top_p=args.top_p, seed=args.seed, stream=True)
