@@ -163,6 +163,7 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
         self.stop_requested = False
+        self.chat_data = False        # set by the CLI when the model data is in chat format
         # A loss this far above uniform guessing (ln V) means the run has blown up.
         self.diverged_above = 2.0 * math.log(cfg.V) + 1.0
 
@@ -377,16 +378,15 @@ class Trainer:
                                   % (path, exc.strerror or exc)) from None
 
     def sample_text(self, max_tokens=60):
-        try:
-            from .sample import Model
-        except ImportError:
-            return "(sampling unavailable)"
-        m = Model(self.cfg, self.params.copy(), self.tok)
-        if self.tok.special_id("[USER]") is not None and self.chat_data:
-            return m.chat(temperature=0.0).send("hello").replace("\n", " ")[:200]
-        return m.generate("\n", max_tokens=max_tokens, temperature=0.0).replace("\n", " ")[:200]
+        """A short greedy sample: the reply to "hello" for chat data, else a free continuation."""
+        from .sample import Model
 
-    chat_data = True
+        m = Model(self.cfg, self.params.copy(), self.tok)
+        if self.chat_data:
+            text = m.chat(max_response=max_tokens, temperature=0.0).send("hello")
+        else:
+            text = m.generate("\n", max_tokens=max_tokens, temperature=0.0)
+        return text.replace("\n", " ")[:200]
 
 
 def _main_thread():
