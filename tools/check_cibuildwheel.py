@@ -5,6 +5,8 @@ depend on, run locally.
     python tools/check_cibuildwheel.py                    # every check
     python tools/check_cibuildwheel.py --only build,audit # some checks
     python tools/check_cibuildwheel.py --pytest-args "-q -x tests/test_kernels.py"
+    python tools/check_cibuildwheel.py --sdist dist/shoestring-0.1.0.tar.gz --only pythons,numpy1
+                                       # test a given sdist (e.g. of a commit) instead of building one
 
 Checks (each prints PASS/FAIL and its time; the exit status is 1 if any failed):
   identifiers  `cibuildwheel --print-build-identifiers` for linux, macos and windows
@@ -99,6 +101,7 @@ class State:
     def need_dist(self):
         if self.sdist is None:
             check_build(self)
+            print("== (the checks below use %s)" % self.sdist)
 
 
 def check_identifiers(st):
@@ -230,6 +233,7 @@ def main():
     ap.add_argument("--only", default=",".join(CHECKS), help="comma-separated: " + ", ".join(CHECKS))
     ap.add_argument("--pytest-args", default="-q", help="pytest arguments for the sdist venvs")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--sdist", help="use this sdist instead of building one from the checkout")
     args = ap.parse_args()
     only = [c.strip() for c in args.only.split(",") if c.strip()]
     bad = [c for c in only if c not in CHECKS]
@@ -237,6 +241,10 @@ def main():
         ap.error("unknown check(s) %s: choose from %s" % (", ".join(bad), ", ".join(CHECKS)))
     workdir = tempfile.mkdtemp(prefix="shoestring-pkgcheck-")
     st = State(workdir, args.pytest_args)
+    if args.sdist:
+        if not os.path.isfile(args.sdist):
+            ap.error("--sdist %s: no such file" % args.sdist)
+        st.sdist = os.path.abspath(args.sdist)
     results = []
     for name in only:
         print("== %s" % name, flush=True)
