@@ -132,7 +132,8 @@ def check_build(st):
 
 
 def check_audit(st):
-    st.need_dist()
+    if st.wheel is None:
+        check_build(st)
     if sys.platform.startswith("linux"):
         out = run([tool("auditwheel"), "show", st.wheel], show=True)
         if "external shared libraries" in out or "requires the following" in out:
