@@ -520,7 +520,7 @@ static void matmul_forward_dot(float *out, const float *inp, const float *W, con
 static void matmul_forward(float *out, const float *inp, const float *W, const float *b,
                            int N, int C, int OC)
 {
-    if (N < SS_DOT_MAX_N) {
+    if (N < SS_DOT_MAX_N || C == 0) { /* C == 0: out = b (the dot form handles it) */
         matmul_forward_dot(out, inp, W, b, N, C, OC);
         return;
     }
@@ -590,7 +590,7 @@ static void matmul_backward(float *dinp, float *dW, float *db, const float *dout
             }
         }
     }
-    if (dW) {
+    if (dW && C > 0) {
         /* A(m, k) = dout[k*OC + m] is strided: an SS_MR-wide sliver of it is packed once per
          * (k block, row tile) into apack[k*SS_MR + m] and reused across all columns of C; the
          * k block is sized so that inp's kc x C block stays in L1. */

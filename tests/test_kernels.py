@@ -85,6 +85,23 @@ def test_matmul_backward_accumulates(isa, N, C, OC):
     close(db, db0 + r_db, rtol=1e-5, atol=1e-5 * math.sqrt(N) * 4, what="db")
 
 
+@pytest.mark.parametrize("N,C,OC", [(0, 5, 3), (4, 0, 3), (5, 4, 0), (0, 0, 0), (9, 0, 17)],
+                         ids=lambda v: str(v))
+def test_matmul_empty_dimensions(isa, N, C, OC):
+    """Zero-sized operands are legal: out = b when C is 0, gradients unchanged or zero-added."""
+    rng = np.random.default_rng(1)
+    inp, W, b, dout = rand(rng, N, C), rand(rng, OC, C), rand(rng, OC), rand(rng, N, OC)
+    out = np.full((N, OC), np.nan, np.float32)
+    kernels.matmul_forward(out, inp, W, b)
+    close(out, ref.matmul_forward(f64(inp), f64(W), f64(b)))
+    dinp, dW, db = np.ones((N, C), np.float32), np.ones((OC, C), np.float32), np.ones(OC, np.float32)
+    kernels.matmul_backward(dinp, dW, db, dout, inp, W)
+    r = ref.matmul_backward(f64(dout), f64(inp), f64(W))
+    close(dinp, 1 + r[0])
+    close(dW, 1 + r[1])
+    close(db, 1 + r[2])
+
+
 @pytest.mark.parametrize("which", ["dinp", "dW", "db"])
 def test_matmul_backward_none_skips(isa, which):
     """A None gradient is skipped; the others are still computed."""
