@@ -479,14 +479,18 @@ class Tokenizer:
             ids = ids.tolist()
         else:
             ids = list(ids)
-            if ids and min(ids) < 0:
+            try:
+                negative = bool(ids) and min(ids) < 0
+            except TypeError:       # not all numbers: the join below names the bad one
+                negative = False
+            if negative:
                 raise TokenizerError("token id %d is outside the vocabulary [0, %d)"
                                      % (min(ids), V))
         try:
             return b"".join(map(self._bytes.__getitem__, ids))
         except IndexError:
-            bad = next(i for i in ids if i >= V)
-            raise TokenizerError("token id %d is outside the vocabulary [0, %d)" % (bad, V)) from None
+            bad = next((i for i in ids if isinstance(i, (int, np.integer)) and not 0 <= i < V), "?")
+            raise TokenizerError("token id %s is outside the vocabulary [0, %d)" % (bad, V)) from None
         except TypeError:
             bad = next(i for i in ids if not isinstance(i, (int, np.integer)))
             raise TokenizerError("token ids must be integers, got %r" % (bad,)) from None
