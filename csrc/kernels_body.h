@@ -34,7 +34,7 @@
 
 #define SS_NR (SS_NV * SS_VW)                /* matmul tile width in floats */
 #define SS_KC ((SS_NR >= 32) ? 128 : 256)     /* reduction block: a KC x NR block of B fits L1 */
-#define SS_L1_FLOATS 12288                    /* ~24 KB: the share of L1 a B block may take */
+#define SS_DW_BLOCK_FLOATS 12288              /* 48 KB: dW's kc x C block of inp (measured best) */
 #define SS_DOT_MAX_N 4                        /* forward with fewer rows: dot-product form */
 #define SS_INV_SQRT2 0.70710678118654752f
 #define SS_INV_SQRT2PI 0.39894228040143268f
@@ -593,9 +593,9 @@ static void matmul_backward(float *dinp, float *dW, float *db, const float *dout
     if (dW && C > 0) {
         /* A(m, k) = dout[k*OC + m] is strided: an SS_MR-wide sliver of it is packed once per
          * (k block, row tile) into apack[k*SS_MR + m] and reused across all columns of C; the
-         * k block is sized so that inp's kc x C block stays in L1. */
+         * k block is sized so that inp's kc x C block stays near (L1/L2). */
         SS_ALIGNED(float apack[SS_KC * SS_MR + SS_VW]);
-        int kcb = ss_min_int(SS_KC, SS_L1_FLOATS / C);
+        int kcb = ss_min_int(SS_KC, SS_DW_BLOCK_FLOATS / C);
         if (kcb < 16) kcb = 16;
         for (int k0 = 0; k0 < N; k0 += kcb) {
             int kc = ss_min_int(kcb, N - k0);
