@@ -249,12 +249,17 @@ void ss_moegru_forward(float *out, float *acts, float *h, float *ws, const float
             }
         }
 
-    /* 3. input-only halves, one matmul per expert over the rows routed to it */
+    /* 3. input-only halves, one matmul per expert over the rows routed to it. An expert that
+     * every row selected sees all rows in the same (t, b) order as any other such expert, so
+     * consecutive ones share one gather (every expert, when K == X). */
+    int xg_full = 0;
     for (int e = 0; e < X; e++) {
         int32_t e0 = SEG[e * T1], cnt = SEG[e * T1 + T] - e0;
         if (cnt == 0) continue;
-        for (int32_t j = 0; j < cnt; j++)
-            memcpy(xg + (size_t)j * I, inp + (size_t)ROW[e0 + j] * I, sizeof(float) * I);
+        if (!(cnt == N && xg_full))
+            for (int32_t j = 0; j < cnt; j++)
+                memcpy(xg + (size_t)j * I, inp + (size_t)ROW[e0 + j] * I, sizeof(float) * I);
+        xg_full = cnt == N;
         k->matmul_forward(pre, xg, w->Wz + (size_t)e * H * I, w->bz + (size_t)e * H, cnt, I, H);
         k->sigmoid_forward(Z + (size_t)e0 * H, pre, (int64_t)cnt * H);
         k->matmul_forward(A + (size_t)e0 * H, xg, w->Wcx + (size_t)e * H * I,
@@ -349,7 +354,11 @@ void ss_moegru_backward(float *dinp, float *dh, const ss_moegru_grads *g, float 
         }
     }
 
-    /* weight gradients (and dinp) of the input-only halves: one big matmul per expert */
+    /* weight gradients (and dinp) of the input-only halves: one big matmul per expert.
+     * Consecutive experts that every row selected share one gather of inp and one scatter of
+     * their summed dinp (same rows in the same order, see the forward). */
+    int xg_full = 0;                   /* xg holds all rows in (t, b) order */
+    const int32_t *pending = NULL;     /* dxg holds unscattered full-expert dinp, rows here */
     for (int e = 0; e < X; e++) {
         int32_t e0 = SEG[e * T1], cnt = SEG[e * T1 + T] - e0;
         if (cnt == 0) continue;
@@ -357,19 +366,32 @@ void ss_moegru_backward(float *dinp, float *dh, const ss_moegru_grads *g, float 
         if (g->Wch)
             k->matmul_backward(NULL, g->Wch + (size_t)e * H * H, NULL, dAe, HP + (size_t)e0 * H,
                                w->Wch + (size_t)e * H * H, cnt, H, H);
-        for (int32_t j = 0; j < cnt; j++)
-            memcpy(xg + (size_t)j * I, inp + (size_t)ROW[e0 + j] * I, sizeof(float) * I);
-        if (dinp) memset(dxg, 0, sizeof(float) * (size_t)cnt * I);
+        int reuse = cnt == N && xg_full;
+        if (!reuse) {
+            if (pending) {
+                for (int32_t j = 0; j < N; j++)
+                    add_to(dinp + (size_t)pending[j] * I, dxg + (size_t)j * I, (size_t)I);
+                pending = NULL;
+            }
+            for (int32_t j = 0; j < cnt; j++)
+                memcpy(xg + (size_t)j * I, inp + (size_t)ROW[e0 + j] * I, sizeof(float) * I);
+        }
+        xg_full = cnt == N;
+        if (dinp && !pending) memset(dxg, 0, sizeof(float) * (size_t)cnt * I);
         k->matmul_backward(dinp ? dxg : NULL, g->Wz ? g->Wz + (size_t)e * H * I : NULL,
                            g->bz ? g->bz + (size_t)e * H : NULL, dZe, xg,
                            w->Wz + (size_t)e * H * I, cnt, I, H);
         k->matmul_backward(dinp ? dxg : NULL, g->Wcx ? g->Wcx + (size_t)e * H * I : NULL,
                            g->bc ? g->bc + (size_t)e * H : NULL, dAe, xg,
                            w->Wcx + (size_t)e * H * I, cnt, I, H);
-        if (dinp)
+        if (dinp && cnt == N) pending = ROW + e0;      /* scatter later, summed */
+        else if (dinp)
             for (int32_t j = 0; j < cnt; j++)
                 add_to(dinp + (size_t)ROW[e0 + j] * I, dxg + (size_t)j * I, (size_t)I);
     }
+    if (pending)
+        for (int32_t j = 0; j < N; j++)
+            add_to(dinp + (size_t)pending[j] * I, dxg + (size_t)j * I, (size_t)I);
 
     /* router: through the renormalisation over the selected experts, then the softmax */
     for (int n = 0; n < N; n++) {

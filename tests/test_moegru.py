@@ -140,6 +140,30 @@ def test_projection_at_default_width(isa):
     assert_matches(run_c(w, inp, h0, dout, dhT, 3), want)
 
 
+def test_experts_selected_by_every_row_mixed_with_partial_ones(isa):
+    """Experts 0 and 2 are selected by every row (their router bias dominates), experts 1 and 3
+    only by some: exercises the shared gather/scatter of full experts between partial ones."""
+    B, T, I, H, X, K = 3, 7, 9, 17, 4, 3
+    for s in range(100):
+        rng = np.random.default_rng(s)
+        w = make_weights(rng, I, H, X)
+        w["bg"] = np.array([8.0, 0.0, 8.0, 0.0], np.float32)
+        inp = rng.standard_normal((B, T, I)).astype(np.float32)
+        h0 = (rng.standard_normal((B, X, H)) * 0.5).astype(np.float32)
+        dout = rng.standard_normal((B, T, H)).astype(np.float32)
+        dhT = rng.standard_normal((B, X, H)).astype(np.float32)
+        w64 = {k: v.astype(np.float64) for k, v in w.items()}
+        out, hT, cache = ref.moegru_forward(inp.astype(np.float64), h0.astype(np.float64), w64,
+                                            K, EPS)
+        if ref.topk_margin(cache["g"], K) > 1e-6:
+            break
+    sel = cache["mask"].reshape(-1, X).sum(axis=0)
+    assert sel[0] == sel[2] == B * T and 0 < sel[1] < B * T and 0 < sel[3] < B * T
+    dinp, grads, dh0 = ref.moegru_backward(dout.astype(np.float64), cache, dhT.astype(np.float64))
+    want = dict(out=out, hT=hT, dinp=dinp, dh0=dh0, grads=grads)
+    assert_matches(run_c(w, inp, h0, dout, dhT, K), want)
+
+
 # ---- semantics ----------------------------------------------------------------------------------
 def test_batch_slices_equal_the_full_batch(isa):
     """Sharding: the layer on batch slices gives the slices of the full-batch results, and the
