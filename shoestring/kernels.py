@@ -634,7 +634,7 @@ class Decoder:
         with these settings, which are checked once here (per token: one C call)."""
         _sample_args("sampler", rng, temperature, top_k, top_p)
         f, args = lib.ss_sample, (self._p_swork, self._p_logits, self._p_allowed, self.V,
-                                  float(temperature), int(top_k), float(top_p), rng._p)
+                                  float(temperature), int(min(top_k, self.V)), float(top_p), rng._p)
         return lambda: f(*args)
 
 
@@ -666,8 +666,8 @@ def _sample_args(fn, rng, temperature, top_k, top_p):
 def _sample(p_work, p_logits, p_allowed, V, rng, temperature, top_k, top_p):
     fn = "sample"
     _sample_args(fn, rng, temperature, top_k, top_p)
-    tok = lib.ss_sample(p_work, p_logits, p_allowed, V, float(temperature), int(top_k),
-                        float(top_p), rng._p)
+    tok = lib.ss_sample(p_work, p_logits, p_allowed, V, float(temperature), int(min(top_k, V)),
+                        float(top_p), rng._p)        # top_k >= V keeps every id: same as V
     if tok < 0:
         raise KernelArgumentError("%s: every token id is banned" % fn)
     return tok

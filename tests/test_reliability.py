@@ -72,3 +72,18 @@ def test_the_table_lists_every_case():
     listed = [r.split(" | ")[0][2:].replace("\\|", "|") for r in rows if not r.startswith("|---")]
     assert listed == [c[0] for c in CASES], \
         "RELIABILITY.md is out of date: run python tools/make_reliability_table.py"
+
+
+def test_sampling_settings_at_their_limits_from_python(files):
+    """The Python API takes what the CLI bounds: a huge top_k is every token, not an overflow."""
+    import shoestring
+    from shoestring.errors import ShoestringError
+
+    model = shoestring.load(files["ckpt"])
+    a = model.generate("hello", max_tokens=8, top_k=10 ** 12, seed=3)
+    b = model.generate("hello", max_tokens=8, top_k=0, seed=3)
+    assert a == b                                  # top_k >= V keeps every token, like 0
+    for bad in ({"top_k": -1}, {"temperature": float("nan")}, {"top_p": 0.0},
+                {"max_tokens": -1}, {"seed": "x"}):
+        with pytest.raises(ShoestringError):
+            model.generate("hello", **dict({"max_tokens": 4, "seed": 1}, **bad))
