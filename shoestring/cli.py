@@ -143,8 +143,9 @@ def add_train_args(p):
                    help="time steps T per window (default: 80)")
     t.add_argument("--batch-size", type=int_in(1, MAX_SIZE), default=16,
                    help="parallel streams B (default: 16)")
-    t.add_argument("--epochs", type=int_in(1, MAX_COUNT), default=5,
-                   help="passes over the model data; when resuming, the new total (default: 5)")
+    t.add_argument("--epochs", type=int_in(1, MAX_COUNT), default=None,
+                   help="passes over the model data; when resuming, the new total (default: 5; "
+                        "20 on the bundled corpus, which is small)")
     t.add_argument("--max-steps", type=int_in(1, MAX_COUNT), default=None,
                    help="stop after this many optimiser steps in total (default: no limit)")
     t.add_argument("--lr", type=positive_float, default=0.001, help="peak learning rate (default: 0.001)")

@@ -27,6 +27,8 @@ from .model import Network
 from .optim import AdamW, default_warmup, lr_at
 from .params import ModelConfig, ParamLayout
 
+DEFAULT_EPOCHS = 5          # MODEL.md §6
+BUNDLED_EPOCHS = 20         # on the bundled chat corpus (230 KB): about 1,000 steps
 STATE_GUARD = 1000.0        # L2 norm of one stream's recurrent state that triggers a reset
 ARCH_FLAGS = {              # checkpoint config key -> (argparse dest, flag)
     "V": ("bpe_vocab_size", "--bpe-vocab-size"),
@@ -35,6 +37,26 @@ ARCH_FLAGS = {              # checkpoint config key -> (argparse dest, flag)
     "L": ("gru_layers", "--gru-layers"),
     "X": ("num_experts", "--num-experts"),
     "K": ("active_experts", "--active-experts"),
+}
+def _count(v, none_ok=False):
+    return (v is None and none_ok) or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10 ** 12)
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+# Training settings a resume takes from the checkpoint when the flag is not given again.
+RESUME_DEFAULTS = {
+    "epochs": lambda v: _count(v) and v >= 1,
+    "max_steps": lambda v: _count(v, none_ok=True),
+    "lr": lambda v: _number(v) and v > 0,
+    "wd": _number,
+    "grad_clip": _number,
+    "lr_schedule": lambda v: v in ("cosine", "constant"),
+    "warmup_steps": lambda v: _count(v, none_ok=True),
+    "eps_adamw": lambda v: _number(v) and v > 0,
+    "val_fraction": lambda v: _number(v) and v <= 0.5,
 }
 RESUME_FIXED = ("seq_length", "batch_size", "accumulate")   # define the data position
 
@@ -414,6 +436,14 @@ def resolve_config(args, ckpt):
                     % (dest.replace("_", "-"), getattr(args, dest), tr[dest]))
             if dest in tr:
                 setattr(args, dest, tr[dest])
+        for dest, ok in RESUME_DEFAULTS.items():     # the run's plan, unless a flag changes it
+            if dest in tr and not _given(args, dest):
+                if not ok(tr[dest]):
+                    raise CheckpointError(
+                        "the checkpoint's config.train.%s is %r, which is not valid (the file was "
+                        "edited or damaged; give --%s explicitly)"
+                        % (dest, tr[dest], dest.replace("_", "-")))
+                setattr(args, dest, tr[dest])
         return ModelConfig(**m)
     X = args.num_experts or 6
     return ModelConfig(V=args.bpe_vocab_size or 850, C=args.embedding_dim or 96,
@@ -490,14 +520,18 @@ def cli_train(args):
                  args.batch_size, args.seq_length, threads)
 
     # data
+    bundled = False
     if args.model_data:
         model_paths = list(args.model_data)
     elif ckpt is not None and ckpt["config"].get("train", {}).get("model_data"):
         model_paths = ckpt["config"]["train"]["model_data"]
     else:
         model_paths = [default_corpus_path()]
+        bundled = True
         progress.message("no --model-data given: training on the bundled chat corpus (%s)"
                          % model_paths[0])
+    if args.epochs is None:       # the bundled corpus is small: more passes to learn to chat
+        args.epochs = BUNDLED_EPOCHS if bundled else DEFAULT_EPOCHS
     texts = read_texts(model_paths, args.encoding_errors)
     from .dataset import expand_paths
     args.model_data_resolved = expand_paths(model_paths)

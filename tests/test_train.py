@@ -154,8 +154,9 @@ def test_resume_is_bitwise_identical(tmp_path, tiny_corpus, threads, monkeypatch
     assert rc == 130
     assert load_checkpoint(os.path.join(half, "last.json"))["training"]["step"] == 6
     monkeypatch.setattr(train_mod.Trainer, "step", real_step)
+    # the resume names only the checkpoint (and threads): the plan comes from the checkpoint
     rc = main(["train", "--checkpoint", os.path.join(half, "last.json"), "--no-chat", "--quiet",
-               "--sample-every", "0"] + common)
+               "--sample-every", "0", "--threads", str(threads)])
     assert rc == 0
     a = load_checkpoint(os.path.join(straight, "last.json"))
     b = load_checkpoint(os.path.join(half, "last.json"))
