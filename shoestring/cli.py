@@ -148,6 +148,10 @@ def add_train_args(p):
                         "20 on the bundled corpus, which is small)")
     t.add_argument("--max-steps", type=int_in(1, MAX_COUNT), default=None,
                    help="stop after this many optimiser steps in total (default: no limit)")
+    t.add_argument("--max-minutes", type=_float_in(0.0, 10 ** 6, lo_open=True, name="minutes"),
+                   default=None,
+                   help="stop this session after this many minutes of training, then validate "
+                        "and save (default: no limit)")
     t.add_argument("--lr", type=positive_float, default=0.001, help="peak learning rate (default: 0.001)")
     t.add_argument("--wd", type=nonneg_float, default=0.01,
                    help="AdamW weight decay, matrices only (default: 0.01)")

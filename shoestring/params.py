@@ -12,6 +12,9 @@ import numpy as np
 from .errors import ShoestringError
 
 
+RECURRENT_GAIN = 0.5
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     V: int = 850          # vocabulary
@@ -102,7 +105,8 @@ class ParamLayout:
         return np.zeros(self.n, dtype=dtype)
 
     def init(self, seed):
-        """Fresh parameters: matrices ~ N(0, 1/fan_in), WE ~ N(0, 1), biases 0, gains 1."""
+        """Fresh parameters: matrices ~ N(0, 1/fan_in) (Wch scaled by RECURRENT_GAIN), WE ~ N(0, 1),
+        biases 0, gains 1."""
         rng = np.random.default_rng(seed)
         flat = self.zeros()
         v = self.views(flat)
@@ -112,7 +116,11 @@ class ParamLayout:
                 v[name][...] = rng.standard_normal(shape, dtype=np.float32)
             elif base.startswith("W"):
                 fan_in = shape[-1]
-                v[name][...] = rng.standard_normal(shape, dtype=np.float32) / np.float32(np.sqrt(fan_in))
+                # The recurrent matrix starts contractive (spectral radius about RECURRENT_GAIN < 1):
+                # GELU is unbounded above, and at N(0, 1/H) the carried state can grow without limit.
+                gain = RECURRENT_GAIN if base == "Wch" else 1.0
+                v[name][...] = rng.standard_normal(shape, dtype=np.float32) * np.float32(
+                    gain / np.sqrt(fan_in))
             elif base == "gamma":
                 v[name][...] = 1.0
         return flat

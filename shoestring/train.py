@@ -340,11 +340,13 @@ class Trainer:
         t_last, step_last, loss_acc, n_acc = time.time(), self.opt.step, 0.0, 0
         interrupted = False
         try:
+            deadline = time.time() + 60.0 * a.max_minutes if a.max_minutes else None
             while self.opt.step < self.total_steps:
                 if self.stop_requested:
                     interrupted = True
                     break
                 loss, norm, lr = self.step()
+                out_of_time = deadline is not None and time.time() >= deadline
                 loss_acc += loss
                 n_acc += 1
                 step = self.opt.step
@@ -353,7 +355,7 @@ class Trainer:
                 prog.update(step, "loss %.3f lr %.2e %.0f tok/s" % (loss, lr, tps))
                 if a.sample_every and step % a.sample_every == 0 and not a.quiet:
                     prog.message("step %d sample: %s" % (step, self.sample_text()))
-                if step % eval_every == 0 or step == self.total_steps:
+                if step % eval_every == 0 or step == self.total_steps or out_of_time:
                     val, ppl, bpc = self.evaluate()
                     if not val <= self.diverged_above:      # NaN, inf or blown up: keep last.json
                         raise TrainingError(
@@ -373,6 +375,10 @@ class Trainer:
                         self.save("best.json")
                     self.save("last.json")
                     t_last, step_last, loss_acc, n_acc = time.time(), step, 0.0, 0
+                if out_of_time:
+                    prog.message("--max-minutes %g reached at step %d; resume with --checkpoint"
+                                 % (a.max_minutes, step))
+                    break
         except KeyboardInterrupt:
             interrupted = True
             prog.close()

@@ -237,3 +237,35 @@ def test_divergence_stops_with_clear_error(tmp_path, capsys, tiny_corpus):
     if os.path.exists(os.path.join(out, "last.json")):
         ck = load_checkpoint(os.path.join(out, "last.json"))   # still loadable, finite
         assert np.isfinite(ck["params"]).all()
+
+
+def test_max_minutes_stops_saves_and_resumes(tmp_path, tiny_corpus, capsys):
+    rc, out = _train(tmp_path, tiny_corpus, "m", ["--max-minutes", "0.0001", "--epochs", "50"])
+    assert rc == 0
+    ck = load_checkpoint(os.path.join(out, "last.json"))
+    done = ck["training"]["step"]
+    assert 1 <= done < 100                                  # far short of 50 epochs
+    rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+    assert rows[-1]["step"] == done and math.isfinite(rows[-1]["val_loss"])
+    rc = main(["train", "--checkpoint", os.path.join(out, "last.json"), "--max-steps",
+               str(done + 2), "--no-chat", "--quiet"])
+    assert rc == 0
+    assert load_checkpoint(os.path.join(out, "last.json"))["training"]["step"] == done + 2
+
+
+def test_carried_state_stays_bounded_at_init():
+    """An untrained model's state, carried window to window, must not grow (MODEL.md §2 hazard)."""
+    cfg = ModelConfig(V=50, C=16, H=16, L=2, X=3, K=3)
+    B, T = 4, 16
+    lay = ParamLayout(cfg)
+    params = lay.init(0)
+    net = Network(cfg, params, B, T, threads=1, train=False)
+    rng = np.random.default_rng(0)
+    h = np.zeros((cfg.L, B, cfg.X, cfg.H), np.float32)
+    norms = []
+    for _ in range(30):
+        tok = rng.integers(0, cfg.V, (B, T)).astype(np.int32)
+        net.forward(tok, tok, h)
+        norms.append(float(np.sqrt((h.astype(np.float64) ** 2).sum(axis=(0, 2, 3))).max()))
+    assert max(norms) < 50, norms
+    assert norms[-1] < 2 * norms[4], norms
