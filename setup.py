@@ -153,6 +153,10 @@ class BuildExt(build_ext):
             built.append(isa)
             ext.define_macros = list(ext.define_macros or []) + [("SS_HAVE_%s" % isa.upper(), "1")]
         ext.extra_objects = list(ext.extra_objects or []) + objects
+        # Relink when any C file or header changed: build_ext's up-to-date check sees only the
+        # generic sources, so an edit to a *_<isa>.c or a header would install a stale module.
+        ext.depends = list(ext.depends or []) + sorted(
+            os.path.join("csrc", f) for f in os.listdir(CSRC) if f.endswith((".c", ".h")))
 
         # Build info (compiler and flags) for `shoestring info`, via a generated header.
         os.makedirs(self.build_temp, exist_ok=True)

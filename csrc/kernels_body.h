@@ -43,13 +43,17 @@ static int ss_min_int(int a, int b) { return a < b ? a : b; }
 
 /* ==== vector math ========================================================================== */
 
+/* Clamps take the constant first: x86 min/max return their second operand when either is NaN,
+ * so a NaN input passes through every kernel as NaN instead of being clamped to a number. */
+#define SS_CLAMP(x, lo, hi) SS_MIN(SS_SET1(hi), SS_MAX(SS_SET1(lo), (x)))
+
 /* exp(x): Cephes range reduction x = n ln2 + r, degree-6 polynomial, 2^n through the exponent
- * bits; relative error ~1e-7. Inputs below about -88 (and -inf) give exactly 0. */
+ * bits; relative error ~1e-7. Inputs below about -88 (and -inf) give exactly 0; NaN gives NaN. */
 SS_INLINE ssv v_exp(ssv x)
 {
-    x = SS_MIN(SS_MAX(x, SS_SET1(-88.3762626647949f)), SS_SET1(88.3762626647949f));
+    x = SS_CLAMP(x, -88.3762626647949f, 88.3762626647949f);
     ssv n = SS_ROUND(SS_MUL(x, SS_SET1(1.44269504088896341f)));
-    n = SS_MIN(SS_MAX(n, SS_SET1(-127.0f)), SS_SET1(127.0f));
+    n = SS_CLAMP(n, -127.0f, 127.0f);
     ssv r = SS_FNMA(n, SS_SET1(0.693359375f), x);
     r = SS_FNMA(n, SS_SET1(-2.12194440e-4f), r);
     ssv p = SS_SET1(1.9875691500e-4f);
@@ -66,7 +70,7 @@ SS_INLINE ssv v_exp(ssv x)
  * relative error below 5e-7. */
 SS_INLINE ssv v_erf(ssv x)
 {
-    x = SS_MIN(SS_MAX(x, SS_SET1(-4.0f)), SS_SET1(4.0f));
+    x = SS_CLAMP(x, -4.0f, 4.0f);
     ssv x2 = SS_MUL(x, x);
     ssv p = SS_SET1(-2.72614225801306e-10f);
     p = SS_FMA(p, x2, SS_SET1(2.77068142495902e-08f));

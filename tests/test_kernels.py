@@ -235,6 +235,26 @@ def test_crossentropy(isa, N, V):
     close(losses2, losses, rtol=1e-6, atol=1e-6)
 
 
+def test_nan_propagates(isa):
+    """A NaN input must come out as NaN (never be clamped into a finite loss or activation)."""
+    x = np.linspace(-3, 3, 37).astype(np.float32)
+    x[5] = np.nan
+    for fwd in (kernels.sigmoid_forward, kernels.gelu_forward):
+        out = np.empty_like(x)
+        fwd(out, x)
+        assert np.isnan(out[5]) and np.isfinite(np.delete(out, 5)).all(), fwd.__name__
+    for pos in (0, 17, 36):  # first vector, middle, tail
+        logits = np.tile(x, (2, 1))
+        logits[:, 5] = 0.0
+        logits[0, pos] = np.nan
+        sm = np.empty_like(logits)
+        kernels.softmax_forward(sm, logits)
+        assert np.isnan(sm[0]).all() and np.isfinite(sm[1]).all()
+        losses, d = np.empty(2, np.float32), np.empty_like(logits)
+        kernels.crossentropy_forward(losses, d, logits, np.array([1, 2], np.int32))
+        assert np.isnan(losses[0]) and np.isfinite(losses[1])
+
+
 @pytest.mark.parametrize("n,n_decay", [(1, 0), (1, 1), (17, 9), (33, 33), (1000, 517), (4099, 0)])
 def test_adamw_kernel_vs_ref(isa, n, n_decay):
     rng = np.random.default_rng(n + n_decay)
