@@ -124,7 +124,8 @@ def add_train_args(p):
     d.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
                    help="what to do with bytes that are not UTF-8 (default: strict)")
     d.add_argument("--checkpoint", metavar="FILE",
-                   help="resume training from this checkpoint (keeps its architecture)")
+                   help="resume training from this checkpoint (keeps its architecture; "
+                        "default: start a new run)")
     a = p.add_argument_group("architecture (fixed by a checkpoint when resuming)")
     a.add_argument("--bpe-vocab-size", type=int_in(1, MAX_VOCAB), default=None,
                    help="tokenizer vocabulary size (default: 850)")
