@@ -1,0 +1,95 @@
+"""Benchmark (not a test): validation bits per character after a fixed training time, per K.
+
+MODEL.md §1 asks which --active-experts K gives the best validation loss per second of training.
+This trains the default model (V=850, C=H=96, L=2, X=6, T=80, B=16) on nano-shakespeare with the
+last 10% held out, once per K, for the same wall-clock budget each (`--max-minutes`), constant
+learning rate after warm-up (so no run is favoured by a schedule fitted to its length), and
+reports the validation loss and bits per character reached, with the curve at fractions of the
+budget. Runs go `--parallel` at a time (each with `--threads` threads), so give every run the
+same share of the machine: on 2 cores, `--parallel 2 --threads 1`.
+
+    python tools/bench_experts.py --minutes 5 --k 6 3 2 1 --parallel 2 --threads 1
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DATA = os.path.join(HERE, "..", "..", "shared", "data", "nano-shakespeare.txt")
+
+
+def run_cmd(data, k, minutes, threads, out_dir, lr):
+    return [sys.executable, "-m", "shoestring", "train", "--model-data", data,
+            "--active-experts", str(k), "--max-minutes", str(minutes), "--epochs", "1000",
+            "--lr", str(lr), "--lr-schedule", "constant", "--warmup-steps", "50",
+            "--threads", str(threads), "--eval-every", "25", "--sample-every", "0",
+            "--out-dir", out_dir, "--no-chat", "--quiet", "--seed", "1"]
+
+
+def at_fraction(rows, t0, budget, frac):
+    """Validation bits/char of the last evaluation at or before frac of the budget."""
+    best = None
+    for r in rows:
+        if r["time"] - t0 <= frac * budget + 1.0:
+            best = r
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--k", type=int, nargs="+", default=[6, 3, 2, 1])
+    ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=0.002)
+    args = ap.parse_args()
+    root = tempfile.mkdtemp(prefix="ss_experts_")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    results = {}
+    ks = list(args.k)
+    while ks:
+        batch, ks = ks[:args.parallel], ks[args.parallel:]
+        procs = []
+        for k in batch:
+            out = os.path.join(root, "k%d" % k)
+            p = subprocess.Popen(run_cmd(args.data, k, args.minutes, args.threads, out, args.lr),
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            procs.append((k, out, p))
+        for k, out, p in procs:
+            log = p.communicate()[0]
+            if p.returncode != 0:
+                print(log)
+                raise SystemExit("run K=%d failed (exit %d)" % (k, p.returncode))
+            rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+            results[k] = rows
+    budget = 60.0 * args.minutes
+    print("nano-shakespeare (last 10%% held out), default model, %.1f min per run, lr %g constant,"
+          " %d run(s) at a time x %d thread(s)" % (args.minutes, args.lr, args.parallel, args.threads))
+    print()
+    print("| K | steps | tokens/s | val loss | val bits/char | bits/char at 1/5 | at 2/5 | at 3/5 | at 4/5 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for k in args.k:
+        rows = results[k]
+        first = rows[0]
+        # training start: time of first eval minus its steps at the run's mean rate
+        rate = (rows[-1]["step"] - first["step"]) / max(1e-9, rows[-1]["time"] - first["time"])
+        t_start = first["time"] - first["step"] / max(rate, 1e-9)
+        fr = [at_fraction(rows, t_start, budget, f) for f in (0.2, 0.4, 0.6, 0.8)]
+        last = rows[-1]
+        tps = last["step"] * 16 * 80 / max(1e-9, last["time"] - t_start)
+        print("| %d%s | %d | %.0f | %.4f | %.4f | %s |" % (
+            k, " (dense)" if k == 6 else "", last["step"], tps, last["val_loss"],
+            last["bits_per_char"],
+            " | ".join("%.4f" % r["bits_per_char"] if r else "-" for r in fr)))
+    best = min(args.k, key=lambda k: results[k][-1]["bits_per_char"])
+    print()
+    print("best after %.1f min: K=%d (%.4f bits/char)" % (args.minutes, best,
+                                                       results[best][-1]["bits_per_char"]))
+
+
+if __name__ == "__main__":
+    main()
