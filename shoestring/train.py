@@ -18,7 +18,6 @@ import time
 
 import numpy as np
 
-from . import __version__
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .data import default_corpus_path
 from .dataset import Windows, read_texts
@@ -38,6 +37,8 @@ ARCH_FLAGS = {              # checkpoint config key -> (argparse dest, flag)
     "X": ("num_experts", "--num-experts"),
     "K": ("active_experts", "--active-experts"),
 }
+
+
 def _count(v, none_ok=False):
     return (v is None and none_ok) or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10 ** 12)
 
@@ -82,6 +83,7 @@ class Progress:
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.t0 = time.time()
         self.last = 0.0
+        self.start_step = 0       # the step this session started from (for the rate and ETA)
 
     def update(self, step, text):
         if self.quiet:
@@ -91,7 +93,7 @@ class Progress:
             return
         self.last = now
         frac = step / max(1, self.total)
-        done = step - self.start_step if hasattr(self, "start_step") else step
+        done = step - self.start_step
         rate = done / max(1e-9, now - self.t0)
         eta = (self.total - step) / rate if rate > 0 else 0
         width = 24
