@@ -233,6 +233,7 @@ EOF
     return $rc
 }
 
+main() {
 ensure_host_tools
 if [ "$CREATE_ONLY" -eq 0 ] && [ -z "$SDIST" ] && [ -z "$WHEEL" ]; then
     out=$(mktemp -d /tmp/shoestring-sdist.XXXXXX)
@@ -264,4 +265,10 @@ for arch in $ARCHES; do
 done
 echo
 printf '%s\n' "${summary[@]}"
-exit $status
+return $status
+}
+
+# Everything above is parsed before anything runs, so editing this file while a run is in
+# progress cannot change what that run does.
+main
+exit $?
