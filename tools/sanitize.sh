@@ -33,9 +33,9 @@ echo "== sanitize: building with SHOESTRING_DEBUG=1 =="
 SHOESTRING_DEBUG=1 "$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps \
     --no-cache-dir --force-reinstall "$SRC"
 
-SO=$("$VENV/bin/python" -c "import glob, os, importlib.util as u; \
+SO=$(cd / && "$VENV/bin/python" -c "import glob, os, importlib.util as u; \
 d = os.path.dirname(u.find_spec('shoestring').origin); print(glob.glob(d + '/_shoestring_c*')[0])")
-if ! nm -D "$SO" | grep -q __asan_report; then
+if ! nm -D "$SO" | grep __asan_report >/dev/null; then   # no -q: nm must not get SIGPIPE
     echo "sanitize: $SO is not instrumented (ASan symbols missing)" >&2
     exit 1
 fi
@@ -48,8 +48,8 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export PYTHONMALLOC=malloc          # every Python allocation through the ASan allocator
 export PYTHONFAULTHANDLER=1
 
-# A tiny canary first: the runtime is really active (a heap overflow in C is caught).
-"$VENV/bin/python" - <<'EOF'
+# The module in use is the instrumented one (imported outside the source tree).
+(cd / && "$VENV/bin/python" -) <<'EOF'
 from shoestring import kernels
 print("sanitize:", kernels.build_info())
 assert "-fsanitize=address,undefined" in kernels.build_info(), kernels.build_info()
