@@ -166,7 +166,7 @@ class BuildExt(build_ext):
         info = "%s; target %s; base %s; %s" % (
             cc, arch, " ".join(base),
             ", ".join("%s: %s" % (i, " ".join(wanted[i]) or "(baseline)") for i in built)
-            or "no SIMD files",
+            or "scalar only",
         )
         with open(os.path.join(self.build_temp, "ss_build_info.h"), "w") as f:
             f.write("#define SS_BUILD_INFO %s\n" % c_string(info))
