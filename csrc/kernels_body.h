@@ -94,11 +94,17 @@ SS_INLINE ssv v_sigmoid(ssv x)
     return SS_DIV(one, SS_ADD(one, v_exp(SS_SUB(SS_ZERO(), x))));
 }
 
-/* Phi(x) = 0.5 (1 + erf(x / sqrt 2)) */
+/* Phi(x) = 0.5 (1 + erf(x / sqrt 2)). Below x = -4 sqrt 2, where v_erf saturates, 1 + erf is
+ * pure rounding error (on 32-bit NEON, whose division is a refined reciprocal estimate, it is
+ * 2^-24, so GELU(-1e4) came out as -3e-4): there Phi is set to 0 (true value < 8e-9) by a 0/1
+ * factor, keep = clamp((x + 4 sqrt 2) * 2^100, 0, 1), which leaves NaN to the multiply in GELU. */
 SS_INLINE ssv v_cdf(ssv x)
 {
     ssv half = SS_SET1(0.5f);
-    return SS_FMA(half, v_erf(SS_MUL(x, SS_SET1(SS_INV_SQRT2))), half);
+    ssv cdf = SS_FMA(half, v_erf(SS_MUL(x, SS_SET1(SS_INV_SQRT2))), half);
+    ssv keep = SS_CLAMP(SS_MUL(SS_ADD(x, SS_SET1(5.656854249f)), SS_SET1(1.2676506e30f)),
+                        0.0f, 1.0f);
+    return SS_MUL(cdf, keep);
 }
 
 SS_INLINE ssv v_gelu(ssv x) { return SS_MUL(x, v_cdf(x)); }

@@ -135,6 +135,13 @@ int main(void)
         S->gelu_forward(y1, x, n);
         T->gelu_forward(y2, x, n);
         expect_close("gelu_forward", y2, y1, n, 2e-6f, n, 0, 0);
+        {   /* far tails: GELU of a large negative input is ~0, of a large positive one is x */
+            float *big = rnd_vec(n, 1e4f);
+            S->gelu_forward(y1, big, n);
+            T->gelu_forward(y2, big, n);
+            expect_close("gelu_forward (|x| up to 1e4)", y2, y1, n, 2e-6f, n, 0, 0);
+            free(big);
+        }
         S->gelu_backward(d1, dy, x, n);
         T->gelu_backward(d2, dy, x, n);
         expect_close("gelu_backward", d2, d1, n, 3e-6f, n, 0, 0);
