@@ -14,8 +14,10 @@ import pytest
 
 from shoestring import kernels, ref
 
+from conftest import isas_to_test  # noqa: E402  (tests/ is on sys.path under pytest)
+
 FORCED = os.environ.get("SHOESTRING_ISA", "").strip().lower()
-ISAS = [FORCED] if FORCED else kernels.isa_available()
+ISAS = isas_to_test()
 SIMD_ISAS = [i for i in ISAS if i != "scalar"]
 SIZES = [1, 3, 7, 9, 15, 16, 17, 33]
 
@@ -27,13 +29,7 @@ MATMUL_SHAPES = sorted(
        (3, 300, 50), (40, 257, 70)})
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    """Switch the kernels to one instruction set for the test, then restore the previous one."""
-    prev = kernels.isa_active()
-    kernels.set_isa(request.param)
-    yield request.param
-    kernels.set_isa(prev)
+# the `isa` fixture (every usable ISA, or SHOESTRING_ISA alone) comes from conftest.py
 
 
 def rand(rng, *shape, scale=1.0):

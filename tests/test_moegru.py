@@ -7,7 +7,6 @@ Also: batch-slice (sharding) equivalence, bitwise determinism with dirty buffers
 (+=) semantics, the bound fast path, and argument validation.
 """
 import functools
-import os
 
 import numpy as np
 import pytest
@@ -19,16 +18,7 @@ EPS = 1e-5
 TOL = 1e-4            # max |C - ref| / max |ref|, per tensor
 MARGIN = 1e-4         # smallest gap between the K-th and (K+1)-th router probability
 
-_forced = os.environ.get("SHOESTRING_ISA", "").strip().lower()
-ISAS = [_forced] if _forced else kernels.isa_available()
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = kernels.isa_active()
-    kernels.set_isa(request.param)
-    yield request.param
-    kernels.set_isa(before)
+# the `isa` fixture (every usable ISA, or SHOESTRING_ISA alone) comes from conftest.py
 
 
 # ---- data ---------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+from benchutil import cpu_name
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -196,7 +197,7 @@ def main():
     from shoestring import kernels
 
     print("machine: %s, %s, %d cores; python %s, numpy %s; kernels: %s"
-          % (platform.machine(), _cpu_name(), os.cpu_count() or 1, platform.python_version(),
+          % (platform.machine(), cpu_name(), os.cpu_count() or 1, platform.python_version(),
              np.__version__, ", ".join(kernels.isa_available())))
     g_big = sgemm_rate(512, 512, 512, reps)
     g_vec = sgemm_rate(1, 96, 850, reps)
@@ -243,17 +244,6 @@ def main():
               % (os.path.getsize(ck) / 1e6, min(starts), statistics.median(starts), py, npy))
         print("peak RSS of a chat session (5 turns of up to 100 tokens): %.1f MiB" % rss[0])
     return 0
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

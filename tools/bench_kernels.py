@@ -27,22 +27,12 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from shoestring import kernels  # noqa: E402
+from benchutil import cpu_name
 
 # (N, C, OC): B*T = 16*80 rows through the input-side projection of all experts at once
 # (X * (Wz + Wcx) rows = 6 * 192 = 1152), a 16-row router/recurrent product, the output
 # projection to V = 850 logits, and single-token decode steps.
 SHAPES = [(1280, 96, 1152), (16, 96, 96), (1280, 96, 850), (1, 96, 850), (1, 96, 96)]
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 _clock = time.thread_time

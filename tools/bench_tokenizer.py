@@ -19,6 +19,7 @@ import tempfile
 import time
 
 from shoestring.tokenizer import SPECIALS, Tokenizer
+from benchutil import cpu_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CORPUS = os.path.join(ROOT, "..", "shared", "data", "nano-shakespeare.txt")
@@ -32,17 +33,6 @@ def timed(fn, repeat):
         out = fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), out
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def bench_shoestring(path, text, nbytes, vocab, repeat):
