@@ -34,8 +34,10 @@ import datetime
 import json
 import math
 import os
+import re
 import secrets
 import stat
+import time
 import zlib
 
 import numpy as np
@@ -131,6 +133,45 @@ def atomic_write_bytes(path, data, what="file"):
                 from e
         raise
     _fsync_dir(dirname)
+
+
+_TMP_NAME = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
+
+
+def remove_stale_temp_files(dirname):
+    """Delete temp files that atomic_write_bytes left behind when its process was killed
+    mid-write (SIGKILL, power loss): `.<name>.<pid>.<hex>.tmp` whose process no longer runs
+    (on Windows, where a pid cannot be probed safely: older than a day). Returns their names."""
+    removed = []
+    try:
+        names = os.listdir(dirname)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TMP_NAME.match(name)
+        if not m:
+            continue
+        path = os.path.join(dirname, name)
+        if os.name == "posix":
+            try:
+                os.kill(int(m.group(1)), 0)
+                continue                      # its writer is alive: not ours to touch
+            except ProcessLookupError:
+                pass
+            except (PermissionError, OverflowError, ValueError):
+                continue
+        else:
+            try:
+                if time.time() - os.path.getmtime(path) < 86400:
+                    continue
+            except OSError:
+                continue
+        try:
+            os.unlink(path)
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
 
 
 def atomic_write_text(path, text, what="file"):

@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import (atomic_write_text, load_checkpoint, remove_stale_temp_files,
+                         save_checkpoint)
 from .data import default_corpus_path
 from .dataset import Windows, read_texts
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError
@@ -238,6 +239,7 @@ class Trainer:
             "lr_schedule", "warmup_steps", "accumulate", "eps_adamw", "seed", "val_fraction",
             "max_response", "temperature", "top_k", "top_p")}
         train_cfg["threads"] = self.threads
+        train_cfg["bpe_vocab_size"] = a.bpe_vocab_size or self.cfg.V     # asked for (V: trained)
         train_cfg["model_data"] = [os.path.abspath(p) for p in (a.model_data_resolved or [])]
         train_cfg["validation_data"] = os.path.abspath(a.validation_data) if a.validation_data else None
         return {
@@ -429,14 +431,18 @@ def resolve_config(args, ckpt):
     """The ModelConfig: from the checkpoint (flags may only agree with it) or from the flags."""
     if ckpt is not None:
         m = dict(ckpt["config"]["model"])
+        tr = ckpt["config"].get("train", {})
+        _check_train_config(tr)
         for key, (dest, flag) in ARCH_FLAGS.items():
             given = getattr(args, dest)
-            if given is not None and given != m[key]:
+            # the vocabulary asked for may exceed the one trained (the merges ran out): both agree
+            agree = (m[key], tr.get("bpe_vocab_size")) if key == "V" else (m[key],)
+            if given is not None and given not in agree:
                 raise ShoestringError(
                     "%s %d contradicts the checkpoint, which has %d (drop the flag to resume, or "
                     "start a new run without --checkpoint)" % (flag, given, m[key]))
-        tr = ckpt["config"].get("train", {})
-        _check_train_config(tr)
+        if args.bpe_vocab_size is None:
+            args.bpe_vocab_size = tr.get("bpe_vocab_size")
         for dest in RESUME_FIXED:
             if dest in tr and getattr(args, dest) != tr[dest] and _given(args, dest):
                 raise ShoestringError(
@@ -504,6 +510,11 @@ def _check_train_config(tr):
             raise CheckpointError("the checkpoint's config.train.%s is %r, not a whole number in "
                                   "[1, 1000000] (the file was edited or damaged; use another "
                                   "checkpoint)" % (dest, v))
+    bv = tr.get("bpe_vocab_size")
+    if bv is not None and not (_count(bv) and 1 <= bv <= 10 ** 6):
+        raise CheckpointError("the checkpoint's config.train.bpe_vocab_size is %r, not a whole "
+                              "number in [1, 1000000] (the file was edited or damaged; use another "
+                              "checkpoint)" % (bv,))
     md = tr.get("model_data")
     if md is not None and (not isinstance(md, list) or not all(isinstance(p, str) for p in md)):
         raise CheckpointError("the checkpoint's config.train.model_data is not a list of paths "
@@ -586,6 +597,8 @@ def cli_train(args):
     except OSError as exc:
         raise ShoestringError("cannot create --out-dir %s: %s (choose another folder)"
                               % (out_dir, exc.strerror or exc)) from None
+    for name in remove_stale_temp_files(out_dir):      # left by a run killed mid-save
+        progress.message("removed %s, an unfinished save of a killed run" % name)
 
     params = np.array(ckpt["params"], np.float32) if ckpt is not None else None
     trainer = Trainer(args, cfg_model, tok, train_tokens, val_tokens, val_chars, params=params,

@@ -269,3 +269,33 @@ def test_carried_state_stays_bounded_at_init():
         norms.append(float(np.sqrt((h.astype(np.float64) ** 2).sum(axis=(0, 2, 3))).max()))
     assert max(norms) < 50, norms
     assert norms[-1] < 2 * norms[4], norms
+
+
+def test_resume_accepts_the_vocab_size_asked_for(tmp_path, tiny_corpus, capsys):
+    """The tiny corpus runs out of merges below 300: repeating the original command with
+    --checkpoint must not call --bpe-vocab-size 300 a contradiction."""
+    rc, out = _train(tmp_path, tiny_corpus, "v", ["--max-steps", "2"])
+    assert rc == 0
+    ck = load_checkpoint(os.path.join(out, "last.json"))
+    assert ck["config"]["model"]["V"] < 300
+    rc = main(["train", "--checkpoint", os.path.join(out, "last.json"), "--max-steps", "3",
+               "--model-data", tiny_corpus] + SMALL)
+    assert rc == 0, capsys.readouterr().err
+    rc, err = _err(capsys, ["train", "--checkpoint", os.path.join(out, "last.json"),
+                            "--bpe-vocab-size", "200", "--no-chat"])
+    assert rc == 1 and "contradicts the checkpoint" in err[0]
+
+
+def test_stale_temp_files_of_a_killed_save_are_removed(tmp_path, tiny_corpus):
+    out = tmp_path / "s"
+    out.mkdir()
+    dead = out / ".last.json.999999999.0123abcd.tmp"       # no such process
+    live = out / (".last.json.%d.0123abcd.tmp" % os.getpid())
+    other = out / "notes.tmp"
+    for p in (dead, live, other):
+        p.write_text("partial", encoding="utf-8")
+    rc = main(["train", "--model-data", tiny_corpus, "--out-dir", str(out), "--max-steps", "1"]
+              + SMALL)
+    assert rc == 0
+    assert not dead.exists()
+    assert live.exists() and other.exists()
