@@ -12,41 +12,13 @@ import sys
 from . import __version__
 from .errors import ShoestringError
 
-# Architecture defaults of MODEL.md §6. Architecture flags default to None in the parser so that
-# resuming from a checkpoint can tell "not given" from "given": a given flag that contradicts the
-# checkpoint is an error.
-ARCH_DEFAULTS = {
-    "bpe_vocab_size": 850,
-    "embedding_dim": 96,
-    "gru_hidden_size": 96,
-    "gru_layers": 2,
-    "num_experts": 6,
-    "active_experts": None,  # None: all experts (dense)
-}
+# Architecture flags default to None in the parser so that resuming from a checkpoint can tell
+# "not given" from "given" (a given flag that contradicts the checkpoint is an error); the
+# defaults themselves are ModelConfig's (MODEL.md §6), applied in train.resolve_config.
 
 
 class UsageError(ShoestringError):
     """A flag value that argparse accepted but that makes no sense (exit 2)."""
-
-
-def positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number, got %r" % text)
-    if v < 1:
-        raise argparse.ArgumentTypeError("must be at least 1, got %d" % v)
-    return v
-
-
-def nonneg_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number, got %r" % text)
-    if v < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more, got %d" % v)
-    return v
 
 
 def int_in(lo, hi, name="whole number"):

@@ -130,7 +130,7 @@ def build_tokenizer(args, model_paths, progress):
     from .tokenizer import Tokenizer
 
     bpe_paths = args.bpe_data or model_paths
-    vocab = args.bpe_vocab_size or 850
+    vocab = args.bpe_vocab_size or ModelConfig().V
     t0 = time.time()
     tok = Tokenizer.train(paths=bpe_paths, vocab_size=vocab, encoding_errors=args.encoding_errors)
     progress.message("tokenizer: %d tokens trained on %s in %.1f s"
@@ -459,9 +459,10 @@ def resolve_config(args, ckpt):
                         % (dest, tr[dest], dest.replace("_", "-")))
                 setattr(args, dest, tr[dest])
         return ModelConfig(**m)
-    X = args.num_experts or 6
-    return ModelConfig(V=args.bpe_vocab_size or 850, C=args.embedding_dim or 96,
-                       H=args.gru_hidden_size or 96, L=args.gru_layers or 2, X=X,
+    d = ModelConfig()                           # the defaults of MODEL.md §6
+    X = args.num_experts or d.X
+    return ModelConfig(V=args.bpe_vocab_size or d.V, C=args.embedding_dim or d.C,
+                       H=args.gru_hidden_size or d.H, L=args.gru_layers or d.L, X=X,
                        K=args.active_experts or X, eps_rmsnorm=args.eps_rmsnorm)
 
 
