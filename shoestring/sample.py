@@ -34,6 +34,7 @@ import numpy as np
 
 from . import kernels
 from .errors import ShoestringError
+from .model import guard_state
 from .params import ModelConfig, ParamLayout
 
 
@@ -215,6 +216,7 @@ class ChatSession:
         self._space = tok.encode(" ", allow_special=False)
         self._busy = False
         self.turns = 0
+        self.state_resets = 0
 
     def reset(self):
         """Forget the conversation: zero recurrent state (the random stream goes on)."""
@@ -271,5 +273,7 @@ class ChatSession:
             dec.step(self._eos, head=False)
             for t in self._nl:
                 dec.step(t, head=False)
+            # the training guard: a state grown past STATE_GUARD (or not finite) starts afresh
+            self.state_resets += guard_state(dec.state[:, None])
             self.turns += 1
             self._busy = False

@@ -5,7 +5,7 @@ matrices-only decay, global-norm clip, warm-up + cosine schedule, gradient accum
 Checkpoints (`last.json`, `best.json`) are written atomically; resuming continues exactly where the
 run stopped (data position, RNG state, optimiser state, carried recurrent state). Ctrl-C finishes
 the current step, saves and exits 130. A non-finite loss or gradient stops training and keeps the
-last good checkpoint. A stream whose recurrent state passes STATE_GUARD (or is not finite) is reset
+last good checkpoint. A stream whose recurrent state passes model.STATE_GUARD (or is not finite) is reset
 to zero; every reset is counted and logged (MODEL.md §2, stability hazard).
 """
 import hashlib
@@ -23,13 +23,12 @@ from .checkpoint import (atomic_write_text, load_checkpoint, remove_stale_temp_f
 from .data import default_corpus_path
 from .dataset import Windows, read_texts
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError
-from .model import Network
+from .model import Network, guard_state
 from .optim import AdamW, default_warmup, lr_at
 from .params import ModelConfig, ParamLayout
 
 DEFAULT_EPOCHS = 5          # MODEL.md §6
 BUNDLED_EPOCHS = 20         # on the bundled chat corpus (230 KB): about 1,000 steps
-STATE_GUARD = 1000.0        # L2 norm of one stream's recurrent state that triggers a reset
 ARCH_FLAGS = {              # checkpoint config key -> (argparse dest, flag)
     "V": ("bpe_vocab_size", "--bpe-vocab-size"),
     "C": ("embedding_dim", "--embedding-dim"),
@@ -264,14 +263,8 @@ class Trainer:
 
     # ---- one optimiser step ---------------------------------------------------------------
     def _guard_state(self):
-        """Reset streams whose state norm passes STATE_GUARD or is not finite; count them."""
-        norms = np.sqrt(np.sum(np.square(self.h, dtype=np.float64), axis=(0, 2, 3)))
-        bad = ~(norms <= STATE_GUARD)
-        if bad.any():
-            self.h[:, bad] = 0.0
-            self.resets += int(bad.sum())
-            return int(bad.sum())
-        return 0
+        """Reset training streams whose state is too large or not finite; count them."""
+        self.resets += guard_state(self.h)
 
     def step(self):
         """Run `accumulate` windows and one AdamW update. Returns (loss mean, grad norm, lr)."""
@@ -322,6 +315,7 @@ class Trainer:
         for w in range(win.count):
             tokens, targets = win.window(w)
             total += net.forward(tokens, targets, h)
+            guard_state(h)                    # the same guard as in training
         net.close()
         count = B * T * win.count
         loss = total / count

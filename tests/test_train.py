@@ -299,3 +299,33 @@ def test_stale_temp_files_of_a_killed_save_are_removed(tmp_path, tiny_corpus):
     assert rc == 0
     assert not dead.exists()
     assert live.exists() and other.exists()
+
+
+def test_guard_state_resets_only_runaway_streams():
+    from shoestring.model import STATE_GUARD, guard_state
+
+    h = np.ones((2, 3, 4, 5), np.float32)
+    h[:, 1] = 1e4                       # stream 1 ran away
+    h[0, 2, 0, 0] = np.nan              # stream 2 is not finite
+    assert guard_state(h) == 2
+    assert (h[:, 1] == 0).all() and (h[:, 2] == 0).all() and (h[:, 0] == 1).all()
+    assert guard_state(h) == 0
+    single = np.full((2, 4, 5), STATE_GUARD, np.float32)   # a decoder's (L,X,H) state
+    assert guard_state(single[:, None]) == 1 and (single == 0).all()
+
+
+def test_chat_session_guards_its_carried_state(tmp_path):
+    from shoestring.sample import Model
+    from shoestring.tokenizer import Tokenizer
+
+    import conftest
+    tok = Tokenizer.train(texts=[conftest.TINY_CHAT], vocab_size=280)
+    cfg = ModelConfig(V=tok.vocab_size, C=8, H=8, L=1, X=2, K=2)
+    model = Model(cfg, ParamLayout(cfg).init(0), tok)
+    chat = model.chat(max_response=3, temperature=0.0)
+    chat.send("hi")
+    assert chat.state_resets == 0
+    chat._dec.state[...] = 1e6             # as if the state had run away
+    chat.send("hi")
+    assert chat.state_resets == 1
+    assert np.abs(chat._dec.state).max() < 1e3

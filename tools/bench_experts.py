@@ -49,7 +49,7 @@ def main():
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="ss_experts_")
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    results = {}
+    results, failed = {}, {}
     ks = list(args.k)
     while ks:
         batch, ks = ks[:args.parallel], ks[args.parallel:]
@@ -61,11 +61,11 @@ def main():
             procs.append((k, out, p))
         for k, out, p in procs:
             log = p.communicate()[0]
-            if p.returncode != 0:
-                print(log)
-                raise SystemExit("run K=%d failed (exit %d)" % (k, p.returncode))
-            rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+            path = os.path.join(out, "metrics.jsonl")
+            rows = [json.loads(l) for l in open(path)] if os.path.exists(path) else []
             results[k] = rows
+            if p.returncode != 0:           # e.g. diverged: report it with what it reached
+                failed[k] = log.strip().splitlines()[-1] if log.strip() else "exit %d" % p.returncode
     budget = 60.0 * args.minutes
     print("nano-shakespeare (last 10%% held out), default model, %.1f min per run, lr %g constant,"
           " %d run(s) at a time x %d thread(s)" % (args.minutes, args.lr, args.parallel, args.threads))
@@ -74,6 +74,9 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     for k in args.k:
         rows = results[k]
+        if len(rows) < 2:
+            print("| %d | failed: %s |" % (k, failed.get(k, "no evaluations")))
+            continue
         first = rows[0]
         # training start: time of first eval minus its steps at the run's mean rate
         rate = (rows[-1]["step"] - first["step"]) / max(1e-9, rows[-1]["time"] - first["time"])
@@ -85,7 +88,10 @@ def main():
             k, " (dense)" if k == 6 else "", last["step"], tps, last["val_loss"],
             last["bits_per_char"],
             " | ".join("%.4f" % r["bits_per_char"] if r else "-" for r in fr)))
-    best = min(args.k, key=lambda k: results[k][-1]["bits_per_char"])
+    for k, msg in sorted(failed.items()):
+        print("K=%d stopped early: %s" % (k, msg))
+    done = [k for k in args.k if len(results[k]) >= 2]
+    best = min(done, key=lambda k: results[k][-1]["bits_per_char"])
     print()
     print("best after %.1f min: K=%d (%.4f bits/char)" % (args.minutes, best,
                                                        results[best][-1]["bits_per_char"]))
