@@ -46,7 +46,13 @@ def main():
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lr", type=float, default=0.002)
+    ap.add_argument("--from", dest="from_dir", help="report on the runs kept in this folder")
     args = ap.parse_args()
+    if args.from_dir:
+        results = {k: [json.loads(l) for l in open(os.path.join(args.from_dir, "k%d" % k,
+                                                                  "metrics.jsonl"))]
+                   for k in args.k}
+        return report(args, results, {})
     root = tempfile.mkdtemp(prefix="ss_experts_")
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     results, failed = {}, {}
@@ -64,37 +70,46 @@ def main():
             path = os.path.join(out, "metrics.jsonl")
             rows = [json.loads(l) for l in open(path)] if os.path.exists(path) else []
             results[k] = rows
+            print("K=%d: runs kept in %s" % (k, out), file=sys.stderr)
             if p.returncode != 0:           # e.g. diverged: report it with what it reached
                 failed[k] = log.strip().splitlines()[-1] if log.strip() else "exit %d" % p.returncode
+    report(args, results, failed)
+
+
+def report(args, results, failed):
     budget = 60.0 * args.minutes
     print("nano-shakespeare (last 10%% held out), default model, %.1f min per run, lr %g constant,"
           " %d run(s) at a time x %d thread(s)" % (args.minutes, args.lr, args.parallel, args.threads))
     print()
-    print("| K | steps | tokens/s | val loss | val bits/char | bits/char at 1/5 | at 2/5 | at 3/5 | at 4/5 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    marks = (15, 30, 60, budget)
+    print("| K | steps | tokens/s | best val bits/char (best.json) | reached after | "
+          + " | ".join("bits/char at %ds" % m for m in marks) + " | state resets |")
+    print("|---|---|---|---|---|" + "---|" * len(marks) + "---|")
     for k in args.k:
         rows = results[k]
         if len(rows) < 2:
             print("| %d | failed: %s |" % (k, failed.get(k, "no evaluations")))
             continue
-        first = rows[0]
-        # training start: time of first eval minus its steps at the run's mean rate
-        rate = (rows[-1]["step"] - first["step"]) / max(1e-9, rows[-1]["time"] - first["time"])
+        first, last = rows[0], rows[-1]
+        # training start: first evaluation's time less its steps at the run's mean step rate
+        rate = (last["step"] - first["step"]) / max(1e-9, last["time"] - first["time"])
         t_start = first["time"] - first["step"] / max(rate, 1e-9)
-        fr = [at_fraction(rows, t_start, budget, f) for f in (0.2, 0.4, 0.6, 0.8)]
-        last = rows[-1]
+        best = min(rows, key=lambda r: r["bits_per_char"])
+        at = []
+        for m in marks:
+            seen = [r for r in rows if r["time"] - t_start <= m + 1.0]
+            at.append("%.4f" % min(r["bits_per_char"] for r in seen) if seen else "-")
         tps = last["step"] * 16 * 80 / max(1e-9, last["time"] - t_start)
-        print("| %d%s | %d | %.0f | %.4f | %.4f | %s |" % (
-            k, " (dense)" if k == 6 else "", last["step"], tps, last["val_loss"],
-            last["bits_per_char"],
-            " | ".join("%.4f" % r["bits_per_char"] if r else "-" for r in fr)))
+        print("| %d%s | %d | %.0f | %.4f | %.0f s (step %d) | %s | %d |" % (
+            k, " (dense)" if k == 6 else "", last["step"], tps, best["bits_per_char"],
+            best["time"] - t_start, best["step"], " | ".join(at), last["state_resets"]))
     for k, msg in sorted(failed.items()):
         print("K=%d stopped early: %s" % (k, msg))
     done = [k for k in args.k if len(results[k]) >= 2]
-    best = min(done, key=lambda k: results[k][-1]["bits_per_char"])
+    win = min(done, key=lambda k: min(r["bits_per_char"] for r in results[k]))
     print()
-    print("best after %.1f min: K=%d (%.4f bits/char)" % (args.minutes, best,
-                                                       results[best][-1]["bits_per_char"]))
+    print("best validation bits/char within %.1f min: K=%d" % (args.minutes, win))
+    print("(columns 'at Ns': the best validation bits/char of the evaluations done by then)")
 
 
 if __name__ == "__main__":
