@@ -5,6 +5,7 @@ embedding, biases and RMSNorm gains follow and are not decayed. Gradients, AdamW
 the same layout. Per-layer tensors are named `l<l>.<name>` because a layer's input width I is C
 for layer 0 and H after it.
 """
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -79,7 +80,7 @@ class ParamLayout:
         off = 0
         n_decay = 0
         for name, shape, decayed in layout(cfg):
-            size = int(np.prod(shape))
+            size = math.prod(shape)      # Python ints: np.prod wraps at 2**31 on 32-bit ARM
             self.index[name] = len(self.entries)
             self.entries.append((name, tuple(shape), off, size, decayed))
             off += size

@@ -479,11 +479,10 @@ class Tokenizer:
             ids = ids.tolist()
         else:
             ids = list(ids)
-            try:
-                negative = bool(ids) and min(ids) < 0
-            except TypeError:       # not all numbers: the join below names the bad one
-                negative = False
-            if negative:
+            bad = next((i for i in ids if not isinstance(i, (int, np.integer))), None)
+            if bad is not None:     # e.g. a float: -inf cannot even be formatted with %d
+                raise TokenizerError("token ids must be integers, got %r" % (bad,))
+            if ids and min(ids) < 0:
                 raise TokenizerError("token id %d is outside the vocabulary [0, %d)"
                                      % (min(ids), V))
         try:

@@ -488,3 +488,12 @@ def test_constructor_validates_merges():
             Tokenizer(merges)
     with pytest.raises(TokenizerError, match="encoding_errors"):
         Tokenizer.train(texts=["abc"], vocab_size=300, encoding_errors="ignore")
+
+
+def test_decode_rejects_non_integer_ids_with_one_clear_error():
+    tok = Tokenizer.train(texts=["aaab aaab"], vocab_size=262)
+    for ids in ([float("-inf")], [1.5], [5, "x"], [float("nan")]):
+        with pytest.raises(TokenizerError, match="must be integers"):
+            tok.decode(ids)
+    with pytest.raises(TokenizerError, match="outside the vocabulary"):
+        tok.decode([-1])

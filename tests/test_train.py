@@ -329,3 +329,13 @@ def test_chat_session_guards_its_carried_state(tmp_path):
     chat.send("hi")
     assert chat.state_resets == 1
     assert np.abs(chat._dec.state).max() < 1e3
+
+
+def test_parameter_count_is_exact_beyond_32_bits():
+    """Sizes are Python ints (np.prod wraps at 2**31 on 32-bit ARM, which let a terabyte
+    model through the memory check there)."""
+    cfg = ModelConfig(V=10, C=65536, H=65536, L=1, X=3, K=3)
+    lay = ParamLayout(cfg)
+    per_layer = 3 * 65536 + 3 * 65536 * 65536 * 3 + 3 * 65536 * 2 + 65536 + 3
+    assert lay.n == 10 * 65536 + per_layer + 10 * 65536 + 10
+    assert isinstance(lay.n, int) and lay.n > 2 ** 31
