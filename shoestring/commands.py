@@ -64,6 +64,14 @@ def cmd_tokenizer(args):
 
 
 # ---- train ----------------------------------------------------------------------------------
+def _note(text):
+    """A line on stderr that may go nowhere: a closed or full stderr never fails a finished run."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def train_config(args):
     """(TrainConfig, checkpoint dict or None) from the flags of `shoestring train`.
 
@@ -117,10 +125,13 @@ def cmd_train(args):
                    out_dir=out_dir, callbacks=callbacks, checkpoint=ckpt, bpe_data=args.bpe_data,
                    quiet=args.quiet)
     if result.interrupted:
+        import signal
         path = result.last_checkpoint
-        print("shoestring: interrupted at step %d; saved %s (resume with "
-              "`shoestring train --checkpoint %s`)" % (result.steps, path, path), file=sys.stderr)
-        return 130
+        sig = result.stop_signal or signal.SIGINT
+        name = {signal.SIGINT: "interrupted"}.get(sig, "stopped by %s" % signal.Signals(sig).name)
+        _note("shoestring: %s at step %d; saved %s (resume with `shoestring train --checkpoint "
+              "%s`)" % (name, result.steps, path, path))
+        return 128 + int(sig)                 # the shell's status for that signal: 130, 143, 129
     if not args.quiet:
         per_step = config.batch_size * config.seq_length * config.accumulate
         summary = "done: %d steps in %s" % (result.tokens // per_step, fmt_seconds(result.seconds))
@@ -130,7 +141,7 @@ def cmd_train(args):
                         "checkpoints in %s" % (last["val_loss"], result.best_val,
                                                last["bits_per_char"], result.state_resets,
                                                result.out_dir))
-        print(summary, file=sys.stderr)
+        _note(summary)
     if not args.no_chat and sys.stdin.isatty() and sys.stdout.isatty():
         from .chat import run_chat
         from .inference import Model

@@ -7,8 +7,13 @@
 Contiguous streams with carried state (truncated BPTT), mean cross-entropy, AdamW with
 matrices-only decay, global-norm clip, warm-up + cosine schedule, gradient accumulation, seeded.
 Checkpoints (`last.json`, `best.json`) are written atomically; resuming continues exactly where the
-run stopped (data position, RNG state, optimiser state, carried recurrent state). Ctrl-C (in the
-main thread) finishes the current step, saves last.json and returns with `interrupted` set. A
+run stopped (data position, RNG state, optimiser state, carried recurrent state). Ctrl-C, SIGTERM
+and SIGHUP (in the main thread) finish the current step, save last.json and return with
+`interrupted` set (and `stop_signal`, so the CLI exits 130, 143 or 129); a second one stops at
+once, last.json as it was. Progress output that cannot be written (a closed pipe or terminal, a
+full disk) is dropped, never the run (safeio.SafeStream). Checkpoints are saved before the
+metrics row, which is appended whole or not at all. A run owns its folder (rundir.py: a lock,
+no second run in a folder holding one, no rewinding of a newer last.json). A
 non-finite loss or gradient stops training and keeps the last good checkpoint. A stream whose
 recurrent state passes params.STATE_GUARD (or is not finite) is reset to zero; every reset is
 counted and logged (MODEL.md §2, stability hazard). Callbacks (objects with any of the methods
@@ -22,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import signal
 import sys
 import time
@@ -33,10 +39,16 @@ from .checkpoint import (atomic_write_text, load_checkpoint, remove_stale_temp_f
 from .config import BUNDLED_EPOCHS, DEFAULT_EPOCHS, TrainConfig, resume_config
 from .data import default_corpus_path
 from .dataset import Windows, expand_paths, read_texts
-from .errors import CheckpointError, DataError, ShoestringError, TrainingError
+from .errors import CheckpointError, DataError, ShoestringError, TrainingError, UsageError
 from .model import Network
 from .optim import AdamW, default_warmup, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
+from .rundir import RunLock, check_folder, fresh_run_dir
+from .safeio import SafeStream, append_line, os_error_hint, os_error_text
+
+# Signals that stop a run the way Ctrl-C does (SIGHUP: a closed terminal or SSH session).
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, n))
 
 
 def default_threads():
@@ -156,10 +168,12 @@ class Trainer:
         self.resets = 0
         self.train_fp = fingerprint(train_tokens)
         self.data_paths = []          # the model data files (recorded in the checkpoint)
+        self.run_id = secrets.token_hex(8)    # one id for a run and all its resumes
         self.validation_path = None
         if ckpt is not None:
             self._restore(ckpt)
         self.stop_requested = False
+        self.stop_signal = None       # the signal that asked the run to stop
         self.chat_data = False        # the model data is in the chat format of MODEL.md §4
         self.best_path = self.last_path = None
         # A loss this far above uniform guessing (ln V) means the run has blown up.
@@ -218,6 +232,12 @@ class Trainer:
                                   % (state.shape, self.h.shape))
         self.h[...] = state
         self.metrics = list(ck.get("metrics", []))
+        run_id = tr.get("run_id")
+        if run_id is not None:
+            if not (isinstance(run_id, str) and 0 < len(run_id) <= 64
+                    and all(c in "0123456789abcdef" for c in run_id)):
+                raise ValueError("run_id must be a short hex string, got %r" % (run_id,))
+            self.run_id = run_id
 
     def checkpoint_dict(self):
         train_cfg = dict(self.config.to_dict(), threads=self.threads,
@@ -235,6 +255,7 @@ class Trainer:
                 "offset": self.offset, "rng": self.rng.bit_generator.state,
                 "best_val": None if math.isinf(self.best_val) else self.best_val,
                 "state_resets": self.resets, "train_fingerprint": self.train_fp,
+                "run_id": self.run_id,
                 "state": self.h.tolist(),
             },
             "metrics": self.metrics,
@@ -310,18 +331,35 @@ class Trainer:
         return loss, math.exp(min(loss, 50.0)), bpc
 
     # ---- the loop -----------------------------------------------------------------------------
-    def _on_sigint(self, signum, frame):
-        if self.stop_requested:      # second Ctrl-C: stop now, last.json stays as it was
-            raise KeyboardInterrupt
+    def _on_signal(self, signum, frame):
+        if self.stop_requested:      # a second signal: stop now, last.json stays as it was
+            if signum == getattr(signal, "SIGINT", None):
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         self.stop_requested = True
+        self.stop_signal = signum
+
+    def _install_signals(self):
+        """Route SIGINT/SIGTERM/SIGHUP to _on_signal (main thread only); the previous handlers."""
+        if not _main_thread():
+            return {}
+        prev = {}
+        for sig in STOP_SIGNALS:
+            try:
+                prev[sig] = signal.signal(sig, self._on_signal)
+            except (OSError, ValueError):
+                pass
+        return prev
 
     def run(self):
-        """Train until total_steps, max_minutes or a stop; True if stopped by Ctrl-C (last.json
-        saved without validating)."""
+        """Train until total_steps, max_minutes or a stop; True if stopped by a signal (Ctrl-C,
+        SIGTERM, SIGHUP: last.json saved without validating; the signal is self.stop_signal)."""
         c, prog = self.config, self.progress
         eval_every = c.eval_every or self.steps_per_epoch
         prog.start_step = self.opt.step
-        prev = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        prev = self._install_signals()
         tokens_per_step = self.B * self.T * self.acc
         t_last, step_last, loss_acc, n_acc = time.time(), self.opt.step, 0.0, 0
         interrupted = False
@@ -355,41 +393,45 @@ class Trainer:
                            "tokens_per_s": tps, "state_resets": self.resets,
                            "time": round(now, 3)}
                     self.metrics.append(rec)
-                    self._append_metrics(rec)
-                    prog.message("step %d: train loss %.4f, val loss %.4f, ppl %.2f, %.3f bits/char"
-                                 % (step, rec["train_loss"], val, ppl, bpc))
-                    self._emit("on_eval", rec)
                     if val < self.best_val:
                         self.best_val = val
                         self.best_path = self.save("best.json")
                     self.last_path = self.save("last.json")
+                    self._append_metrics(rec)          # after the checkpoints it describes
+                    prog.message("step %d: train loss %.4f, val loss %.4f, ppl %.2f, %.3f bits/char"
+                                 % (step, rec["train_loss"], val, ppl, bpc))
+                    self._emit("on_eval", rec)
                     t_last, step_last, loss_acc, n_acc = time.time(), step, 0.0, 0
                 if out_of_time:
                     prog.message("max_minutes %g reached at step %d; resume from last.json"
                                  % (c.max_minutes, step))
                     break
+            if interrupted:             # saved while the handlers still hold the signals
+                self.last_path = self.save("last.json")
         except KeyboardInterrupt:
             prog.close()
             raise
         finally:
-            if prev is not None:
-                signal.signal(signal.SIGINT, prev)
+            for sig, handler in prev.items():
+                try:
+                    signal.signal(sig, handler)
+                except (OSError, ValueError, TypeError):
+                    pass
             self.net.close()
         prog.close()
-        if interrupted:
-            self.last_path = self.save("last.json")
         self._emit("on_train_end")
         return interrupted
 
     def _append_metrics(self, rec):
+        """One line of metrics.jsonl, whole or not at all (the checkpoints are already saved)."""
         path = os.path.join(self.out_dir, "metrics.jsonl")
         try:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
+            append_line(path, json.dumps(rec))
         except OSError as exc:
-            raise CheckpointError("could not write %s: %s (free some disk space or choose "
-                                  "another out_dir; the last checkpoint is kept)"
-                                  % (path, exc.strerror or exc), setting="out_dir") from None
+            raise CheckpointError(
+                "could not append to %s: %s (%s; the checkpoints of step %d were saved, resume "
+                "from %s)" % (path, os_error_text(exc), os_error_hint(exc, "another out_dir"),
+                              rec["step"], self.last_path), setting="out_dir") from None
 
 
 def _main_thread():
@@ -443,13 +485,14 @@ class TrainResult:
     steps: int                    # optimiser steps done in total (this session and before)
     tokens: int                   # tokens trained on in this session
     seconds: float                # wall time of this session's training loop
-    interrupted: bool             # stopped by Ctrl-C (last.json saved without validating)
+    interrupted: bool             # stopped by a signal (last.json saved without validating)
     out_dir: str
     best_val: float               # best validation loss (inf if none)
     state_resets: int
     model_config: ModelConfig     # the trained model's (V is the tokenizer's)
     tokenizer: object
     params: np.ndarray            # the final parameters (a copy)
+    stop_signal: int = None       # the signal that stopped the run (SIGINT, SIGTERM, SIGHUP)
 
 
 def _resolve(config, ckpt):
@@ -475,14 +518,26 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     (default: the checkpoint's folder, else runs/<timestamp>). checkpoint: a path (or a dict from
     load_checkpoint) to resume from; a config given with it may only change the run's plan.
     bpe_data: text files for the tokenizer (default: the model data). quiet: no progress display.
+    out_dir is the run's own folder (see rundir.py): locked while training; a new run refuses a
+    folder that holds another run; a resumed one refuses to rewind a newer last.json there.
     """
-    progress = Progress(0, quiet=quiet)
+    progress = Progress(0, stream=SafeStream(sys.stderr), quiet=quiet)
     ckpt_path = None
     if isinstance(checkpoint, (str, os.PathLike)):
         ckpt_path = os.fspath(checkpoint)
         checkpoint = load_checkpoint(ckpt_path)
     ckpt = checkpoint
+    if ckpt is not None and bpe_data:
+        raise ShoestringError("bpe_data cannot apply when resuming: the tokenizer comes from the "
+                              "checkpoint (leave bpe_data out, or start a new run)",
+                              setting="bpe_data")
     config = _resolve(config, ckpt)
+    resume_step = ckpt["training"].get("step") if ckpt is not None else None
+    early_dir = out_dir if out_dir is not None else (
+        os.path.dirname(os.path.abspath(ckpt_path)) if ckpt_path else None)
+    if early_dir is not None and os.path.isdir(early_dir):   # fail before the data work
+        check_folder(os.fspath(early_dir), (ckpt["training"].get("run_id") if ckpt else None),
+                     resume_step if isinstance(resume_step, int) else 0 if ckpt else None)
     cfg_model = ModelConfig(**ckpt["config"]["model"]) if ckpt is not None else config.model
     threads = config.threads or default_threads()
     # before reading data or training a tokenizer: the smallest vocabulary it could produce
@@ -508,6 +563,12 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
                          % model_paths[0])
     if config.epochs is None:     # the bundled corpus is small: more passes to learn to chat
         config = config.replace(epochs=BUNDLED_EPOCHS if bundled else DEFAULT_EPOCHS)
+    if not validation_data and ckpt is not None:
+        validation_data = (ckpt["config"].get("train") or {}).get("validation_data")
+        if validation_data is not None and not isinstance(validation_data, str):
+            raise CheckpointError("the checkpoint's config.train.validation_data is not a path "
+                                  "(the file was edited or damaged; pass validation_data)",
+                                  setting="validation_data")
     texts = read_texts(model_paths, config.encoding_errors)
     data_paths = expand_paths(model_paths)
 
@@ -552,21 +613,48 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     if len(val_tokens) < 2:
         raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
 
+    params = np.array(ckpt["params"], np.float32) if ckpt is not None else None
+    trainer = Trainer(config, cfg_model, tok, train_tokens, val_tokens, val_chars, params=params,
+                      ckpt=ckpt, out_dir=None, progress=progress, callbacks=callbacks)
+    if out_dir is None and ckpt_path:
+        out_dir = os.path.dirname(os.path.abspath(ckpt_path))
     if out_dir is None:
-        out_dir = os.path.dirname(os.path.abspath(ckpt_path)) if ckpt_path else \
-            os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+        out_dir = fresh_run_dir("runs")
     out_dir = os.fspath(out_dir)
+    if not out_dir:
+        raise UsageError("out_dir is empty (give a folder name, or leave it out for a fresh "
+                         "runs/<timestamp>)", setting="out_dir")
+    created = not os.path.isdir(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
-        raise ShoestringError("cannot create out_dir %s: %s (choose another folder)"
-                              % (out_dir, exc.strerror or exc), setting="out_dir") from None
+        raise ShoestringError("cannot create out_dir %s: %s (%s)"
+                              % (out_dir, os_error_text(exc), os_error_hint(exc, "another folder")),
+                              setting="out_dir") from None
+    lock = RunLock(out_dir).acquire()
+    ok = False
+    try:
+        check_folder(out_dir, trainer.run_id, trainer.opt.step if ckpt is not None else None)
+        trainer.out_dir = out_dir
+        result = _train_in(trainer, out_dir, progress, texts, data_paths, validation_data, tok,
+                           cfg_model, train_tokens, val_tokens)
+        ok = True
+        return result
+    finally:
+        lock.release()
+        if not ok and created:        # leave no empty folder behind a run that never began
+            try:
+                os.unlink(lock.path)
+                os.rmdir(out_dir)
+            except OSError:
+                pass
+
+
+def _train_in(trainer, out_dir, progress, texts, data_paths, validation_data, tok, cfg_model,
+              train_tokens, val_tokens):
+    """The part of train() that runs with out_dir locked."""
     for name in remove_stale_temp_files(out_dir):      # left by a run killed mid-save
         progress.message("removed %s, an unfinished save of a killed run" % name)
-
-    params = np.array(ckpt["params"], np.float32) if ckpt is not None else None
-    trainer = Trainer(config, cfg_model, tok, train_tokens, val_tokens, val_chars, params=params,
-                      ckpt=ckpt, out_dir=out_dir, progress=progress, callbacks=callbacks)
     trainer.data_paths = data_paths
     trainer.validation_path = validation_data
     trainer.chat_data = any("[USER]" in t for _, t in texts)
@@ -595,4 +683,4 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         tokens=(trainer.opt.step - step0) * trainer.B * trainer.T * trainer.acc,
         seconds=time.time() - t0, interrupted=interrupted, out_dir=out_dir,
         best_val=trainer.best_val, state_resets=trainer.resets, model_config=cfg_model,
-        tokenizer=tok, params=trainer.params.copy())
+        tokenizer=tok, params=trainer.params.copy(), stop_signal=trainer.stop_signal)
