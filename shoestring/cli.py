@@ -14,8 +14,8 @@ import re
 import sys
 
 from .version import __version__
-from .config import (MAX_COUNT, MAX_EXPERTS, MAX_LAYERS, MAX_SEED, MAX_SIZE, MAX_VOCAB,
-                     MAX_WIDTH, SETTINGS, parse_setting)
+from .config import (MAX_COUNT, MAX_EXPERTS, MAX_LAYERS, MAX_SEED, MAX_SIZE, MAX_TEMPERATURE,
+                     MAX_VOCAB, MAX_WIDTH, SETTINGS, parse_setting)
 from .errors import ShoestringError, UsageError
 from .params import ModelConfig
 
@@ -56,7 +56,9 @@ def _float_in(lo, hi, lo_open=False, name="value"):
     return parse
 
 
-nonneg_float = _float_in(0.0, None, name="non-negative number")
+# the temperature flags; config.check_sampling (which generate and chat apply to every value,
+# from here or from Python) has the same bounds and makes temperatures below 1e-6 greedy
+nonneg_float = _float_in(0.0, MAX_TEMPERATURE, name="temperature")
 unit_float = _float_in(0.0, 1.0, lo_open=True, name="number in (0, 1]")
 
 

@@ -197,7 +197,7 @@ class Trainer:
     def _restore(self, ck):
         try:
             self._restore_state(ck)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
             raise CheckpointError(
                 "the checkpoint's training state is malformed (%s: %s) (the file was edited or "
                 "damaged; use another checkpoint)" % (type(exc).__name__, str(exc)[:120])) from None
@@ -303,6 +303,14 @@ class Trainer:
             raise TrainingError(
                 "the gradient norm became %s at step %d (lower lr; the last good checkpoint is "
                 "kept)" % (norm, self.opt.step + 1), setting="lr")
+        # NaN/inf weights with a finite gradient come from the update itself (a step too large
+        # for float32, or 0/0 in AdamW): a float64 sum is NaN or inf exactly then
+        if not math.isfinite(float(np.sum(self.params, dtype=np.float64))):
+            bad = int(self.params.size - np.count_nonzero(np.isfinite(self.params)))
+            raise TrainingError(
+                "the AdamW update at step %d made %d parameters non-finite with a finite gradient "
+                "(lower lr, or raise eps_adamw; the last good checkpoint is kept)"
+                % (self.opt.step, bad), setting=("lr", "eps_adamw"))
         if self.window + self.acc > self.train_win.count:   # epoch done
             self.epoch += 1
             self.window = 0
