@@ -6,8 +6,6 @@ import json
 import os
 import random
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from shoestring.export import (export, hf_tokenizer_dict, is_weights_only, safet
                                summary)
 from shoestring.params import ModelConfig, ParamLayout
 from shoestring.tokenizer import Tokenizer
+from tinyrun import train_tiny_run
 
 UNICODE_PIECES = [
     "Ça va? Übergrößenträger naïve café — «quotes» ‘single’ don’t we'll o'er",
@@ -45,21 +44,8 @@ def unicode_text(n=300, seed=1):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, ):
-    """A tiny trained run (optimizer state included), through the command line."""
-    d = tmp_path_factory.mktemp("export")
-    corpus = d / "corpus.txt"
-    corpus.write_text("".join("[USER] what is %d plus %d [EOS]\n[BOT] %d [EOS]\n\n" % (a, b, a + b)
-                              for a in range(12) for b in range(12)), encoding="utf-8")
-    out = d / "run"
-    r = subprocess.run(
-        [sys.executable, "-m", "shoestring", "train", "--model-data", str(corpus),
-         "--bpe-vocab-size", "300", "--embedding-dim", "16", "--gru-hidden-size", "24",
-         "--gru-layers", "2", "--num-experts", "3", "--seq-length", "16", "--batch-size", "4",
-         "--max-steps", "6", "--threads", "1", "--no-chat", "--quiet", "--out-dir", str(out)],
-        capture_output=True, text=True, cwd=str(d), timeout=300)
-    assert r.returncode == 0, r.stderr
-    return str(out)
+def run(tmp_path_factory):
+    return train_tiny_run(tmp_path_factory.mktemp("export"))
 
 
 def test_weights_only_checkpoint_chats_like_the_full_one(run, tmp_path):
