@@ -44,7 +44,7 @@ import struct
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
 from .errors import CheckpointError, ShoestringError
 from .params import ModelConfig, ParamLayout

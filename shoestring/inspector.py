@@ -10,7 +10,7 @@ import json
 import math
 import os
 
-from .checkpoint import _Reader, _from_json
+from .checkpoint import _Reader
 
 PART_NAMES = {
     "params": "parameters (float32)",
