@@ -51,7 +51,121 @@ def research_parser():
     p.add_argument("--wch-gain", type=float)
     p.add_argument("--we-std", type=float)
     p.add_argument("--head-init", choices=["shoestring", "torch"], default="shoestring")
+    p.add_argument("--x-dropout", type=float, default=0.0)
+    p.add_argument("--x-embedding-dropout", type=float, default=0.0)
+    p.add_argument("--x-weight-drop", type=float, default=0.0)
+    p.add_argument("--x-cap", type=float, default=0.0)
     return p
+
+
+def patch_regularisers(k):
+    """Phase-1 research: the C regularisers wired into the training network by patching (the
+    training loop gets them as flags; these --x-* knobs only serve the investigation)."""
+    import numpy as np
+    from shoestring import kernels, model, ref, train
+
+    Binding = kernels.MoeGruBinding
+
+    class CappedBinding(Binding):
+        def __init__(self, *a, **kw):
+            kw.setdefault("cap", k.x_cap)
+            super().__init__(*a, **kw)
+    kernels.MoeGruBinding = CappedBinding
+    if not (k.x_dropout or k.x_embedding_dropout or k.x_weight_drop):
+        return
+
+    class RegNetwork(model.Network):
+        def __init__(self, cfg, params, B, T, threads=1, train=True):
+            self.reg = train
+            self.rrng = np.random.default_rng(12345)
+            if train and k.x_weight_drop:
+                layout = model.ParamLayout(cfg)
+                v = layout.views(params)
+                self.wch = [v["l%d.Wch" % l] for l in range(cfg.L)]
+                self.wch_eff = [np.zeros_like(w) for w in self.wch]
+                lw0 = model.layer_views
+                model.layer_views = lambda views, l: dict(lw0(views, l), Wch=self.wch_eff[l]) \
+                    if views is v else lw0(views, l)
+                try:
+                    super().__init__(cfg, params, B, T, threads, train)
+                finally:
+                    model.layer_views = lw0
+            else:
+                super().__init__(cfg, params, B, T, threads, train)
+            if train:
+                for sh in self.shards:
+                    Bs = sh.b1 - sh.b0
+                    sh.xd = [np.zeros((Bs, T, cfg.layer_input(l)), np.float32) for l in range(cfg.L)]
+                    sh.dxd = [np.zeros_like(a) for a in sh.xd]
+                    sh.xh = np.zeros((Bs, T, cfg.H), np.float32)
+                    sh.dxh = np.zeros_like(sh.xh)
+
+        def forward_backward(self, tokens, targets, h, dscale):
+            cfg, r, B = self.cfg, self.rrng, self.B
+            self.m_emb = ref.dropout_mask(r, (cfg.V,), k.x_embedding_dropout) \
+                if k.x_embedding_dropout else None
+            self.m_in = [ref.dropout_mask(r, (B, cfg.layer_input(l)), k.x_dropout)
+                         if k.x_dropout else None for l in range(cfg.L)]
+            self.m_head = ref.dropout_mask(r, (B, cfg.H), k.x_dropout) if k.x_dropout else None
+            if k.x_weight_drop:
+                self.m_wch = [ref.dropout_mask(r, w.shape, k.x_weight_drop) for w in self.wch]
+                for l in range(cfg.L):
+                    np.multiply(self.wch[l], self.m_wch[l], out=self.wch_eff[l])
+            return super().forward_backward(tokens, targets, h, dscale)
+
+        def reduce_grads(self, out):
+            super().reduce_grads(out)
+            if k.x_weight_drop:
+                v = self.layout.views(out)
+                for l in range(self.cfg.L):
+                    v["l%d.Wch" % l][...] *= self.m_wch[l]
+            return out
+
+        def _forward_shard(self, sh, tokens, targets, h, dscale):
+            if dscale is None:
+                return super()._forward_shard(sh, tokens, targets, h, dscale)
+            cfg, v = self.cfg, self.views
+            tok = np.ascontiguousarray(tokens[sh.b0:sh.b1]).reshape(-1)
+            kernels.embedding_forward(sh.x0.reshape(sh.N, cfg.C), tok, v["WE"], self.m_emb)
+            x = sh.x0
+            for l in range(cfg.L):
+                if self.m_in[l] is not None:
+                    kernels.dropout_forward(sh.xd[l], x, self.m_in[l][sh.b0:sh.b1])
+                    x = sh.xd[l]
+                sh.layers[l].forward(sh.outs[l], h[l, sh.b0:sh.b1], x)
+                x = sh.outs[l]
+            if self.m_head is not None:
+                kernels.dropout_forward(sh.xh, x, self.m_head[sh.b0:sh.b1])
+                x = sh.xh
+            sh.top = x.reshape(sh.N, cfg.H)
+            kernels.matmul_forward(sh.logits, sh.top, v["Wo"], v["bo"])
+            tgt = np.ascontiguousarray(targets[sh.b0:sh.b1]).reshape(-1)
+            kernels.crossentropy_forward(sh.losses, sh.dlogits, sh.logits, tgt, dscale)
+            g = sh.gviews
+            dtop = sh.dtop
+            dtop.fill(0.0)
+            kernels.matmul_backward(dtop.reshape(sh.N, cfg.H), g["Wo"], g["bo"], sh.dlogits,
+                                    sh.top, v["Wo"])
+            dout = dtop
+            if self.m_head is not None:
+                sh.dxh.fill(0.0)
+                kernels.dropout_backward(sh.dxh, dtop, self.m_head[sh.b0:sh.b1])
+                dout = sh.dxh
+            for l in reversed(range(cfg.L)):
+                masked = self.m_in[l] is not None
+                inp = sh.xd[l] if masked else (sh.outs[l - 1] if l > 0 else sh.x0)
+                dinp = sh.dx[l]
+                dinp.fill(0.0)
+                sh.layers[l].backward(dinp, dout, inp)
+                dout = dinp
+                if masked:
+                    sh.dxd[l].fill(0.0)
+                    kernels.dropout_backward(sh.dxd[l], dinp, self.m_in[l][sh.b0:sh.b1])
+                    dout = sh.dxd[l]
+            kernels.embedding_backward(g["WE"], dout.reshape(sh.N, cfg.C), tok, self.m_emb)
+            return float(np.sum(sh.losses, dtype=np.float64))
+
+    train.Network = RegNetwork
 
 
 def apply_research_knobs(k):
@@ -105,6 +219,7 @@ def run_one(spec):
     flags = shlex.split(spec["flags"])
     knobs, rest = research_parser().parse_known_args(flags)
     apply_research_knobs(knobs)
+    patch_regularisers(knobs)
     from shoestring import cli, train
     argv = ["train", "--model-data", spec["train"], "--validation-data", spec["val"],
             "--out-dir", spec["dir"], "--threads", str(spec["threads"]), "--no-chat", "--quiet",
