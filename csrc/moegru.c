@@ -197,35 +197,17 @@ static float dot_new_state(const float *dr, const float *z, const float *h, cons
 }
 
 /* ---- the candidate's soft cap (bounded recurrence) ------------------------------------------- */
-/* tanh(x) for float32, a rational approximation (odd degree-13 numerator over even degree-6
- * denominator, the one Eigen uses) on [-7.9, 7.9] and +-1 beyond: error about 1e-7, no libm call,
- * so gcc vectorizes the loops below at -O3 with any instruction set. */
-static inline float tanh_f32(float x)
+/* c = cap tanh(c / cap) = cap (2 sigmoid(2 c / cap) - 1) in place (cap > 0), through the
+ * dispatched (SIMD) sigmoid, as the decode step computes it; tmp: n floats of scratch. The
+ * candidate stays in (-cap, cap), so the state, a convex blend of candidates and the initial
+ * state, stays bounded by construction. */
+static void softcap_forward(const ss_kernels *k, float *restrict c, float *restrict tmp, size_t n,
+                            float cap)
 {
-    const float clamp = 7.90531110763549805f;
-    x = x > clamp ? clamp : (x < -clamp ? -clamp : x);
-    float x2 = x * x;
-    float p = -2.76076847742355e-16f;
-    p = p * x2 + 2.00018790482477e-13f;
-    p = p * x2 - 8.60467152213735e-11f;
-    p = p * x2 + 5.12229709037114e-08f;
-    p = p * x2 + 1.48572235717979e-05f;
-    p = p * x2 + 6.37261928875436e-04f;
-    p = p * x2 + 4.89352455891786e-03f;
-    p = p * x;
-    float q = 1.19825839466702e-06f;
-    q = q * x2 + 1.18534705686654e-04f;
-    q = q * x2 + 2.26843463243900e-03f;
-    q = q * x2 + 4.89352518554385e-03f;
-    return p / q;
-}
-
-/* c = cap * tanh(c / cap) in place (cap > 0): the candidate stays in (-cap, cap), so the state,
- * a convex blend of candidates and the initial state, stays bounded by construction. */
-static void softcap_forward(float *restrict c, size_t n, float cap)
-{
-    const float inv = 1.0f / cap;
-    for (size_t i = 0; i < n; i++) c[i] = cap * tanh_f32(c[i] * inv);
+    const float k2 = 2.0f / cap;
+    for (size_t i = 0; i < n; i++) tmp[i] = c[i] * k2;
+    k->sigmoid_forward(c, tmp, (int64_t)n);
+    for (size_t i = 0; i < n; i++) c[i] = cap * (2.0f * c[i] - 1.0f);
 }
 
 /* dc *= d(capped)/d(uncapped) = 1 - (capped / cap)^2, from the saved capped values. */
@@ -327,7 +309,7 @@ void ss_moegru_forward(float *out, float *acts, float *h, float *ws, const float
             k->matmul_forward(tmp, hp, w->Wch + (size_t)e * H * H, NULL, m, H, H);
             add_to(a, tmp, (size_t)m * H);
             k->gelu_forward(Cc + (size_t)s0 * H, a, (int64_t)m * H);
-            if (cap > 0.0f) softcap_forward(Cc + (size_t)s0 * H, (size_t)m * H, cap);
+            if (cap > 0.0f) softcap_forward(k, Cc + (size_t)s0 * H, tmp, (size_t)m * H, cap);
             for (int32_t j = 0; j < m; j++) {
                 size_t p = (size_t)s0 + j;
                 int n = ROW[p];
