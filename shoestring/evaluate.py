@@ -1,4 +1,4 @@
-"""evaluate.py: how every quality figure is measured (MODEL.md §7) and `shoestring eval`.
+"""evaluate.py: how every quality figure is measured (MODEL.md §7); `shoestring eval` uses it.
 
 A text is scored as ONE stream at batch 1: the first token is predicted from `[EOS]` with a zero
 state, every later token from everything before it, the recurrent state carried through the whole
@@ -12,12 +12,12 @@ they are plain text (MODEL.md §7: a literal "[EOS]" in a novel is just characte
 The training loop validates with score_tokens too, so its figure and `shoestring eval` agree
 on the same file by construction (tests/test_evaluate.py checks it end to end).
 """
-import json
 import math
 
 import numpy as np
 
-from .model import Network, guard_state
+from .model import Network
+from .params import guard_state
 
 WINDOW = 256        # tokens per C call; the figure does not depend on it beyond float rounding
 
@@ -66,26 +66,3 @@ def score_tokens(cfg, params, ids, chars, threads=1, window=WINDOW):
 def score_text(cfg, params, tok, text, threads=1):
     """score_tokens of a whole text (see the module docstring)."""
     return score_tokens(cfg, params, encode_for_scoring(tok, text), len(text), threads)
-
-
-def cli_eval(args):
-    """`shoestring eval --checkpoint F --data FILE [--json]`."""
-    from .dataset import read_text
-    from .errors import DataError
-    from . import load
-
-    model = load(args.checkpoint)
-    text = read_text(args.data, getattr(args, "encoding_errors", "strict"), "evaluation data")
-    if not text:
-        raise DataError("evaluation data %s is empty (give a file with text in it)" % args.data)
-    r = score_text(model.cfg, model.params, model.tokenizer, text)
-    if args.json:
-        print(json.dumps({"bits_per_char": r["bits_per_char"],
-                          "nats_per_token": r["nats_per_token"], "tokens": r["tokens"],
-                          "chars": r["chars"], "perplexity": r["perplexity"],
-                          "state_resets": r["state_resets"]}))
-    else:
-        print("%s: %.4f bits/char, %.4f nats/token, perplexity %.2f (%d tokens, %d characters, "
-              "%d state resets)" % (args.data, r["bits_per_char"], r["nats_per_token"],
-                                    r["perplexity"], r["tokens"], r["chars"], r["state_resets"]))
-    return 0

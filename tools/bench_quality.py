@@ -55,14 +55,44 @@ def research_parser():
     p.add_argument("--x-embedding-dropout", type=float, default=0.0)
     p.add_argument("--x-weight-drop", type=float, default=0.0)
     p.add_argument("--x-cap", type=float, default=0.0)
+    p.add_argument("--x-ema", type=float, default=0.0)
     return p
+
+
+def patch_ema(k):
+    """Phase-1 research: validate (and keep best.json of) an exponential moving average."""
+    if not k.x_ema:
+        return
+    import numpy as np
+    from shoestring import trainer as train
+    step0, eval0 = train.Trainer.step, train.Trainer.evaluate
+
+    def step(self):
+        out = step0(self)
+        if not hasattr(self, "ema"):
+            self.ema = self.params.copy()
+        d = min(k.x_ema, (1.0 + self.opt.step) / (10.0 + self.opt.step))
+        self.ema *= d
+        self.ema += (1.0 - d) * self.params
+        return out
+
+    def evaluate(self):
+        if not hasattr(self, "ema"):
+            return eval0(self)
+        raw = self.params
+        self.params = self.ema
+        try:
+            return eval0(self)
+        finally:
+            self.params = raw
+    train.Trainer.step, train.Trainer.evaluate = step, evaluate
 
 
 def patch_regularisers(k):
     """Phase-1 research: the C regularisers wired into the training network by patching (the
     training loop gets them as flags; these --x-* knobs only serve the investigation)."""
     import numpy as np
-    from shoestring import kernels, model, ref, train
+    from shoestring import kernels, model, ref, trainer as train
 
     Binding = kernels.MoeGruBinding
 
@@ -171,7 +201,7 @@ def patch_regularisers(k):
 def apply_research_knobs(k):
     """Patch the training modules for the research knobs in k (this process only)."""
     import numpy as np
-    from shoestring import dataset, optim, params, train
+    from shoestring import dataset, optim, params, trainer as train
 
     if k.beta2 is not None:
         class AdamW(optim.AdamW):
@@ -220,7 +250,8 @@ def run_one(spec):
     knobs, rest = research_parser().parse_known_args(flags)
     apply_research_knobs(knobs)
     patch_regularisers(knobs)
-    from shoestring import cli, train
+    patch_ema(knobs)
+    from shoestring import cli
     argv = ["train", "--model-data", spec["train"], "--validation-data", spec["val"],
             "--out-dir", spec["dir"], "--threads", str(spec["threads"]), "--no-chat", "--quiet",
             "--sample-every", "0", "--eval-every", str(spec["eval_every"])]
@@ -231,10 +262,8 @@ def run_one(spec):
     if "--epochs" not in rest and "--minutes" not in rest:
         argv += ["--epochs", "100000"]      # the budget ends the run, not the data
     argv += rest
-    args = cli.build_parser().parse_args(argv)
-    args.argv = argv
     t0 = time.time()
-    rc = train.cli_train(args)
+    rc = cli.main(argv)
     wall = time.time() - t0
     with open(os.path.join(spec["dir"], "metrics.jsonl")) as f:
         rows = [json.loads(l) for l in f if l.strip()]
