@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from .params import layer_views
+
 # ============================================================================================
 # Foundation kernels: matmul, RMSNorm, AdamW, elementwise
 # ============================================================================================
@@ -112,7 +114,6 @@ def embedding_backward(dout, tokens, V):
 # MoE-GRU layer and whole model (see MODEL.md §1)
 # ============================================================================================
 
-MOEGRU_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
 
 
 def topk_select(g, K):
@@ -232,12 +233,6 @@ def moegru_backward(dout, cache, dhT=None):
     return dinp, grads, dh
 
 
-def layer_weights(P, l):
-    """The per-layer weight dict (keys without the `l<l>.` prefix) from the named views P."""
-    pre = "l%d." % l
-    return {k: P[pre + k] for k in MOEGRU_KEYS if pre + k in P}
-
-
 def model_forward(P, cfg, tokens, h0):
     """Whole model: embedding -> L MoE-GRU layers -> head.
 
@@ -248,7 +243,7 @@ def model_forward(P, cfg, tokens, h0):
     hT = np.zeros_like(h0)
     caches = []
     for l in range(cfg.L):
-        x, hT[l], cl = moegru_forward(x, h0[l], layer_weights(P, l), cfg.K, cfg.eps_rmsnorm)
+        x, hT[l], cl = moegru_forward(x, h0[l], layer_views(P, l), cfg.K, cfg.eps_rmsnorm)
         caches.append(cl)
     logits = x @ P["Wo"].T + P["bo"]                              # (B,T,V)
     return logits, hT, dict(tokens=tokens, top=x, layers=caches)
