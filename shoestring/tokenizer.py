@@ -291,6 +291,11 @@ class Tokenizer:
     def is_special(self, token_id):
         return 0 <= token_id < self._off
 
+    def id_to_bytes(self, token_id):
+        """The bytes of one token (export writes them as the HF tokenizer's vocabulary)."""
+        self._check_id(token_id)
+        return self._bytes[token_id]
+
     def id_to_piece(self, token_id):
         """A readable form of one token: its text, with control characters and backslash escaped
         (`\\n`, `\\t`, `\\x1b`, `\\\\`) and bytes that are not whole UTF-8 characters as `<0xE2>`."""
