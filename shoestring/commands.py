@@ -35,6 +35,8 @@ def cmd_tokenizer(args):
     if not args.bpe_data and not args.load:
         raise UsageError("nothing to do: give --bpe-data FILE... to train a tokenizer, "
                          "or --load FILE to inspect one")
+    if args.out is not None:
+        _check_out(args.out, list(args.bpe_data or []) + ([args.load] if args.load else []))
     if args.bpe_data:
         tok = Tokenizer.train(paths=args.bpe_data, vocab_size=args.bpe_vocab_size,
                               encoding_errors=args.encoding_errors)
@@ -50,7 +52,7 @@ def cmd_tokenizer(args):
         tok = Tokenizer.load(args.load)
         print("loaded tokenizer from %s: %d tokens (%d special, 256 bytes, %d merges)"
               % (args.load, tok.vocab_size, len(tok.special_tokens), len(tok.merges)))
-    if args.out:
+    if args.out is not None:
         tok.save(args.out)
         print("saved to %s" % args.out)
     if args.encode is not None:
@@ -61,6 +63,33 @@ def cmd_tokenizer(args):
         for i in ids:
             print("%6d  '%s'" % (i, tok.id_to_piece(i)))
     return 0
+
+
+def _check_out(out, inputs):
+    """--out must name a file to write, never one of the command's inputs (checked before any
+    work; the atomic writer itself refuses anything but a regular file there)."""
+    if not out:
+        raise UsageError("--out is empty (give a file name to save to)")
+    if os.path.isdir(out):
+        raise UsageError("--out %s is a folder (give a file name inside it)" % out)
+    import stat
+    try:
+        mode = os.lstat(out).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UsageError("--out %s is not a regular file (%s): shoestring replaces only regular "
+                         "files (give another file name)"
+                         % (out, "a symbolic link" if stat.S_ISLNK(mode) else "a device, pipe "
+                            "or socket"))
+    for src in inputs:
+        try:
+            same = os.path.samefile(out, src)
+        except (OSError, ValueError):
+            same = False
+        if same:
+            raise UsageError("--out %s is also an input (%s): saving would replace it (give "
+                             "another file name)" % (out, src))
 
 
 # ---- train ----------------------------------------------------------------------------------
@@ -330,7 +359,7 @@ def cmd_inspect(args):
 
 
 def cmd_prepare(args):
-    from .checkpoint import atomic_write_text
+    from .dataset import atomic_write_text
     from .prepare import check_usable, format_corpus, format_problems, prepare, summary
 
     res = prepare(args.inputs, fmt=args.format)

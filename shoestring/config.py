@@ -197,6 +197,12 @@ def resume_config(saved, given=None, given_model=None):
     actually given. Architecture and FIXED settings may only agree with the checkpoint (the
     vocabulary may also equal the one asked for); PLAN settings given replace the checkpoint's;
     SESSION settings are never taken from the checkpoint."""
+    if not isinstance(saved.get("train"), dict) or not saved["train"]:
+        # without it every setting would silently take its default, and the first one that
+        # differs (seq_length 80) would show up as a contradiction or a shape error (#17)
+        raise CheckpointError("the checkpoint has no training configuration (config.train): it "
+                              "cannot be resumed (resume from last.json or best.json of a "
+                              "`shoestring train` run, or start a new run)")
     cfg, asked = from_saved(saved)
     given, given_model = dict(given or {}), dict(given_model or {})
     for key, value in given_model.items():

@@ -1,11 +1,8 @@
-"""safeio.py: output that can never stop a run, logs appended whole, OS errors named truly.
+"""safeio.py: output that can never stop a run, OS errors named truly, closed std streams.
 
 - `SafeStream(stream)`: a text stream for progress and notes. A write or flush that fails
   (stderr piped into `head` that has exited, a closed terminal after SIGHUP, `2>/dev/full`,
   `2>&-`) silences the stream instead of raising: the display is lost, never the run.
-- `append_line(path, line)`: append one line to a log (metrics.jsonl) whole or not at all. A
-  partial last line left by a crash or a full disk is cut off first, so a new record never glues
-  onto it; a failed write is undone (the file is truncated back to where it was).
 - `os_error_hint(exc, where)`: the fix that matches an OSError (disk full: free space; permission
   denied: check permissions; read-only file system; ...), so a permission error never hints
   "free some disk space".
@@ -62,47 +59,6 @@ class SafeStream:
         return getattr(self._stream, name)
 
 
-def _tail_newline(fd, size):
-    """Offset just after the last newline in the first `size` bytes of fd (0 if none)."""
-    pos = size
-    while pos > 0:
-        n = min(65536, pos)
-        block = os.pread(fd, n, pos - n)
-        k = block.rfind(b"\n")
-        if k >= 0:
-            return pos - n + k + 1
-        pos -= n
-    return 0
-
-
-def append_line(path, line):
-    """Append `line` (a str without newline) plus a newline to `path`, whole or not at all.
-
-    A last line without its newline (a crash or a full disk mid-write) is cut off before the
-    append. On OSError the file is truncated back to its size before this call and the OSError
-    propagates."""
-    data = (line + "\n").encode("utf-8")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            size = _tail_newline(fd, size)
-            os.ftruncate(fd, size)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-        except BaseException:
-            try:
-                os.ftruncate(fd, size)
-            except OSError:
-                pass
-            raise
-    finally:
-        os.close(fd)
-
-
 _SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
 _PERMISSION = (errno.EACCES, errno.EPERM)
 
@@ -119,7 +75,7 @@ def os_error_hint(exc, where="another folder"):
     if code == errno.ELOOP:
         return "the path is a symbolic link loop; fix the link"
     if code == errno.ENOENT:
-        return "check that the folder exists"
+        return "check that the folder exists, or choose %s" % where
     if code in (errno.EISDIR, errno.ENOTDIR):
         return "check the path"
     return "choose %s" % where
@@ -139,3 +95,62 @@ def guard_std_streams():
                 setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))
             except OSError:
                 pass
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP outside the training loop: unwinds like Ctrl-C does (so a file being
+    written is cleaned up by its writer), and the command exits 128 + the signal number."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def raise_on_termination():
+    """Make SIGTERM and SIGHUP raise Terminated in the main thread; returns a function that puts
+    the previous handlers back. (The training loop installs its own, which finish the step and
+    save, and restores these afterwards.)"""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    prev = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            prev[sig] = signal.signal(sig, handler)
+        except (OSError, ValueError):
+            pass
+
+    def restore():
+        for sig, h in prev.items():
+            try:
+                signal.signal(sig, h)
+            except (OSError, ValueError, TypeError):
+                pass
+    return restore
+
+
+def why_missing(path):
+    """Why os.path.exists(path) is False, in words: "not found", or the symbolic link problem
+    (a loop, or a link to nothing) -- never "not found" for a path that is there."""
+    if not os.path.lexists(path):
+        return "not found"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if exc.errno == errno.ENOENT:
+            try:
+                return "a symbolic link to %s, which does not exist" % os.readlink(path)
+            except OSError:
+                return "a broken symbolic link"
+        return os_error_text(exc)
+    return "not found"

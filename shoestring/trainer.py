@@ -34,18 +34,18 @@ import time
 
 import numpy as np
 
-from .checkpoint import (atomic_write_text, load_checkpoint, remove_stale_temp_files,
-                         save_checkpoint)
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import BUNDLED_EPOCHS, DEFAULT_EPOCHS, TrainConfig, resume_config
 from .data import default_corpus_path
-from .dataset import Windows, expand_paths, read_texts
+from .dataset import (Windows, atomic_write_text, expand_paths, read_texts,
+                      remove_stale_temp_files)
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError, UsageError
 from .model import Network
 from .optim import AdamW, default_warmup, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
 from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
 from .rundir import RunLock, check_folder, fresh_run_dir
-from .safeio import SafeStream, append_line, os_error_hint, os_error_text
+from .safeio import SafeStream, os_error_hint, os_error_text
 
 # Signals that stop a run the way Ctrl-C does (SIGHUP: a closed terminal or SSH session).
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
@@ -362,7 +362,7 @@ class Trainer:
                         self.best_val = val
                         self.best_path = self.save("best.json")
                     self.last_path = self.save("last.json")
-                    self._append_metrics(rec)          # after the checkpoints it describes
+                    self._write_metrics(step)          # after the checkpoints it describes
                     prog.message("step %d: train loss %.4f, val loss %.4f, ppl %.2f, %.3f bits/char"
                                  % (step, rec["train_loss"], val, ppl, bpc))
                     self._emit("on_eval", rec)
@@ -387,16 +387,26 @@ class Trainer:
         self._emit("on_train_end")
         return interrupted
 
-    def _append_metrics(self, rec):
-        """One line of metrics.jsonl, whole or not at all (the checkpoints are already saved)."""
-        path = os.path.join(self.out_dir, "metrics.jsonl")
+    def _write_metrics(self, step):
+        """metrics.jsonl: one JSON object per validation, rewritten atomically (whole or not at
+        all), after the checkpoints of `step` that it describes, so a failure here loses none."""
         try:
-            append_line(path, json.dumps(rec))
-        except OSError as exc:
-            raise CheckpointError(
-                "could not append to %s: %s (%s; the checkpoints of step %d were saved, resume "
-                "from %s)" % (path, os_error_text(exc), os_error_hint(exc, "another out_dir"),
-                              rec["step"], self.last_path), setting="out_dir") from None
+            atomic_write_text(os.path.join(self.out_dir, "metrics.jsonl"),
+                              "".join(json.dumps(r) + "\n" for r in self.metrics), "metrics log")
+        except CheckpointError as exc:
+            msg = str(exc)
+            note = "the checkpoints of step %d were saved: resume from %s" % (step, self.last_path)
+            msg = msg[:-1] + "; " + note + ")" if msg.endswith(")") else "%s (%s)" % (msg, note)
+            raise CheckpointError(msg, setting=exc.settings + ("out_dir",)) from None
+
+
+def _some_names(paths, most=3):
+    """A short list of file names: `a.txt, b.txt, c.txt and 9,997 more files` (a progress line
+    for a folder of 10,000 files stays one short line)."""
+    names = [os.path.basename(os.fspath(p)) for p in paths[:most]]
+    more = len(paths) - most
+    return ", ".join(names) + (" and %s more file%s" % (format(more, ","), "s" if more > 1 else "")
+                               if more > 0 else "")
 
 
 def _main_thread():
@@ -557,7 +567,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         tok = Tokenizer.train(paths=bpe_paths, vocab_size=config.model.V,
                               encoding_errors=config.encoding_errors)
         progress.message("tokenizer: %d tokens trained on %s in %.1f s"
-                         % (tok.vocab_size, ", ".join(os.path.basename(p) for p in bpe_paths),
+                         % (tok.vocab_size, _some_names(bpe_paths),
                             time.time() - t0))
     if tok.vocab_size != cfg_model.V:
         cfg_model = ModelConfig(**dict(cfg_model.to_dict(), V=tok.vocab_size))

@@ -77,15 +77,17 @@ def test_term_hup_int_at_random_moments_lose_nothing(tmp_path, corpus):
         rest = p.communicate(timeout=120)[1]
         err = (first + rest).decode("utf-8", "replace")
         assert "Traceback" not in err, err[-2000:]
-        if p.returncode == 128 + sig:
+        m = re.search(r"at step (\d+); saved (\S+)", err)
+        if p.returncode == 128 + sig and m:
             graceful += 1
-            m = re.search(r"at step (\d+); saved (\S+)", err)
-            assert m, err[-1000:]
             assert step_of(last) == int(m.group(1))
             assert no_temp_files(out), "a graceful stop left a temp file"
             during.append(int(m.group(1)))
-        else:
-            assert p.returncode in (-sig, 130), (p.returncode, err[-1000:])
+        else:                         # before the loop: stopped with nothing new to save
+            assert p.returncode in (128 + sig, -sig), (p.returncode, err[-1000:])
+            assert re.search("stopped by SIG|interrupted", err) or p.returncode < 0, err[-500:]
+            if steps:
+                assert step_of(last) == steps[-1]
         if os.path.exists(last):
             ck = load_checkpoint(last)
             assert np.isfinite(ck["params"]).all()
@@ -283,26 +285,6 @@ def test_a_full_disk_for_the_metrics_log(tmp_path, corpus, capsys, monkeypatch):
                  "--max-steps", "6"] + QUIET) == 0
     rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"), encoding="utf-8")]
     assert rows[-1]["step"] == 6 and all(r["step"] != 99 for r in rows)
-
-
-def test_append_line_is_whole_or_nothing(tmp_path, monkeypatch):
-    from shoestring import safeio
-    p = str(tmp_path / "log.jsonl")
-    safeio.append_line(p, '{"a": 1}')
-    with open(p, "a") as f:
-        f.write('{"b": 2')                       # a crash mid-line
-    safeio.append_line(p, '{"c": 3}')
-    assert open(p).read() == '{"a": 1}\n{"c": 3}\n'
-    real = os.write
-
-    def half(fd, data):
-        real(fd, bytes(data[:3]))
-        raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(os, "write", half)
-    with pytest.raises(OSError):
-        safeio.append_line(p, '{"d": 4}')
-    monkeypatch.undo()
-    assert open(p).read() == '{"a": 1}\n{"c": 3}\n'
 
 
 def test_hints_match_the_error():
