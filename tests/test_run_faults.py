@@ -13,7 +13,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -22,26 +21,10 @@ import pytest
 from reliability_cases import TINY_CHAT
 from shoestring.checkpoint import load_checkpoint
 from shoestring.cli import main
+from test_faults import ARCH, QUIET, corpus, step_of  # noqa: F401  (corpus: a fixture)
+from test_faults import shoestring_cmd as cmd
 
-ARCH = ["--bpe-vocab-size", "280", "--embedding-dim", "8", "--gru-hidden-size", "8",
-        "--num-experts", "2", "--seq-length", "8", "--batch-size", "2", "--threads", "1"]
-QUIET = ["--no-chat", "--quiet", "--sample-every", "0"]
 POSIX = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and file descriptors")
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    p = tmp_path / "tiny.txt"
-    p.write_text(TINY_CHAT, encoding="utf-8")
-    return str(p)
-
-
-def cmd(argv):
-    return [sys.executable, "-m", "shoestring"] + argv
-
-
-def step_of(path):
-    return load_checkpoint(path)["training"]["step"]
 
 
 def no_temp_files(folder):
