@@ -286,7 +286,7 @@ def svg_text(rows, title=None, width=720, height=420):
 
 
 def write_svg(rows, path, title=None):
-    from .checkpoint import atomic_write_text
+    from .dataset import atomic_write_text
     atomic_write_text(path, svg_text(rows, title), what="plot")
 
 
