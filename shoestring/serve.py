@@ -560,6 +560,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "shoestring/" + __version__
     timeout = 120                  # a silent connection is dropped after this many seconds
+    disable_nagle_algorithm = True # streamed pieces go out at once (no 40 ms delayed-ACK stall)
 
     # -- plumbing ----------------------------------------------------------------------------------
     def log_message(self, fmt, *args):

@@ -78,6 +78,9 @@ print(json.dumps(result))
 def run_emulated(cpu, *args, timeout=120):
     env = dict(os.environ)
     env.pop("SHOESTRING_ISA", None)  # the emulated CPU alone decides
+    # numpy's OpenBLAS reads the host's CPU model through qemu-user and picks AVX2 kernels on an
+    # emulated Nehalem (SIGILL at `import numpy`): name the emulated core to it
+    env["OPENBLAS_CORETYPE"] = cpu
     proc = subprocess.run([QEMU, "-cpu", cpu, sys.executable] + list(args), env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
                           cwd=os.path.dirname(os.path.abspath(__file__)))
