@@ -42,7 +42,7 @@ import zlib
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .errors import CheckpointError, ShoestringError
 from .params import ModelConfig, ParamLayout, layout
 

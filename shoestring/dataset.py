@@ -46,7 +46,8 @@ def read_text(path, encoding_errors="strict", what="model data"):
         text = raw.decode("utf-8", errors=encoding_errors)
     except UnicodeDecodeError as exc:
         raise DataError("%s %s is not valid UTF-8 at byte offset %d (fix the file or pass "
-                        "--encoding-errors replace)" % (what, path, exc.start))
+                        "encoding_errors replace)" % (what, path, exc.start),
+                        setting="encoding_errors")
     if text.startswith("\ufeff"):
         text = text[1:]
     return text
@@ -69,8 +70,9 @@ class Windows:
         n = data.shape[0]
         if n < B * T + 1:
             raise DataError(
-                "%s has %d tokens, fewer than one window of --batch-size %d x --seq-length %d + 1 "
-                "(use more data or lower --batch-size/--seq-length)" % (what, n, B, T))
+                "%s has %d tokens, fewer than one window of batch_size %d x seq_length %d + 1 "
+                "(use more data or lower batch_size/seq_length)" % (what, n, B, T),
+                setting=("batch_size", "seq_length"))
         self.data, self.n, self.B, self.T = data, n, B, T
         self.stream_len = (n - 1) // B          # tokens per stream per epoch
         self.count = self.stream_len // T       # windows per epoch

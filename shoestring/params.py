@@ -14,6 +14,18 @@ from .errors import ShoestringError
 
 
 RECURRENT_GAIN = 0.5
+STATE_GUARD = 1000.0        # L2 norm of one stream's recurrent state that triggers a reset
+
+
+def guard_state(h):
+    """Reset (to zero) every stream of h (L,B,X,H) whose state norm passes STATE_GUARD or is not
+    finite (MODEL.md §2: GELU is unbounded, so a carried state can grow without limit).
+    Returns how many streams were reset."""
+    norms = np.sqrt(np.sum(np.square(h, dtype=np.float64), axis=(0, 2, 3)))
+    bad = ~(norms <= STATE_GUARD)
+    if bad.any():
+        h[:, bad] = 0.0
+    return int(bad.sum())
 
 
 @dataclass(frozen=True)
@@ -32,9 +44,8 @@ class ModelConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ShoestringError("model size %s must be a whole number >= 1, got %r" % (name, v))
         if self.K > self.X:
-            raise ShoestringError(
-                "--active-experts (%d) cannot exceed --num-experts (%d) (lower it or add experts)"
-                % (self.K, self.X))
+            raise ShoestringError("K=%d active experts per token cannot exceed X=%d experts "
+                                  "(lower K or raise X)" % (self.K, self.X), setting=("K", "X"))
         if not (self.eps_rmsnorm > 0):
             raise ShoestringError("eps_rmsnorm must be positive, got %r" % self.eps_rmsnorm)
 

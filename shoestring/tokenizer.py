@@ -234,7 +234,7 @@ def _check_errors(encoding_errors):
 def _check_file(path):
     name = os.fspath(path)
     if not os.path.exists(name):
-        raise TokenizerError("file not found: %s (check the path given to --bpe-data)" % name)
+        raise TokenizerError("file not found: %s (check the path)" % name)
     if os.path.isdir(name):
         raise TokenizerError("%s is a folder, not a text file (give the text files inside it)"
                              % name)
@@ -268,9 +268,9 @@ def read_text_chunks(path, encoding_errors="strict", chunk_bytes=_CHUNK_BYTES):
                 what = ("a truncated character" if not block and e.end == cut
                         else "byte 0x%02x" % buf[e.start])
                 raise TokenizerError(
-                    "%s is not valid UTF-8: %s at byte offset %d (fix the file, or pass "
-                    "--encoding-errors replace to read bad bytes as U+FFFD)"
-                    % (name, what, base + e.start)) from None
+                    "%s is not valid UTF-8: %s at byte offset %d (fix the file, or use "
+                    "encoding_errors replace to read bad bytes as U+FFFD)"
+                    % (name, what, base + e.start), setting="encoding_errors") from None
             if text:
                 yield text
             if not block:
@@ -517,13 +517,13 @@ class Tokenizer:
         if vocab_size < n_base:
             raise TokenizerError(
                 "vocabulary size %d is too small: the %d special tokens and 256 byte tokens need "
-                "%d (use --bpe-vocab-size %d or more)" % (vocab_size, len(specials), n_base, n_base))
+                "%d (use a vocabulary of %d or more)" % (vocab_size, len(specials), n_base, n_base))
         if isinstance(paths, (str, bytes, os.PathLike)):
             paths = [paths]
         if isinstance(texts, str):
             texts = [texts]
         if paths is None and texts is None:
-            raise TokenizerError("no tokenizer training data given (pass text files with --bpe-data)")
+            raise TokenizerError("no tokenizer training data given (pass text files as paths)")
         paths = [] if paths is None else list(paths)
         _check_errors(encoding_errors)
         names = [_check_file(p) for p in paths]  # fail on a bad path before reading anything
@@ -766,42 +766,3 @@ class StreamDecoder:
         out = self._dec.decode(b"", final=True)
         self._dec.reset()
         return out
-
-
-# ---- command line -----------------------------------------------------------------------------
-def cli_tokenizer(args):
-    """`shoestring tokenizer`: train (--bpe-data) or load (--load), then save (--out) and show
-    an encoding (--encode)."""
-    from .cli import UsageError
-
-    if args.bpe_data and args.load:
-        raise UsageError("give --bpe-data to train a tokenizer or --load to inspect one, not both")
-    if not args.bpe_data and not args.load:
-        raise UsageError("nothing to do: give --bpe-data FILE... to train a tokenizer, "
-                         "or --load FILE to inspect one")
-    if args.bpe_data:
-        tok = Tokenizer.train(paths=args.bpe_data, vocab_size=args.bpe_vocab_size,
-                              encoding_errors=args.encoding_errors)
-        s = tok.stats
-        short = (" (the corpus ran out of pairs before %d)" % args.bpe_vocab_size
-                 if tok.vocab_size < args.bpe_vocab_size else "")
-        print("trained tokenizer: %d tokens (%d special, 256 bytes, %d merges)%s on %s bytes "
-              "from %d file%s in %.2f s, %.2f bytes per token"
-              % (tok.vocab_size, len(tok.special_tokens), len(tok.merges), short,
-                 format(s["bytes"], ","), len(s["files"]), "" if len(s["files"]) == 1 else "s", s["seconds"],
-                 s["bytes"] / max(1, s["tokens"])))
-    else:
-        tok = Tokenizer.load(args.load)
-        print("loaded tokenizer from %s: %d tokens (%d special, 256 bytes, %d merges)"
-              % (args.load, tok.vocab_size, len(tok.special_tokens), len(tok.merges)))
-    if args.out:
-        tok.save(args.out)
-        print("saved to %s" % args.out)
-    if args.encode is not None:
-        ids = tok.encode(args.encode, allow_special=True)
-        n = len(args.encode.encode("utf-8", "surrogatepass"))
-        print("%d tokens for %d bytes (%.2f bytes per token)" % (len(ids), n, n / max(1, len(ids))))
-        print("ids: %s" % " ".join(map(str, ids)))
-        for i in ids:
-            print("%6d  '%s'" % (i, tok.id_to_piece(i)))
-    return 0

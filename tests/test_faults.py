@@ -19,7 +19,7 @@ import pytest
 
 from reliability_cases import TINY_CHAT
 from shoestring import checkpoint as ckpt_mod
-from shoestring import train as train_mod
+from shoestring import trainer as train_mod
 from shoestring.checkpoint import load_checkpoint
 from shoestring.cli import main
 

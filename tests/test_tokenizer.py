@@ -331,8 +331,9 @@ def test_invalid_utf8_names_file_and_offset(tmp_path):
     p = tmp_path / "bad.txt"
     p.write_bytes(b"hello world " * 10 + b"\xff rest")
     with pytest.raises(TokenizerError, match=r"bad\.txt is not valid UTF-8: byte 0xff at byte "
-                                             r"offset 120 .*--encoding-errors replace"):
+                                             r"offset 120 .*encoding_errors replace") as exc_info:
         Tokenizer.train(paths=[p], vocab_size=300, chunk_bytes=16)
+    assert exc_info.value.settings == ("encoding_errors",)     # the CLI names its flag
     q = tmp_path / "cut.txt"
     q.write_bytes(b"abc \xe2\x82")
     with pytest.raises(TokenizerError, match="truncated character at byte offset 4"):

@@ -1,13 +1,23 @@
-"""train.py: the training loop of MODEL.md §2 and `shoestring train`.
+"""trainer.py: `shoestring.train(...)`, the training loop of MODEL.md §2 (the CLI calls it too).
+
+    import shoestring
+    result = shoestring.train(shoestring.TrainConfig(max_steps=200), model_data=["data.txt"])
+    print(result.best_checkpoint, result.metrics[-1]["bits_per_char"])
 
 Contiguous streams with carried state (truncated BPTT), mean cross-entropy, AdamW with
 matrices-only decay, global-norm clip, warm-up + cosine schedule, gradient accumulation, seeded.
 Checkpoints (`last.json`, `best.json`) are written atomically; resuming continues exactly where the
-run stopped (data position, RNG state, optimiser state, carried recurrent state). Ctrl-C finishes
-the current step, saves and exits 130. A non-finite loss or gradient stops training and keeps the
-last good checkpoint. A stream whose recurrent state passes model.STATE_GUARD (or is not finite) is reset
-to zero; every reset is counted and logged (MODEL.md §2, stability hazard).
+run stopped (data position, RNG state, optimiser state, carried recurrent state). Ctrl-C (in the
+main thread) finishes the current step, saves last.json and returns with `interrupted` set. A
+non-finite loss or gradient stops training and keeps the last good checkpoint. A stream whose
+recurrent state passes params.STATE_GUARD (or is not finite) is reset to zero; every reset is
+counted and logged (MODEL.md §2, stability hazard). Callbacks (objects with any of the methods
+`on_train_start(run)`, `on_step_end(run, step, metrics)`, `on_eval(run, metrics)`,
+`on_checkpoint(run, path)`, `on_train_end(run)`) see the Trainer as `run`.
+
+This module knows no command line and no inference: it reads only a TrainConfig.
 """
+import dataclasses
 import hashlib
 import json
 import math
@@ -20,46 +30,13 @@ import numpy as np
 
 from .checkpoint import (atomic_write_text, load_checkpoint, remove_stale_temp_files,
                          save_checkpoint)
+from .config import BUNDLED_EPOCHS, DEFAULT_EPOCHS, TrainConfig, resume_config
 from .data import default_corpus_path
-from .dataset import Windows, read_texts
+from .dataset import Windows, expand_paths, read_texts
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError
-from .model import Network, guard_state
+from .model import Network
 from .optim import AdamW, default_warmup, lr_at
-from .params import ModelConfig, ParamLayout
-
-DEFAULT_EPOCHS = 5          # MODEL.md §6
-BUNDLED_EPOCHS = 20         # on the bundled chat corpus (230 KB): about 1,000 steps
-ARCH_FLAGS = {              # checkpoint config key -> (argparse dest, flag)
-    "V": ("bpe_vocab_size", "--bpe-vocab-size"),
-    "C": ("embedding_dim", "--embedding-dim"),
-    "H": ("gru_hidden_size", "--gru-hidden-size"),
-    "L": ("gru_layers", "--gru-layers"),
-    "X": ("num_experts", "--num-experts"),
-    "K": ("active_experts", "--active-experts"),
-}
-
-
-def _count(v, none_ok=False):
-    return (v is None and none_ok) or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10 ** 12)
-
-
-def _number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-
-
-# Training settings a resume takes from the checkpoint when the flag is not given again.
-RESUME_DEFAULTS = {
-    "epochs": lambda v: _count(v) and v >= 1,
-    "max_steps": lambda v: _count(v, none_ok=True),
-    "lr": lambda v: _number(v) and v > 0,
-    "wd": _number,
-    "grad_clip": _number,
-    "lr_schedule": lambda v: v in ("cosine", "constant"),
-    "warmup_steps": lambda v: _count(v, none_ok=True),
-    "eps_adamw": lambda v: _number(v) and v > 0,
-    "val_fraction": lambda v: _number(v) and v <= 0.5,
-}
-RESUME_FIXED = ("seq_length", "batch_size", "accumulate")   # define the data position
+from .params import ModelConfig, ParamLayout, guard_state
 
 
 def default_threads():
@@ -125,19 +102,6 @@ def fmt_seconds(s):
 
 
 # ---- data preparation -----------------------------------------------------------------------
-def build_tokenizer(args, model_paths, progress):
-    from .tokenizer import Tokenizer
-
-    bpe_paths = args.bpe_data or model_paths
-    vocab = args.bpe_vocab_size or ModelConfig().V
-    t0 = time.time()
-    tok = Tokenizer.train(paths=bpe_paths, vocab_size=vocab, encoding_errors=args.encoding_errors)
-    progress.message("tokenizer: %d tokens trained on %s in %.1f s"
-                     % (tok.vocab_size, ", ".join(os.path.basename(p) for p in bpe_paths),
-                        time.time() - t0))
-    return tok
-
-
 def encode_texts(tok, texts):
     parts = [tok.encode_array(t, allow_special=True) for _, t in texts]
     return np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
@@ -145,38 +109,45 @@ def encode_texts(tok, texts):
 
 # ---- the trainer -----------------------------------------------------------------------------
 class Trainer:
-    """Owns the model, optimiser, data windows and run state; run() trains to the end."""
+    """One training run: model, optimiser, data windows, run state; run() trains to the end.
 
-    def __init__(self, args, cfg, tok, train_tokens, val_tokens, val_chars, params=None,
-                 ckpt=None, out_dir=None, progress=None):
-        self.args = args
-        self.cfg, self.tok = cfg, tok
-        self.layout = ParamLayout(cfg)
-        self.B, self.T, self.acc = args.batch_size, args.seq_length, args.accumulate
-        self.threads = args.threads or default_threads()
+    Callbacks receive it as `run`: run.config (TrainConfig), run.model_config, run.tokenizer,
+    run.params (the flat buffer), run.out_dir, run.metrics, run.step, run.message(text).
+    """
+
+    def __init__(self, config, model_cfg, tok, train_tokens, val_tokens, val_chars, params=None,
+                 ckpt=None, out_dir=None, progress=None, callbacks=()):
+        self.config = config
+        self.cfg, self.tok = model_cfg, tok
+        self.model_config, self.tokenizer = model_cfg, tok
+        self.layout = ParamLayout(model_cfg)
+        self.B, self.T, self.acc = config.batch_size, config.seq_length, config.accumulate
+        self.threads = config.threads or default_threads()
         self.train_win = Windows(train_tokens, self.B, self.T, "model data")
         self.val_tokens, self.val_chars = val_tokens, val_chars
         self.out_dir = out_dir
-        self.progress = progress
+        self.progress = progress if progress is not None else Progress(0, quiet=True)
+        self.callbacks = tuple(callbacks)
         if self.acc > self.train_win.count:
             raise DataError(
-                "--accumulate %d exceeds the %d windows in one epoch of the model data (lower "
-                "--accumulate, --batch-size or --seq-length, or use more data)"
-                % (self.acc, self.train_win.count))
+                "accumulate %d exceeds the %d windows in one epoch of the model data (lower "
+                "accumulate, batch_size or seq_length, or use more data)"
+                % (self.acc, self.train_win.count), setting=("accumulate", "batch_size", "seq_length"))
         self.steps_per_epoch = max(1, self.train_win.count // self.acc)
-        total = self.steps_per_epoch * args.epochs
-        if args.max_steps:
-            total = min(total, args.max_steps)
+        total = self.steps_per_epoch * config.epochs
+        if config.max_steps:
+            total = min(total, config.max_steps)
         self.total_steps = total
-        self.warmup = args.warmup_steps if args.warmup_steps is not None else default_warmup(total)
+        self.warmup = config.warmup_steps if config.warmup_steps is not None else default_warmup(total)
 
-        self.params = params if params is not None else self.layout.init(args.seed)
+        self.params = params if params is not None else self.layout.init(config.seed)
         self.grads = self.layout.zeros()
-        self.opt = AdamW(self.layout.n, self.layout.n_decay, eps=args.eps_adamw, weight_decay=args.wd)
-        self.net = Network(cfg, self.params, self.B, self.T, self.threads, train=True)
-        self.h = np.zeros((cfg.L, self.B, cfg.X, cfg.H), np.float32)
+        self.opt = AdamW(self.layout.n, self.layout.n_decay, eps=config.eps_adamw,
+                         weight_decay=config.wd)
+        self.net = Network(model_cfg, self.params, self.B, self.T, self.threads, train=True)
+        self.h = np.zeros((model_cfg.L, self.B, model_cfg.X, model_cfg.H), np.float32)  # (L,B,X,H)
         # run state (all of it goes into the checkpoint)
-        self.rng = np.random.default_rng(args.seed)
+        self.rng = np.random.default_rng(config.seed)
         self.epoch = 0                # epochs completed
         self.window = 0               # next window within the epoch
         self.offset = None            # this epoch's stream offset (None: epoch not started)
@@ -184,12 +155,29 @@ class Trainer:
         self.metrics = []
         self.resets = 0
         self.train_fp = fingerprint(train_tokens)
+        self.data_paths = []          # the model data files (recorded in the checkpoint)
+        self.validation_path = None
         if ckpt is not None:
             self._restore(ckpt)
         self.stop_requested = False
-        self.chat_data = False        # set by the CLI when the model data is in chat format
+        self.chat_data = False        # the model data is in the chat format of MODEL.md §4
+        self.best_path = self.last_path = None
         # A loss this far above uniform guessing (ln V) means the run has blown up.
-        self.diverged_above = 2.0 * math.log(cfg.V) + 1.0
+        self.diverged_above = 2.0 * math.log(model_cfg.V) + 1.0
+
+    @property
+    def step_count(self):
+        return self.opt.step
+
+    def message(self, text):
+        """Print a line above the progress display (nothing when quiet)."""
+        self.progress.message(text)
+
+    def _emit(self, event, *args):
+        for cb in self.callbacks:
+            fn = getattr(cb, event, None)
+            if fn is not None:
+                fn(self, *args)
 
     # ---- checkpoint state ----------------------------------------------------------------
     def _restore(self, ck):
@@ -217,7 +205,7 @@ class Trainer:
         if tr.get("train_fingerprint") != self.train_fp:
             raise CheckpointError(
                 "the model data differs from the data this checkpoint was trained on "
-                "(resume with the same --model-data, or start a new run)")
+                "(resume with the same model_data, or start a new run)", setting="model_data")
         if ck.get("optimizer") is not None:
             self.opt.load_state_dict(ck["optimizer"])
         self.rng.bit_generator.state = tr["rng"]
@@ -232,15 +220,11 @@ class Trainer:
         self.metrics = list(ck.get("metrics", []))
 
     def checkpoint_dict(self):
-        a = self.args
-        train_cfg = {k: getattr(a, k) for k in (
-            "seq_length", "batch_size", "epochs", "max_steps", "lr", "wd", "grad_clip",
-            "lr_schedule", "warmup_steps", "accumulate", "eps_adamw", "seed", "val_fraction",
-            "max_response", "temperature", "top_k", "top_p")}
-        train_cfg["threads"] = self.threads
-        train_cfg["bpe_vocab_size"] = a.bpe_vocab_size or self.cfg.V     # asked for (V: trained)
-        train_cfg["model_data"] = [os.path.abspath(p) for p in (a.model_data_resolved or [])]
-        train_cfg["validation_data"] = os.path.abspath(a.validation_data) if a.validation_data else None
+        train_cfg = dict(self.config.to_dict(), threads=self.threads,
+                         bpe_vocab_size=self.config.model.V,        # asked for (model V: trained)
+                         model_data=[os.path.abspath(p) for p in self.data_paths],
+                         validation_data=(os.path.abspath(self.validation_path)
+                                          if self.validation_path else None))
         return {
             "config": {"model": self.cfg.to_dict(), "train": train_cfg},
             "tokenizer": self.tok.to_dict(),
@@ -259,6 +243,7 @@ class Trainer:
     def save(self, name):
         path = os.path.join(self.out_dir, name)
         save_checkpoint(path, self.checkpoint_dict())
+        self._emit("on_checkpoint", path)
         return path
 
     # ---- one optimiser step ---------------------------------------------------------------
@@ -282,20 +267,21 @@ class Trainer:
         loss /= self.B * self.T * self.acc
         if not math.isfinite(loss):
             raise TrainingError(
-                "the loss became %s at step %d (lower --lr or --grad-clip; the last good "
-                "checkpoint is kept)" % (loss, self.opt.step + 1))
+                "the loss became %s at step %d (lower lr or grad_clip; the last good "
+                "checkpoint is kept)" % (loss, self.opt.step + 1), setting=("lr", "grad_clip"))
         if loss > self.diverged_above:
             raise TrainingError(
                 "training diverged: the loss became %.1f at step %d, far worse than guessing "
-                "uniformly (%.1f) (lower --lr or --grad-clip; the last good checkpoint is kept)"
-                % (loss, self.opt.step + 1, math.log(self.cfg.V)))
+                "uniformly (%.1f) (lower lr or grad_clip; the last good checkpoint is kept)"
+                % (loss, self.opt.step + 1, math.log(self.cfg.V)), setting=("lr", "grad_clip"))
         self.net.reduce_grads(self.grads)
-        lr = lr_at(self.opt.step, self.args.lr, self.total_steps, self.warmup, self.args.lr_schedule)
-        norm = self.opt.update(self.params, self.grads, lr, self.args.grad_clip)
+        c = self.config
+        lr = lr_at(self.opt.step, c.lr, self.total_steps, self.warmup, c.lr_schedule)
+        norm = self.opt.update(self.params, self.grads, lr, c.grad_clip)
         if not math.isfinite(norm):
             raise TrainingError(
-                "the gradient norm became %s at step %d (lower --lr; the last good checkpoint is "
-                "kept)" % (norm, self.opt.step + 1))
+                "the gradient norm became %s at step %d (lower lr; the last good checkpoint is "
+                "kept)" % (norm, self.opt.step + 1), setting="lr")
         if self.window + self.acc > self.train_win.count:   # epoch done
             self.epoch += 1
             self.window = 0
@@ -330,15 +316,18 @@ class Trainer:
         self.stop_requested = True
 
     def run(self):
-        a, prog = self.args, self.progress
-        eval_every = a.eval_every or self.steps_per_epoch
+        """Train until total_steps, max_minutes or a stop; True if stopped by Ctrl-C (last.json
+        saved without validating)."""
+        c, prog = self.config, self.progress
+        eval_every = c.eval_every or self.steps_per_epoch
         prog.start_step = self.opt.step
         prev = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
         tokens_per_step = self.B * self.T * self.acc
         t_last, step_last, loss_acc, n_acc = time.time(), self.opt.step, 0.0, 0
         interrupted = False
+        self._emit("on_train_start")
         try:
-            deadline = time.time() + 60.0 * a.max_minutes if a.max_minutes else None
+            deadline = time.time() + 60.0 * c.max_minutes if c.max_minutes else None
             while self.opt.step < self.total_steps:
                 if self.stop_requested:
                     interrupted = True
@@ -351,14 +340,15 @@ class Trainer:
                 now = time.time()
                 tps = tokens_per_step * (step - step_last) / max(1e-9, now - t_last)
                 prog.update(step, "loss %.3f lr %.2e %.0f tok/s" % (loss, lr, tps))
-                if a.sample_every and step % a.sample_every == 0 and not a.quiet:
-                    prog.message("step %d sample: %s" % (step, self.sample_text()))
+                self._emit("on_step_end", step, {"step": step, "train_loss": loss, "lr": lr,
+                                                 "grad_norm": norm, "tokens_per_s": tps})
                 if step % eval_every == 0 or step == self.total_steps or out_of_time:
                     val, ppl, bpc = self.evaluate()
                     if not val <= self.diverged_above:      # NaN, inf or blown up: keep last.json
                         raise TrainingError(
                             "training diverged: the validation loss became %.4g at step %d (lower "
-                            "--lr or --grad-clip; the last good checkpoint is kept)" % (val, step))
+                            "lr or grad_clip; the last good checkpoint is kept)" % (val, step),
+                            setting=("lr", "grad_clip"))
                     rec = {"step": step, "epoch": self.epoch + self.window / max(1, self.train_win.count),
                            "train_loss": loss_acc / n_acc, "val_loss": val, "perplexity": ppl,
                            "bits_per_char": bpc, "lr": lr, "grad_norm": norm,
@@ -368,17 +358,17 @@ class Trainer:
                     self._append_metrics(rec)
                     prog.message("step %d: train loss %.4f, val loss %.4f, ppl %.2f, %.3f bits/char"
                                  % (step, rec["train_loss"], val, ppl, bpc))
+                    self._emit("on_eval", rec)
                     if val < self.best_val:
                         self.best_val = val
-                        self.save("best.json")
-                    self.save("last.json")
+                        self.best_path = self.save("best.json")
+                    self.last_path = self.save("last.json")
                     t_last, step_last, loss_acc, n_acc = time.time(), step, 0.0, 0
                 if out_of_time:
-                    prog.message("--max-minutes %g reached at step %d; resume with --checkpoint"
-                                 % (a.max_minutes, step))
+                    prog.message("max_minutes %g reached at step %d; resume from last.json"
+                                 % (c.max_minutes, step))
                     break
         except KeyboardInterrupt:
-            interrupted = True
             prog.close()
             raise
         finally:
@@ -387,10 +377,8 @@ class Trainer:
             self.net.close()
         prog.close()
         if interrupted:
-            path = self.save("last.json")
-            print("shoestring: interrupted at step %d; saved %s (resume with "
-                  "`shoestring train --checkpoint %s`)" % (self.opt.step, path, path),
-                  file=sys.stderr)
+            self.last_path = self.save("last.json")
+        self._emit("on_train_end")
         return interrupted
 
     def _append_metrics(self, rec):
@@ -400,19 +388,8 @@ class Trainer:
                 f.write(json.dumps(rec) + "\n")
         except OSError as exc:
             raise CheckpointError("could not write %s: %s (free some disk space or choose "
-                                  "another --out-dir; the last checkpoint is kept)"
-                                  % (path, exc.strerror or exc)) from None
-
-    def sample_text(self, max_tokens=60):
-        """A short greedy sample: the reply to "hello" for chat data, else a free continuation."""
-        from .sample import Model
-
-        m = Model(self.cfg, self.params.copy(), self.tok)
-        if self.chat_data:
-            text = m.chat(max_response=max_tokens, temperature=0.0).send("hello")
-        else:
-            text = m.generate("\n", max_tokens=max_tokens, temperature=0.0)
-        return text.replace("\n", " ")[:200]
+                                  "another out_dir; the last checkpoint is kept)"
+                                  % (path, exc.strerror or exc), setting="out_dir") from None
 
 
 def _main_thread():
@@ -420,46 +397,7 @@ def _main_thread():
     return threading.current_thread() is threading.main_thread()
 
 
-# ---- command line -----------------------------------------------------------------------------
-def resolve_config(args, ckpt):
-    """The ModelConfig: from the checkpoint (flags may only agree with it) or from the flags."""
-    if ckpt is not None:
-        m = dict(ckpt["config"]["model"])
-        tr = ckpt["config"].get("train", {})
-        _check_train_config(tr)
-        for key, (dest, flag) in ARCH_FLAGS.items():
-            given = getattr(args, dest)
-            # the vocabulary asked for may exceed the one trained (the merges ran out): both agree
-            agree = (m[key], tr.get("bpe_vocab_size")) if key == "V" else (m[key],)
-            if given is not None and given not in agree:
-                raise ShoestringError(
-                    "%s %d contradicts the checkpoint, which has %d (drop the flag to resume, or "
-                    "start a new run without --checkpoint)" % (flag, given, m[key]))
-        if args.bpe_vocab_size is None:
-            args.bpe_vocab_size = tr.get("bpe_vocab_size")
-        for dest in RESUME_FIXED:
-            if dest in tr and getattr(args, dest) != tr[dest] and _given(args, dest):
-                raise ShoestringError(
-                    "--%s %s contradicts the checkpoint, which has %s (drop the flag to resume)"
-                    % (dest.replace("_", "-"), getattr(args, dest), tr[dest]))
-            if dest in tr:
-                setattr(args, dest, tr[dest])
-        for dest, ok in RESUME_DEFAULTS.items():     # the run's plan, unless a flag changes it
-            if dest in tr and not _given(args, dest):
-                if not ok(tr[dest]):
-                    raise CheckpointError(
-                        "the checkpoint's config.train.%s is %r, which is not valid (the file was "
-                        "edited or damaged; give --%s explicitly)"
-                        % (dest, tr[dest], dest.replace("_", "-")))
-                setattr(args, dest, tr[dest])
-        return ModelConfig(**m)
-    d = ModelConfig()                           # the defaults of MODEL.md §6
-    X = args.num_experts or d.X
-    return ModelConfig(V=args.bpe_vocab_size or d.V, C=args.embedding_dim or d.C,
-                       H=args.gru_hidden_size or d.H, L=args.gru_layers or d.L, X=X,
-                       K=args.active_experts or X, eps_rmsnorm=args.eps_rmsnorm)
-
-
+# ---- the entry point --------------------------------------------------------------------------
 def memory_needed(cfg, B, T, threads):
     """Bytes a training run holds at its peak, roughly: parameters, the summed and per-shard
     gradients, AdamW m and v, the checkpoint text being written, and the activations."""
@@ -488,116 +426,149 @@ def check_memory(cfg, B, T, threads):
     need, have = memory_needed(cfg, B, T, threads), physical_memory()
     if have and need > have:
         raise ShoestringError(
-            "this run needs about %.1f GB of memory (%s parameters; --batch-size %d x "
-            "--seq-length %d), more than this machine's %.1f GB (lower --embedding-dim, "
-            "--gru-hidden-size, --num-experts, --gru-layers, --bpe-vocab-size, --batch-size or "
-            "--seq-length)" % (need / 1e9, format(ParamLayout(cfg).n, ","), B, T, have / 1e9))
+            "this run needs about %.1f GB of memory (%s parameters; batch_size %d x "
+            "seq_length %d), more than this machine's %.1f GB (lower C, H, X, L, V, batch_size "
+            "or seq_length)" % (need / 1e9, format(ParamLayout(cfg).n, ","), B, T, have / 1e9),
+            setting=("C", "H", "X", "L", "V", "batch_size", "seq_length"))
 
 
-def _check_train_config(tr):
-    """The training section of a checkpoint's config: the fields a resume takes from it."""
-    if not isinstance(tr, dict):
-        raise CheckpointError("the checkpoint's config.train is not an object (the file was "
-                              "edited or damaged; use another checkpoint)")
-    for dest in RESUME_FIXED:
-        v = tr.get(dest)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 10 ** 6):
-            raise CheckpointError("the checkpoint's config.train.%s is %r, not a whole number in "
-                                  "[1, 1000000] (the file was edited or damaged; use another "
-                                  "checkpoint)" % (dest, v))
-    bv = tr.get("bpe_vocab_size")
-    if bv is not None and not (_count(bv) and 1 <= bv <= 10 ** 6):
-        raise CheckpointError("the checkpoint's config.train.bpe_vocab_size is %r, not a whole "
-                              "number in [1, 1000000] (the file was edited or damaged; use another "
-                              "checkpoint)" % (bv,))
-    md = tr.get("model_data")
-    if md is not None and (not isinstance(md, list) or not all(isinstance(p, str) for p in md)):
-        raise CheckpointError("the checkpoint's config.train.model_data is not a list of paths "
-                              "(the file was edited or damaged; pass --model-data)")
 
 
-def _given(args, dest):
-    """Whether --<dest> was written on the command line (argparse cannot tell a default)."""
-    flag = "--" + dest.replace("_", "-")
-    return any(a == flag or a.startswith(flag + "=") for a in getattr(args, "argv", []))
+@dataclasses.dataclass
+class TrainResult:
+    """What shoestring.train returns."""
+    best_checkpoint: str          # path of best.json (None if no validation ran)
+    last_checkpoint: str          # path of last.json (None if nothing was saved)
+    metrics: list                 # the metrics rows, also in metrics.jsonl
+    steps: int                    # optimiser steps done in total (this session and before)
+    tokens: int                   # tokens trained on in this session
+    seconds: float                # wall time of this session's training loop
+    interrupted: bool             # stopped by Ctrl-C (last.json saved without validating)
+    out_dir: str
+    best_val: float               # best validation loss (inf if none)
+    state_resets: int
+    model_config: ModelConfig     # the trained model's (V is the tokenizer's)
+    tokenizer: object
+    params: np.ndarray            # the final parameters (a copy)
 
 
-def cli_train(args):
-    progress = Progress(0, quiet=args.quiet)
-    ckpt = load_checkpoint(args.checkpoint) if args.checkpoint else None
-    cfg_model = resolve_config(args, ckpt)
-    if cfg_model.K > cfg_model.X:
-        raise ShoestringError("--active-experts %d exceeds --num-experts %d" % (cfg_model.K, cfg_model.X))
-    threads = args.threads or default_threads()
+def _resolve(config, ckpt):
+    """The TrainConfig of this run: `config` (a new run), or the checkpoint's merged with it."""
+    if config is not None and not isinstance(config, TrainConfig):
+        raise ShoestringError("config must be a TrainConfig, got %s" % type(config).__name__)
+    if ckpt is None:
+        return config if config is not None else TrainConfig()
+    if config is None:
+        return resume_config(ckpt["config"])
+    given = {k: v for k, v in config.to_dict().items() if v is not None}
+    return resume_config(ckpt["config"], given, config.model.to_dict())
+
+
+def train(config=None, model_data=None, validation_data=None, out_dir=None, callbacks=(),
+          checkpoint=None, bpe_data=None, quiet=False):
+    """Train a tokenizer (unless resuming) and a model; returns a TrainResult.
+
+    config: a TrainConfig (default: TrainConfig(), or when resuming the checkpoint's own).
+    model_data: text files or folders of .txt files (default: the checkpoint's, else the chat
+    corpus shipped with shoestring). validation_data: a held-out text file (default: the last
+    config.val_fraction of the model data). out_dir: where checkpoints and metrics.jsonl go
+    (default: the checkpoint's folder, else runs/<timestamp>). checkpoint: a path (or a dict from
+    load_checkpoint) to resume from; a config given with it may only change the run's plan.
+    bpe_data: text files for the tokenizer (default: the model data). quiet: no progress display.
+    """
+    progress = Progress(0, quiet=quiet)
+    ckpt_path = None
+    if isinstance(checkpoint, (str, os.PathLike)):
+        ckpt_path = os.fspath(checkpoint)
+        checkpoint = load_checkpoint(ckpt_path)
+    ckpt = checkpoint
+    config = _resolve(config, ckpt)
+    cfg_model = ModelConfig(**ckpt["config"]["model"]) if ckpt is not None else config.model
+    threads = config.threads or default_threads()
     # before reading data or training a tokenizer: the smallest vocabulary it could produce
     check_memory(ModelConfig(**dict(cfg_model.to_dict(), V=min(cfg_model.V, 261))),
-                 args.batch_size, args.seq_length, threads)
+                 config.batch_size, config.seq_length, threads)
 
     # data
+    if isinstance(model_data, (str, os.PathLike)):
+        model_data = [model_data]
     bundled = False
-    if args.model_data:
-        model_paths = list(args.model_data)
-    elif ckpt is not None and ckpt["config"].get("train", {}).get("model_data"):
+    if model_data:
+        model_paths = [os.fspath(p) for p in model_data]
+    elif ckpt is not None and (ckpt["config"].get("train") or {}).get("model_data"):
         model_paths = ckpt["config"]["train"]["model_data"]
+        if not (isinstance(model_paths, list) and all(isinstance(p, str) for p in model_paths)):
+            raise CheckpointError("the checkpoint's config.train.model_data is not a list of paths "
+                                  "(the file was edited or damaged; pass model_data)",
+                                  setting="model_data")
     else:
         model_paths = [default_corpus_path()]
         bundled = True
-        progress.message("no --model-data given: training on the bundled chat corpus (%s)"
+        progress.message("no model data given: training on the bundled chat corpus (%s)"
                          % model_paths[0])
-    if args.epochs is None:       # the bundled corpus is small: more passes to learn to chat
-        args.epochs = BUNDLED_EPOCHS if bundled else DEFAULT_EPOCHS
-    texts = read_texts(model_paths, args.encoding_errors)
-    from .dataset import expand_paths
-    args.model_data_resolved = expand_paths(model_paths)
+    if config.epochs is None:     # the bundled corpus is small: more passes to learn to chat
+        config = config.replace(epochs=BUNDLED_EPOCHS if bundled else DEFAULT_EPOCHS)
+    texts = read_texts(model_paths, config.encoding_errors)
+    data_paths = expand_paths(model_paths)
 
     if ckpt is not None:
         from .tokenizer import Tokenizer
+        where = "checkpoint %s" % ckpt_path if ckpt_path else "the checkpoint"
         try:
             tok = Tokenizer.from_dict(ckpt["tokenizer"])
         except ShoestringError as exc:
-            raise CheckpointError("checkpoint %s: %s (use another checkpoint)"
-                                  % (args.checkpoint, exc)) from None
+            raise CheckpointError("%s: %s (use another checkpoint)" % (where, exc)) from None
         if tok.vocab_size != cfg_model.V:
             raise CheckpointError(
-                "checkpoint %s: its tokenizer has %d tokens but its model has V=%d (the file was "
-                "edited or mixes two runs; use another checkpoint)"
-                % (args.checkpoint, tok.vocab_size, cfg_model.V))
+                "%s: its tokenizer has %d tokens but its model has V=%d (the file was edited or "
+                "mixes two runs; use another checkpoint)" % (where, tok.vocab_size, cfg_model.V))
     else:
-        tok = build_tokenizer(args, args.model_data_resolved, progress)
+        from .tokenizer import Tokenizer
+        if isinstance(bpe_data, (str, os.PathLike)):
+            bpe_data = [bpe_data]
+        bpe_paths = list(bpe_data) if bpe_data else data_paths
+        t0 = time.time()
+        tok = Tokenizer.train(paths=bpe_paths, vocab_size=config.model.V,
+                              encoding_errors=config.encoding_errors)
+        progress.message("tokenizer: %d tokens trained on %s in %.1f s"
+                         % (tok.vocab_size, ", ".join(os.path.basename(p) for p in bpe_paths),
+                            time.time() - t0))
     if tok.vocab_size != cfg_model.V:
         cfg_model = ModelConfig(**dict(cfg_model.to_dict(), V=tok.vocab_size))
-    check_memory(cfg_model, args.batch_size, args.seq_length, threads)
+    check_memory(cfg_model, config.batch_size, config.seq_length, threads)
 
     all_tokens = encode_texts(tok, texts)
-    if args.validation_data:
-        vtexts = read_texts([args.validation_data], args.encoding_errors, "validation data")
+    if validation_data:
+        vtexts = read_texts([validation_data], config.encoding_errors, "validation data")
         val_tokens = encode_texts(tok, vtexts)
         val_chars = sum(len(t) for _, t in vtexts)
         train_tokens = all_tokens
     else:
-        n_val = int(len(all_tokens) * args.val_fraction)
-        n_val = max(n_val, min(len(all_tokens) // 2, args.seq_length + 1))
+        n_val = int(len(all_tokens) * config.val_fraction)
+        n_val = max(n_val, min(len(all_tokens) // 2, config.seq_length + 1))
         train_tokens, val_tokens = all_tokens[:-n_val], all_tokens[-n_val:]
         total_chars = sum(len(t) for _, t in texts)
         val_chars = total_chars * len(val_tokens) / max(1, len(all_tokens))
     if len(val_tokens) < 2:
         raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
 
-    out_dir = args.out_dir
     if out_dir is None:
-        out_dir = os.path.dirname(os.path.abspath(args.checkpoint)) if ckpt is not None else \
+        out_dir = os.path.dirname(os.path.abspath(ckpt_path)) if ckpt_path else \
             os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    out_dir = os.fspath(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
-        raise ShoestringError("cannot create --out-dir %s: %s (choose another folder)"
-                              % (out_dir, exc.strerror or exc)) from None
+        raise ShoestringError("cannot create out_dir %s: %s (choose another folder)"
+                              % (out_dir, exc.strerror or exc), setting="out_dir") from None
     for name in remove_stale_temp_files(out_dir):      # left by a run killed mid-save
         progress.message("removed %s, an unfinished save of a killed run" % name)
 
     params = np.array(ckpt["params"], np.float32) if ckpt is not None else None
-    trainer = Trainer(args, cfg_model, tok, train_tokens, val_tokens, val_chars, params=params,
-                      ckpt=ckpt, out_dir=out_dir, progress=progress)
+    trainer = Trainer(config, cfg_model, tok, train_tokens, val_tokens, val_chars, params=params,
+                      ckpt=ckpt, out_dir=out_dir, progress=progress, callbacks=callbacks)
+    trainer.data_paths = data_paths
+    trainer.validation_path = validation_data
     trainer.chat_data = any("[USER]" in t for _, t in texts)
     progress.total = trainer.total_steps
     atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(
@@ -610,26 +581,18 @@ def cli_train(args):
            cfg_model.K, len(train_tokens), len(val_tokens), trainer.total_steps, trainer.B,
            trainer.T, trainer.acc, trainer.threads, "s" if trainer.threads > 1 else "", out_dir))
     if trainer.opt.step >= trainer.total_steps:
-        progress.message("the checkpoint has already done %d of %d steps (raise --epochs to "
+        progress.message("the checkpoint has already done %d of %d steps (raise epochs to "
                          "train further)" % (trainer.opt.step, trainer.total_steps))
     t0 = time.time()
     step0 = trainer.opt.step
     interrupted = trainer.run()
-    if interrupted:
-        return 130
-    dt = time.time() - t0
-    last = trainer.metrics[-1] if trainer.metrics else None
-    summary = "done: %d steps in %s" % (trainer.opt.step - step0, fmt_seconds(dt))
-    if last:
-        summary += ("; val loss %.4f (best %.4f), %.3f bits/char; %d state resets; checkpoints "
-                    "in %s" % (last["val_loss"], trainer.best_val, last["bits_per_char"],
-                               trainer.resets, out_dir))
-    progress.message(summary)
-    if not args.no_chat and sys.stdin.isatty() and sys.stdout.isatty():
-        from .chat import run_chat
-        from .sample import Model
-        model = Model(cfg_model, trainer.params.copy(), tok)
-        progress.message("opening the chat (leave with `exit` or Ctrl-D); later: "
-                         "shoestring chat --checkpoint %s" % os.path.join(out_dir, "best.json"))
-        return run_chat(model, args.max_response, args.temperature, args.top_k, args.top_p, None)
-    return 0
+    best = os.path.join(out_dir, "best.json")
+    last = os.path.join(out_dir, "last.json")
+    return TrainResult(
+        best_checkpoint=best if os.path.isfile(best) else None,
+        last_checkpoint=last if os.path.isfile(last) else None,
+        metrics=list(trainer.metrics), steps=trainer.opt.step,
+        tokens=(trainer.opt.step - step0) * trainer.B * trainer.T * trainer.acc,
+        seconds=time.time() - t0, interrupted=interrupted, out_dir=out_dir,
+        best_val=trainer.best_val, state_resets=trainer.resets, model_config=cfg_model,
+        tokenizer=tok, params=trainer.params.copy())
