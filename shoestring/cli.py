@@ -1,6 +1,6 @@
 """cli.py: the `shoestring` command: the parser, the dispatch, errors turned into one line.
 
-Subcommands: info, tokenizer, train, chat, generate; their handlers are commands.cmd_<name>.
+Subcommands: info, tokenizer, train, chat, generate, serve; their handlers are commands.cmd_<name>.
 Errors: a ShoestringError prints `shoestring: error: <what> (<hint>)` and exits 1, a UsageError
 exits 2, Ctrl-C exits 130; the settings an error names (`batch_size`) are shown as the flags that
 set them (`--batch-size`). `--traceback` shows the full traceback instead.
@@ -10,6 +10,7 @@ check as TrainConfig itself), shows TrainConfig's default, and defaults to argpa
 the namespace holds exactly the flags given (a resume changes only those).
 """
 import argparse
+import os
 import re
 import sys
 
@@ -192,6 +193,25 @@ def build_parser():
     gen.add_argument("--max-tokens", type=int_in(1, MAX_SIZE), default=200,
                      help="tokens to generate (default: 200)")
     add_sampling_args(gen)
+
+    srv = sub.add_parser("serve", help="serve a model: OpenAI-compatible API and a chat page")
+    srv.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
+                     help="checkpoint to serve (default: the newest runs/*/best.json here)")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default: 127.0.0.1, this machine only)")
+    srv.add_argument("--port", type=int_in(0, 65535), default=8000,
+                     help="port (default: 8000; 0 picks a free one)")
+    srv.add_argument("--api-key", default=os.environ.get("SHOESTRING_API_KEY") or None,
+                     metavar="KEY", help="require Authorization: Bearer KEY on every /v1/ route "
+                                         "(default: $SHOESTRING_API_KEY, else none)")
+    srv.add_argument("--cache-mb", type=_float_in(0.0, 1 << 20, name="MB"), default=64,
+                     help="memory for cached conversation states, MB; 0 disables (default: 64)")
+    srv.add_argument("--max-tokens", type=int_in(1, MAX_SIZE), default=260,
+                     help="the default and the most tokens of one reply (default: 260)")
+    srv.add_argument("--max-body-kb", type=int_in(1, 1 << 20), default=1024,
+                     help="largest request body accepted, KB (default: 1024)")
+    srv.add_argument("--quiet", action="store_true", help="do not log requests")
+    add_sampling_args(srv)
     return parser
 
 

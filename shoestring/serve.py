@@ -1,7 +1,7 @@
 """serve.py: `shoestring serve`: an OpenAI-compatible HTTP server and a web chat page, O(1) per turn.
 
     shoestring serve ck.json                  # http://127.0.0.1:8000/ (the page), /v1/... (the API)
-    python -m shoestring.serve ck.json --port 8080 --api-key SECRET
+    shoestring serve ck.json --port 8080 --api-key SECRET
 
 The standard library only (http.server.ThreadingHTTPServer, one thread per connection). One Model
 is loaded once and shared read-only; every request decodes with its own kernels.Decoder (state,
@@ -52,7 +52,7 @@ an OpenAI-style JSON error {"error": {"message", "type", "param", "code"}} with 
 the server keeps serving. Ctrl-C or SIGTERM stop it cleanly: no new connections, replies in
 progress end (finish_reason "length"), then exit 0.
 """
-import argparse
+import glob
 import hashlib
 import hmac
 import json
@@ -66,13 +66,11 @@ import uuid
 from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import __version__
+from .version import __version__
 from .errors import ShoestringError
 
-try:                                   # the reply's whitespace trim, as ChatSession prints it
-    from .inference import _ReplyTrim  # (sample.py is being renamed inference.py)
-except ImportError:
-    from .sample import _ReplyTrim
+from .inference import ReplyTrim, decode_tokens
+from .params import guard_state
 
 DEFAULT_PORT = 8000
 DEFAULT_CACHE_MB = 64          # ~14,000 conversations at the default size (4.6 KB each): a Pi
@@ -229,8 +227,7 @@ class Engine:
     reply equals Model.chat(...).send and a completion Model.generate for the same seed)."""
 
     def __init__(self, model, cache_bytes=DEFAULT_CACHE_MB << 20, max_tokens=DEFAULT_MAX_TOKENS,
-                 temperature=0.8, top_k=40, top_p=0.95, model_id="shoestring"):
-        from .model import guard_state
+                 temperature=0.8, top_k=40, top_p=0.95, model_id="shoestring", seed=None):
         tok = model.tokenizer
         for name in ("[USER]", "[BOT]", "[EOS]"):
             if name not in tok.special_tokens:
@@ -241,10 +238,9 @@ class Engine:
         self.cache = StateCache(cache_bytes)
         self.max_tokens = int(max_tokens)
         self.defaults = {"temperature": float(temperature), "top_k": int(top_k),
-                         "top_p": float(top_p)}
+                         "top_p": float(top_p), "seed": seed}   # for requests without them
         self.model_id = model_id
         self.created = int(time.time())
-        self._guard = guard_state
         self._tok_lock = threading.Lock()     # the tokenizer's encode caches are not thread-safe
         self._user = tok.special_id("[USER]")
         self._bot = tok.special_id("[BOT]")
@@ -273,7 +269,7 @@ class Engine:
 
     def _close_turn(self, dec):
         """After an assistant message: the training guard, as ChatSession applies after a turn."""
-        self._guard(dec.state[:, None])
+        guard_state(dec.state[:, None])
 
     # -- chat ----------------------------------------------------------------------------------
     def chat(self, messages, params):
@@ -309,9 +305,8 @@ class Engine:
                     self._close_turn(dec)
             reply.prompt_tokens = fed + 1                # + [BOT]
             before = dec.state.copy()                    # the state before [BOT]: to re-feed
-            dec.step(self._bot)
             sampled = []
-            yield from self._sample(reply, dec, params, sampled, _ReplyTrim())
+            yield from self._sample(reply, dec, [self._bot], params, sampled, ReplyTrim())
             text = reply.text.strip()                    # as a client sends it back (fed stripped)
             body = self.body_ids(text)
             if sampled == body:                          # the state already holds the text as fed
@@ -339,47 +334,44 @@ class Engine:
         self._enter()
         try:
             dec = self.model.decoder()
-            self._feed(dec, ids[:-1])
-            dec.step(ids[-1])
             reply.prompt_tokens = len(ids)
-            yield from self._sample(reply, dec, params, [], None)
+            yield from self._sample(reply, dec, ids, params, [], None)
         finally:
             self._leave()
 
-    # -- the sampling loop (ChatSession._reply's and Model._generate's steps) --------------------
-    def _sample(self, reply, dec, params, sampled, trim):
-        """Sample from dec.logits until [EOS], max_tokens or a stop string, feeding each token;
+    # -- the sampling loop: inference.decode_tokens, the loop of generate and ChatSession.send --
+    def _sample(self, reply, dec, ids, params, sampled, trim):
+        """Feed ids, then sample until [EOS], max_tokens or a stop string (each token fed back);
         yields text pieces (whole characters; stripped as a chat reply when trim is given) and
         sets reply.text, finish_reason and completion_tokens; sampled gets the ids fed."""
         from .kernels import Rng
         p = dict(self.defaults, **params)
         seed = p.get("seed")
         rng = Rng(int.from_bytes(os.urandom(8), "little") if seed is None else seed)
-        draw = dec.sampler(rng, p["temperature"], min(p["top_k"], self.tok.vocab_size), p["top_p"])
+        sampling = (p["temperature"], min(p["top_k"], self.tok.vocab_size), p["top_p"])
+        n = min(p.get("max_tokens") or self.max_tokens, self.max_tokens)
         sd = self.tok.stream_decoder()
         cut = _StopCut(p.get("stop") or ())
-        out = []
+        out, ended = [], []
         finish, hit = "length", False
         stopping = self.stopping
-        for _ in range(min(p.get("max_tokens") or self.max_tokens, self.max_tokens)):
-            if stopping.is_set():
-                break
-            t = draw()
-            if t == self._eos:
-                finish = "stop"
-                break
-            sampled.append(t)
-            dec.step(t)
-            piece = sd.feed(t)
-            if trim is not None:
-                piece = trim.feed(piece)
-            piece, hit = cut.feed(piece)
-            if piece:
-                out.append(piece)
-                yield piece
-            if hit:
-                finish = "stop"
-                break
+        tokens = decode_tokens(dec, ids, rng, sampling, n, self._eos, ended)
+        try:
+            for t in tokens:
+                sampled.append(t)
+                piece = sd.feed(t)
+                if trim is not None:
+                    piece = trim.feed(piece)
+                piece, hit = cut.feed(piece)
+                if piece:
+                    out.append(piece)
+                    yield piece
+                if hit or stopping.is_set():
+                    break
+        finally:
+            tokens.close()
+        if ended or hit:
+            finish = "stop"
         if not hit:
             tail = sd.flush()
             if trim is not None:
@@ -776,50 +768,9 @@ class Handler(BaseHTTPRequestHandler):
             reply.close()
 
 
-# ---- command line -------------------------------------------------------------------------------
-def add_arguments(p):
-    """The `shoestring serve` arguments (shared by the CLI and `python -m shoestring.serve`)."""
-    from .cli import MAX_SIZE, int_in, nonneg_float, unit_float, MAX_VOCAB
-    p.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
-                   help="checkpoint to serve (default: the newest runs/*/best.json here)")
-    p.add_argument("--checkpoint", dest="checkpoint_flag", metavar="FILE", help=argparse.SUPPRESS)
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int_in(0, 65535), default=DEFAULT_PORT,
-                   help="port (default: %d; 0 picks a free one)" % DEFAULT_PORT)
-    p.add_argument("--api-key", default=os.environ.get("SHOESTRING_API_KEY"), metavar="KEY",
-                   help="require Authorization: Bearer KEY on every /v1/ route "
-                        "(default: $SHOESTRING_API_KEY, else none)")
-    p.add_argument("--cache-mb", type=_float_arg(0, 1 << 20), default=DEFAULT_CACHE_MB,
-                   help="memory for cached conversation states, in MB; 0 disables the cache "
-                        "(default: %d)" % DEFAULT_CACHE_MB)
-    p.add_argument("--max-tokens", type=int_in(1, MAX_SIZE), default=DEFAULT_MAX_TOKENS,
-                   help="the default and the most tokens of one reply (default: %d)"
-                        % DEFAULT_MAX_TOKENS)
-    p.add_argument("--max-body-kb", type=int_in(1, 1 << 20), default=DEFAULT_MAX_BODY_KB,
-                   help="largest request body accepted, in KB (default: %d)" % DEFAULT_MAX_BODY_KB)
-    p.add_argument("--temperature", type=nonneg_float, default=0.8,
-                   help="default sampling temperature (default: 0.8)")
-    p.add_argument("--top-k", type=int_in(0, MAX_VOCAB), default=40,
-                   help="default top-k; 0 disables (default: 40)")
-    p.add_argument("--top-p", type=unit_float, default=0.95, help="default top-p (default: 0.95)")
-    p.add_argument("--quiet", action="store_true", help="do not log requests")
-
-
-def _float_arg(lo, hi):
-    def parse(text):
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError("expected a number, got %r" % text)
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError("must be in [%s, %s], got %s" % (lo, hi, text))
-        return v
-    return parse
-
-
-def _find_checkpoint():
-    import glob
+# ---- running it (the `shoestring serve` command is commands.cmd_serve) -------------------------
+def find_checkpoint():
+    """The newest runs/*/best.json under the current folder (what `shoestring train` writes)."""
     found = [p for p in glob.glob(os.path.join("runs", "*", "best.json")) if os.path.isfile(p)]
     if not found:
         raise ShoestringError("no checkpoint given and none found under runs/ (name one: "
@@ -827,13 +778,21 @@ def _find_checkpoint():
     return max(found, key=os.path.getmtime)
 
 
+def model_id_for(path):
+    """The model's name in the API: the file's stem, or its run folder's for best/last.json."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name in ("best", "last"):
+        name = os.path.basename(os.path.dirname(os.path.abspath(path))) or name
+    return name
+
+
 def make_server(model, host="127.0.0.1", port=DEFAULT_PORT, api_key=None,
                 cache_mb=DEFAULT_CACHE_MB, max_tokens=DEFAULT_MAX_TOKENS,
                 max_body_kb=DEFAULT_MAX_BODY_KB, temperature=0.8, top_k=40, top_p=0.95,
-                model_id="shoestring", log=None):
-    """A Server (not yet serving: call serve_forever) for a loaded Model."""
+                model_id="shoestring", log=None, seed=None):
+    """A Server for a loaded Model, listening but not yet serving (call run or serve_forever)."""
     engine = Engine(model, int(cache_mb * (1 << 20)), max_tokens, temperature, top_k, top_p,
-                    model_id)
+                    model_id, seed)
     try:
         return Server((host, port), engine, api_key or None, max_body_kb << 10, log)
     except OSError as exc:
@@ -841,30 +800,9 @@ def make_server(model, host="127.0.0.1", port=DEFAULT_PORT, api_key=None,
                               % (host, port, exc.strerror or exc)) from None
 
 
-def cli_serve(args):
-    """`shoestring serve`: load the checkpoint, serve until Ctrl-C or SIGTERM; returns 0."""
-    from .sample import load
-    path = args.checkpoint or args.checkpoint_flag or _find_checkpoint()
-    model = load(path)
-    model_id = os.path.splitext(os.path.basename(path))[0]
-    if model_id in ("best", "last"):                 # runs/<run>/best.json: name it by its run
-        model_id = os.path.basename(os.path.dirname(os.path.abspath(path))) or model_id
-    srv = make_server(model, args.host, args.port, args.api_key, args.cache_mb, args.max_tokens,
-                      args.max_body_kb, args.temperature, args.top_k, args.top_p, model_id,
-                      None if args.quiet else sys.stderr)
-    err = sys.stderr
-    if not srv.loopback:
-        err.write("shoestring serve: warning: listening on %s: anyone who can reach this port can "
-                  "use the model%s\n" % (args.host, "" if args.api_key else
-                                         " (set --api-key to require a key)"))
-    print("shoestring serve: %s (model %s: %s)" % (srv.url, model_id, model.describe()), flush=True)
-    print("shoestring serve: API at %sv1 (OpenAI-compatible); Ctrl-C stops" % srv.url, flush=True)
-    return run(srv)
-
-
 def run(srv):
     """serve_forever until Ctrl-C or SIGTERM, then stop cleanly: no new connections, replies in
-    progress end within a few seconds, the socket closes."""
+    progress end within a few seconds, the socket closes; returns 0."""
     def on_term(signum, frame):
         threading.Thread(target=srv.shutdown, daemon=True).start()
 
@@ -885,24 +823,3 @@ def run(srv):
             signal.signal(signal.SIGTERM, old)
     print("shoestring serve: stopped", file=sys.stderr, flush=True)
     return 0
-
-
-def main(argv=None):
-    """`python -m shoestring.serve`: the same as `shoestring serve`."""
-    p = argparse.ArgumentParser(prog="shoestring serve", description=__doc__.split("\n")[0])
-    p.add_argument("--traceback", action="store_true", help="show a full traceback on errors")
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return cli_serve(args)
-    except ShoestringError as exc:
-        if args.traceback:
-            raise
-        print("shoestring: error: %s" % exc, file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -370,7 +370,7 @@ def test_page_is_self_contained(server):
 # ---- the command: startup line, Ctrl-C and SIGTERM stop cleanly -----------------------------------
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_command_serves_and_stops_cleanly(ckpt, tmp_path, sig):
-    p = subprocess.Popen([sys.executable, "-m", "shoestring.serve", ckpt, "--port", "0",
+    p = subprocess.Popen([sys.executable, "-m", "shoestring", "serve", ckpt, "--port", "0",
                           "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          cwd=str(tmp_path))
     try:
@@ -392,11 +392,11 @@ def test_command_serves_and_stops_cleanly(ckpt, tmp_path, sig):
 
 
 def test_command_errors_are_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "shoestring.serve", str(tmp_path / "missing.json")],
+    r = subprocess.run([sys.executable, "-m", "shoestring", "serve", str(tmp_path / "missing.json")],
                        capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
     assert r.returncode == 1 and r.stderr.startswith("shoestring: error:")
     assert len(r.stderr.strip().splitlines()) == 1
-    r = subprocess.run([sys.executable, "-m", "shoestring.serve"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "shoestring", "serve"], capture_output=True, text=True,
                        timeout=60, cwd=str(tmp_path))
     assert r.returncode == 1 and "no checkpoint given" in r.stderr
 

@@ -3,7 +3,7 @@
     python tools/bench_serve.py --checkpoint run/best.json            # 32 clients x 20 turns
     python tools/bench_serve.py --clients 8 --turns 5 --out serve.json    # a quick look
 
-Three servers are started in turn (`python -m shoestring.serve`, each its own process), and
+Three servers are started in turn (`python -m shoestring serve`, each its own process), and
 the clients (threads here, one keep-alive connection each, streaming) talk to them over HTTP:
   1. load: --clients conversations at once, --turns turns each; each request carries the whole
      conversation so far (as OpenAI clients do) and its own seed (client c, turn t: 1000 c + t).
@@ -56,7 +56,7 @@ def default_checkpoint(path):
 
 class ServerProcess:
     def __init__(self, ckpt, *extra):
-        self.p = subprocess.Popen([sys.executable, "-m", "shoestring.serve", ckpt, "--port", "0",
+        self.p = subprocess.Popen([sys.executable, "-m", "shoestring", "serve", ckpt, "--port", "0",
                                    "--quiet"] + list(extra), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
         line = self.p.stdout.readline()
