@@ -52,7 +52,6 @@ an OpenAI-style JSON error {"error": {"message", "type", "param", "code"}} with 
 the server keeps serving. Ctrl-C or SIGTERM stop it cleanly: no new connections, replies in
 progress end (finish_reason "length"), then exit 0.
 """
-import glob
 import hashlib
 import hmac
 import json
@@ -769,15 +768,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 # ---- running it (the `shoestring serve` command is commands.cmd_serve) -------------------------
-def find_checkpoint():
-    """The newest runs/*/best.json under the current folder (what `shoestring train` writes)."""
-    found = [p for p in glob.glob(os.path.join("runs", "*", "best.json")) if os.path.isfile(p)]
-    if not found:
-        raise ShoestringError("no checkpoint given and none found under runs/ (name one: "
-                              "shoestring serve runs/<run>/best.json, or train one first)")
-    return max(found, key=os.path.getmtime)
-
-
 def model_id_for(path):
     """The model's name in the API: the file's stem, or its run folder's for best/last.json."""
     name = os.path.splitext(os.path.basename(path))[0]

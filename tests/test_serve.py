@@ -398,7 +398,7 @@ def test_command_errors_are_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
     r = subprocess.run([sys.executable, "-m", "shoestring", "serve"], capture_output=True, text=True,
                        timeout=60, cwd=str(tmp_path))
-    assert r.returncode == 1 and "no checkpoint given" in r.stderr
+    assert r.returncode == 2 and "no checkpoint given" in r.stderr
 
 
 # ---- the page in a real browser ------------------------------------------------------------------
