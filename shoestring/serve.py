@@ -582,6 +582,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(err.status, json.dumps(err.body()).encode("utf-8"), "application/json", extra)
 
     def _handle(self, route):
+        self._streaming = False
         try:
             self._check_host()
             route()
@@ -589,6 +590,14 @@ class Handler(BaseHTTPRequestHandler):
             self._error(err)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except Exception as exc:            # a bug: say so in JSON (500) and keep serving
+            import traceback
+            self.close_connection = True
+            sys.stderr.write("shoestring serve: internal error on %s %s:\n%s"
+                             % (self.command, self.path, traceback.format_exc()))
+            if not self._streaming:
+                self._error(ApiError(500, "internal error: %s: %s" % (type(exc).__name__, exc),
+                                     etype="server_error"))
 
     def _check_host(self):
         if not self.server.loopback:
@@ -744,6 +753,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
 
+        self._streaming = True
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
