@@ -23,7 +23,6 @@ import json
 import math
 import os
 import signal
-import sys
 import time
 
 import numpy as np
@@ -37,6 +36,7 @@ from .errors import CheckpointError, DataError, ShoestringError, TrainingError
 from .model import Network
 from .optim import AdamW, default_warmup, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
+from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
 from .tokens import cached_encode, check_texts, count_chars, encode_files
 
 
@@ -56,55 +56,7 @@ def fingerprint(tokens, block=1 << 20):
     return h.hexdigest()[:16]
 
 
-# ---- progress display ---------------------------------------------------------------------------
-class Progress:
-    """One status line on a terminal (rewritten in place), a line every few seconds otherwise."""
-
-    def __init__(self, total, stream=None, quiet=False):
-        stream = sys.stderr if stream is None else stream     # looked up now: redirects work
-        self.total, self.stream, self.quiet = total, stream, quiet
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.t0 = time.time()
-        self.last = 0.0
-        self.start_step = 0       # the step this session started from (for the rate and ETA)
-
-    def update(self, step, text):
-        if self.quiet:
-            return
-        now = time.time()
-        if not self.tty and now - self.last < 10 and step < self.total:
-            return
-        self.last = now
-        frac = step / max(1, self.total)
-        done = step - self.start_step
-        rate = done / max(1e-9, now - self.t0)
-        eta = (self.total - step) / rate if rate > 0 else 0
-        width = 24
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        line = "[%s] %d/%d %s eta %s" % (bar, step, self.total, text, fmt_seconds(eta))
-        if self.tty:
-            self.stream.write("\r" + line[:150].ljust(150)[:150].rstrip() + "\033[K")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def message(self, text):
-        if self.quiet:
-            return
-        if self.tty:
-            self.stream.write("\r\033[K")
-        self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def close(self):
-        if self.tty and not self.quiet:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def fmt_seconds(s):
-    s = int(s)
-    return "%d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60) if s >= 3600 else "%d:%02d" % (s // 60, s % 60)
+# The progress display (tqdm on a terminal, plain lines in logs) is progress.Progress.
 
 
 # ---- the trainer -----------------------------------------------------------------------------
@@ -124,7 +76,13 @@ class Trainer:
         self.B, self.T, self.acc = config.batch_size, config.seq_length, config.accumulate
         self.threads = config.threads or default_threads()
         self.train_win = Windows(train_tokens, self.B, self.T, "model data")
+<<<<<<< HEAD
         self.val_tokens = val_tokens  # what validation scores: at most config.val_tokens + 1
+=======
+        self.val_tokens, self.val_chars = val_tokens, val_chars
+        # tokens per character of the training text (train() sets it; plots convert with it)
+        self.train_tokens_per_char = float("nan")
+>>>>>>> main
         self.out_dir = out_dir
         self.progress = progress if progress is not None else Progress(0, quiet=True)
         self.callbacks = tuple(callbacks)
@@ -352,7 +310,9 @@ class Trainer:
                             setting=("lr", "grad_clip"))
                     rec = {"step": step, "epoch": self.epoch + self.window / max(1, self.train_win.count),
                            "train_loss": loss_acc / n_acc, "val_loss": val, "perplexity": ppl,
-                           "bits_per_char": bpc, "lr": lr, "grad_norm": norm,
+                           "bits_per_char": bpc,
+                           "train_bits_per_char": loss_acc / n_acc / math.log(2) * self.train_tokens_per_char,
+                           "lr": lr, "grad_norm": norm,
                            "tokens_per_s": tps, "state_resets": self.resets,
                            "time": round(now, 3)}
                     self.metrics.append(rec)
@@ -537,6 +497,25 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         cfg_model = ModelConfig(**dict(cfg_model.to_dict(), V=tok.vocab_size))
     check_memory(cfg_model, config.batch_size, config.seq_length, threads)
 
+<<<<<<< HEAD
+=======
+    all_tokens = encode_texts(tok, texts)
+    if validation_data:
+        vtexts = read_texts([validation_data], config.encoding_errors, "validation data")
+        val_tokens = encode_texts(tok, vtexts)
+        val_chars = sum(len(t) for _, t in vtexts)
+        train_tokens = all_tokens
+    else:
+        n_val = int(len(all_tokens) * config.val_fraction)
+        n_val = max(n_val, min(len(all_tokens) // 2, config.seq_length + 1))
+        train_tokens, val_tokens = all_tokens[:-n_val], all_tokens[-n_val:]
+        total_chars = sum(len(t) for _, t in texts)
+        val_chars = total_chars * len(val_tokens) / max(1, len(all_tokens))
+    train_chars = sum(len(t) for _, t in texts) - (0 if validation_data else val_chars)
+    if len(val_tokens) < 2:
+        raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
+
+>>>>>>> main
     if out_dir is None:
         out_dir = os.path.dirname(os.path.abspath(ckpt_path)) if ckpt_path else \
             os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
@@ -583,6 +562,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     trainer = Trainer(config, cfg_model, tok, train_tokens, val_tokens, params=params,
                       ckpt=ckpt, out_dir=out_dir, progress=progress, callbacks=callbacks)
     trainer.data_paths = data_paths
+    trainer.train_tokens_per_char = len(train_tokens) / max(1.0, train_chars)
     trainer.validation_path = validation_data
     trainer.chat_data = enc.chat
     progress.total = trainer.total_steps

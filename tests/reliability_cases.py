@@ -69,7 +69,7 @@ def _flag_rows(cmd, flag, bad_values, pre=()):
     rows = []
     for tag, value in bad_values:
         rows.append(("%s %s %s" % (cmd, flag, tag), [cmd] + list(pre) + [flag, value], 2,
-                     re.escape("argument %s" % flag)))
+                     r"argument (?:[-\w]+/)*%s(?![-\w])" % re.escape(flag)))
     return rows
 
 
@@ -226,7 +226,7 @@ def _tokenizer_rows():
 def _run_rows(cmd):
     extra = ["--prompt", "hello"] if cmd == "generate" else []
     base = [cmd] + extra + ["--checkpoint"]
-    rows = [("%s --checkpoint not given" % cmd, [cmd] + extra, 2, "--checkpoint")]
+    rows = [("%s --checkpoint not given" % cmd, [cmd] + extra, 2, "no checkpoint given")]
     for flag, bad in (("--temperature", _FLOAT_BAD), ("--top-p", [("type", "x"), ("zero", "0"),
                                                                  ("absurd", "1.5")]),
                       ("--top-k", _INT0_BAD), ("--seed", _INT0_BAD)):
@@ -237,7 +237,7 @@ def _run_rows(cmd):
         rows.append(("%s --checkpoint truncated at %d%%" % (cmd, k), base + ["{trunc%02d}" % k], 1,
                      "truncated|empty"))
     for name, what, pat in (("missing", "missing", "does not exist"),
-                            ("emptydir", "a folder", "is a directory"),
+                            ("emptydir", "a folder", "folder without best.json"),
                             ("binary", "binary", "not UTF-8|not JSON"),
                             ("notjson", "plain text", "not JSON"),
                             ("array", "a JSON array", "not a shoestring checkpoint"),
