@@ -47,12 +47,12 @@ def id_dtype(vocab_size):
     return np.dtype(np.uint16) if vocab_size <= 65535 else np.dtype(np.int32)
 
 
-def text_chunks(path, encoding_errors="strict", what="model data"):
+def text_chunks(path, encoding_errors="strict", what="model data", chunk_bytes=_HASH_BLOCK):
     """The text of one file in chunks, as the whole-file reader would give it (a leading BOM
     dropped, NUL bytes refused as binary), with DataError naming the file."""
     first = True
     try:
-        for text in read_text_chunks(path, encoding_errors):
+        for text in read_text_chunks(path, encoding_errors, chunk_bytes):
             if first:
                 first = False
                 if text.startswith("\ufeff"):
@@ -66,12 +66,26 @@ def text_chunks(path, encoding_errors="strict", what="model data"):
         raise DataError("%s %s" % (what, exc), setting=exc.settings) from None
 
 
+def _refuse_binary(path, what):
+    """DataError if the file holds a NUL byte anywhere (checked before decoding, as the
+    whole-file reader did; text_chunks finds NULs only once a chunk decodes)."""
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(_HASH_BLOCK), b""):
+                if b"\x00" in block:
+                    raise DataError("%s %s looks binary (it contains NUL bytes; pass a UTF-8 "
+                                    "text file)" % (what, path))
+    except OSError as exc:
+        raise DataError("cannot read %s %s: %s" % (what, path, exc.strerror or exc)) from None
+
+
 def check_texts(paths, encoding_errors="strict", what="model data"):
     """Read every file once in chunks: DataError for unreadable, binary or non-UTF-8 files, or
     when there is no text at all (only whitespace). Returns the expanded file list."""
     files = expand_paths(paths, what)
     blank = True
     for p in files:
+        _refuse_binary(p, what)
         for text in text_chunks(p, encoding_errors, what):
             blank = blank and text.isspace()
     if blank:
@@ -98,7 +112,8 @@ class _Growing:
         return self.a
 
 
-def encode_files(tok, paths, encoding_errors="strict", what="model data", limit=None):
+def encode_files(tok, paths, encoding_errors="strict", what="model data", limit=None,
+                 chunk_bytes=_HASH_BLOCK):
     """Encode text files (each a separate document, specials recognised) into one compact array.
 
     limit: stop once at least `limit` ids exist (the array is cut to exactly `limit`, and chars
@@ -112,7 +127,7 @@ def encode_files(tok, paths, encoding_errors="strict", what="model data", limit=
     user = tok.special_id("[USER]") if "[USER]" in tok.special_tokens else None
     chat = False
     for p in files:
-        for chunk in _pretoken_chunks(text_chunks(p, encoding_errors, what)):
+        for chunk in _pretoken_chunks(text_chunks(p, encoding_errors, what, chunk_bytes)):
             ids = tok.encode(chunk, allow_special=True)
             chat = chat or (user is not None and user in ids)
             out.extend(ids)
@@ -123,7 +138,7 @@ def encode_files(tok, paths, encoding_errors="strict", what="model data", limit=
     ids = out.take()
     if limit is not None and ids.shape[0] > limit:
         ids = ids[:limit].copy()
-    return Encoded(ids, int(token_chars(tok)[ids].sum(dtype=np.int64)), chat)
+    return Encoded(ids, count_chars(tok, ids), chat)
 
 
 def token_chars(tok):
@@ -140,9 +155,10 @@ def token_chars(tok):
     return counts
 
 
-def count_chars(tok, ids):
-    """Exact characters of the text under ids (see token_chars)."""
-    return int(token_chars(tok)[np.asarray(ids)].sum(dtype=np.int64))
+def count_chars(tok, ids, block=1 << 20):
+    """Exact characters of the text under ids (see token_chars), a block at a time."""
+    table = token_chars(tok)
+    return sum(int(table[ids[i:i + block]].sum()) for i in range(0, len(ids), block))
 
 
 # ---- the token cache ------------------------------------------------------------------------------

@@ -76,13 +76,9 @@ class Trainer:
         self.B, self.T, self.acc = config.batch_size, config.seq_length, config.accumulate
         self.threads = config.threads or default_threads()
         self.train_win = Windows(train_tokens, self.B, self.T, "model data")
-<<<<<<< HEAD
         self.val_tokens = val_tokens  # what validation scores: at most config.val_tokens + 1
-=======
-        self.val_tokens, self.val_chars = val_tokens, val_chars
         # tokens per character of the training text (train() sets it; plots convert with it)
         self.train_tokens_per_char = float("nan")
->>>>>>> main
         self.out_dir = out_dir
         self.progress = progress if progress is not None else Progress(0, quiet=True)
         self.callbacks = tuple(callbacks)
@@ -497,25 +493,6 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         cfg_model = ModelConfig(**dict(cfg_model.to_dict(), V=tok.vocab_size))
     check_memory(cfg_model, config.batch_size, config.seq_length, threads)
 
-<<<<<<< HEAD
-=======
-    all_tokens = encode_texts(tok, texts)
-    if validation_data:
-        vtexts = read_texts([validation_data], config.encoding_errors, "validation data")
-        val_tokens = encode_texts(tok, vtexts)
-        val_chars = sum(len(t) for _, t in vtexts)
-        train_tokens = all_tokens
-    else:
-        n_val = int(len(all_tokens) * config.val_fraction)
-        n_val = max(n_val, min(len(all_tokens) // 2, config.seq_length + 1))
-        train_tokens, val_tokens = all_tokens[:-n_val], all_tokens[-n_val:]
-        total_chars = sum(len(t) for _, t in texts)
-        val_chars = total_chars * len(val_tokens) / max(1, len(all_tokens))
-    train_chars = sum(len(t) for _, t in texts) - (0 if validation_data else val_chars)
-    if len(val_tokens) < 2:
-        raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
-
->>>>>>> main
     if out_dir is None:
         out_dir = os.path.dirname(os.path.abspath(ckpt_path)) if ckpt_path else \
             os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
@@ -546,6 +523,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         n_val = int(len(all_tokens) * config.val_fraction)
         n_val = max(n_val, min(len(all_tokens) // 2, config.seq_length + 1))
         train_tokens, val_tokens = all_tokens[:-n_val], all_tokens[-n_val:]
+    train_chars = enc.chars - (0 if validation_data else count_chars(tok, val_tokens))
     if len(val_tokens) < 2:
         raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
     if keep is None or len(val_tokens) < keep:

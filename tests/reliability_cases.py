@@ -129,7 +129,7 @@ def _train_rows():
         ("train --model-data binary", ["train", "--model-data", "{binary}", "{SMALL}"], 1,
          "looks binary"),
         ("train --model-data not UTF-8", ["train", "--model-data", "{latin1}", "{SMALL}"], 1,
-         "not valid UTF-8 at byte offset"),
+         "not valid UTF-8: .* at byte offset"),
         ("train --model-data folder without .txt", ["train", "--model-data", "{emptydir}",
                                                     "{SMALL}"], 1, "has no .txt files"),
         ("train --model-data shorter than a window", ["train", "--model-data", "{short}",
