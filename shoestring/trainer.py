@@ -231,7 +231,8 @@ class Trainer:
         self.net.reduce_grads(self.grads)
         c = self.config
         lr = lr_at(self.opt.step, c.lr, self.total_steps, self.warmup, c.lr_schedule)
-        norm = self.opt.update(self.params, self.grads, lr, c.grad_clip)
+        norm = self.opt.update(self.params, self.grads, lr, c.grad_clip, self.net.run,
+                               self.net.threads)
         if not math.isfinite(norm):
             raise TrainingError(
                 "the gradient norm became %s at step %d (lower lr; the last good checkpoint is "
