@@ -319,7 +319,7 @@ def cmd_inspect(args):
 
 
 def cmd_prepare(args):
-    from .checkpoint import atomic_write_text
+    from .dataset import atomic_write_text
     from .prepare import check_usable, format_corpus, format_problems, prepare, summary
 
     res = prepare(args.inputs, fmt=args.format)

@@ -45,7 +45,8 @@ import struct
 import numpy as np
 
 from .version import __version__
-from .checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
+from .dataset import atomic_write_bytes, atomic_write_text
 from .errors import CheckpointError, ShoestringError
 from .params import ModelConfig, ParamLayout
 from .tokenizer import Tokenizer, _special_alternation

@@ -15,9 +15,7 @@ import numpy as np
 
 from . import kernels
 from .optim import split_blocks
-from .params import ParamLayout
-
-LAYER_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
+from .params import ParamLayout, layer_views
 
 
 def split_batch(B, S):
@@ -25,12 +23,6 @@ def split_batch(B, S):
     S = max(1, min(S, B))
     bounds = [B * s // S for s in range(S + 1)]
     return [(bounds[s], bounds[s + 1]) for s in range(S)]
-
-
-def layer_views(views, l):
-    """The per-layer dict of one layer's tensors (without the `l<l>.` prefix)."""
-    pre = "l%d." % l
-    return {k: views[pre + k] for k in LAYER_KEYS if pre + k in views}
 
 
 class _Shard:

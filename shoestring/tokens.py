@@ -6,7 +6,8 @@
 - Streaming: each file is read in chunks (never splitting a UTF-8 character), re-cut at
   pre-token-safe points and encoded chunk by chunk straight into a growing array of the compact
   id type; no Python list of the whole corpus and no whole-file string ever exists. The ids are
-  exactly those of encoding each whole file at once (`tok.encode_array(text)`), concatenated.
+  exactly those of encoding each file whole (`tok.encode_array(dataset.read_text(path))`),
+  concatenated.
 - Token cache (`tokens.bin` + `tokens.json` in the run's folder): the raw little-endian ids,
   and beside them the fingerprints they were made from (the tokenizer's merges and specials,
   every corpus file's path, size and SHA-256, the encoding_errors setting) and a CRC-32 of
@@ -27,10 +28,10 @@ from collections import namedtuple
 
 import numpy as np
 
-from .checkpoint import atomic_write_bytes, atomic_write_text
-from .dataset import expand_paths
-from .errors import DataError, TokenizerError
-from .tokenizer import _pretoken_chunks, read_text_chunks
+from .dataset import (CHUNK_BYTES, atomic_write_bytes, atomic_write_text, expand_paths,
+                      read_text_chunks)
+from .errors import DataError
+from .tokenizer import _pretoken_chunks
 
 CACHE_FORMAT = "shoestring-tokens"
 CACHE_VERSION = 1
@@ -47,46 +48,14 @@ def id_dtype(vocab_size):
     return np.dtype(np.uint16) if vocab_size <= 65535 else np.dtype(np.int32)
 
 
-def text_chunks(path, encoding_errors="strict", what="model data", chunk_bytes=_HASH_BLOCK):
-    """The text of one file in chunks, as the whole-file reader would give it (a leading BOM
-    dropped, NUL bytes refused as binary), with DataError naming the file."""
-    first = True
-    try:
-        for text in read_text_chunks(path, encoding_errors, chunk_bytes):
-            if first:
-                first = False
-                if text.startswith("\ufeff"):
-                    text = text[1:]
-            if "\x00" in text:
-                raise DataError("%s %s looks binary (it contains NUL bytes; pass a UTF-8 text "
-                                "file)" % (what, path))
-            if text:
-                yield text
-    except TokenizerError as exc:
-        raise DataError("%s %s" % (what, exc), setting=exc.settings) from None
-
-
-def _refuse_binary(path, what):
-    """DataError if the file holds a NUL byte anywhere (checked before decoding, as the
-    whole-file reader did; text_chunks finds NULs only once a chunk decodes)."""
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(_HASH_BLOCK), b""):
-                if b"\x00" in block:
-                    raise DataError("%s %s looks binary (it contains NUL bytes; pass a UTF-8 "
-                                    "text file)" % (what, path))
-    except OSError as exc:
-        raise DataError("cannot read %s %s: %s" % (what, path, exc.strerror or exc)) from None
-
-
 def check_texts(paths, encoding_errors="strict", what="model data"):
-    """Read every file once in chunks: DataError for unreadable, binary or non-UTF-8 files, or
-    when there is no text at all (only whitespace). Returns the expanded file list."""
+    """Read every file once in chunks (dataset.read_text_chunks): DataError for unreadable,
+    binary or non-UTF-8 files, or when there is no text at all (only whitespace), before any
+    work is spent on them. Holds no text. Returns the expanded file list."""
     files = expand_paths(paths, what)
     blank = True
     for p in files:
-        _refuse_binary(p, what)
-        for text in text_chunks(p, encoding_errors, what):
+        for text in read_text_chunks(p, encoding_errors, what):
             blank = blank and text.isspace()
     if blank:
         raise DataError("%s is empty: %s (give a file with text in it)" % (what, ", ".join(files)))
@@ -113,7 +82,7 @@ class _Growing:
 
 
 def encode_files(tok, paths, encoding_errors="strict", what="model data", limit=None,
-                 chunk_bytes=_HASH_BLOCK):
+                 chunk_bytes=CHUNK_BYTES):
     """Encode text files (each a separate document, specials recognised) into one compact array.
 
     limit: stop once at least `limit` ids exist (the array is cut to exactly `limit`, and chars
@@ -127,7 +96,8 @@ def encode_files(tok, paths, encoding_errors="strict", what="model data", limit=
     user = tok.special_id("[USER]") if "[USER]" in tok.special_tokens else None
     chat = False
     for p in files:
-        for chunk in _pretoken_chunks(text_chunks(p, encoding_errors, what, chunk_bytes)):
+        texts = read_text_chunks(p, encoding_errors, what, DataError, chunk_bytes)
+        for chunk in _pretoken_chunks(texts):
             ids = tok.encode(chunk, allow_special=True)
             chat = chat or (user is not None and user in ids)
             out.extend(ids)

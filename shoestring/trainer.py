@@ -27,11 +27,10 @@ import time
 
 import numpy as np
 
-from .checkpoint import (atomic_write_text, load_checkpoint, remove_stale_temp_files,
-                         save_checkpoint)
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import BUNDLED_EPOCHS, DEFAULT_EPOCHS, TrainConfig, resume_config
 from .data import default_corpus_path
-from .dataset import Windows
+from .dataset import Windows, atomic_write_text, remove_stale_temp_files
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError
 from .model import Network
 from .optim import AdamW, default_warmup, lr_at
@@ -135,6 +134,10 @@ class Trainer:
 
     # ---- checkpoint state ----------------------------------------------------------------
     def _restore(self, ck):
+        if isinstance(ck.get("training"), dict) and ck["training"].get("weights_only"):
+            raise CheckpointError(
+                "this checkpoint is a weights-only export (no optimiser or run state), which can "
+                "chat and be evaluated but not resume training (resume from the run's last.json)")
         try:
             self._restore_state(ck)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -313,7 +316,7 @@ class Trainer:
                            "tokens_per_s": tps, "state_resets": self.resets,
                            "time": round(now, 3)}
                     self.metrics.append(rec)
-                    self._append_metrics(rec)
+                    self._write_metrics()
                     prog.message("step %d: train loss %.4f, val loss %.4f, ppl %.2f, %.3f bits/char"
                                  % (step, rec["train_loss"], val, ppl, bpc))
                     self._emit("on_eval", rec)
@@ -339,15 +342,10 @@ class Trainer:
         self._emit("on_train_end")
         return interrupted
 
-    def _append_metrics(self, rec):
-        path = os.path.join(self.out_dir, "metrics.jsonl")
-        try:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
-        except OSError as exc:
-            raise CheckpointError("could not write %s: %s (free some disk space or choose "
-                                  "another out_dir; the last checkpoint is kept)"
-                                  % (path, exc.strerror or exc), setting="out_dir") from None
+    def _write_metrics(self):
+        """metrics.jsonl: one JSON object per validation, rewritten atomically."""
+        atomic_write_text(os.path.join(self.out_dir, "metrics.jsonl"),
+                          "".join(json.dumps(r) + "\n" for r in self.metrics), "metrics log")
 
 
 def _main_thread():
