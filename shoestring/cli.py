@@ -127,6 +127,7 @@ def add_train_args(p):
     d.add_argument("--validation-data", metavar="FILE",
                    help="held-out text for validation (default: the last --val-fraction of the model data)")
     add_setting(d, "val_fraction", "fraction of the model data held out when no --validation-data")
+    add_setting(d, "val_tokens", "validation scores at most this many held-out tokens; 0 scores all")
     add_setting(d, "encoding_errors", "what to do with bytes that are not UTF-8")
     d.add_argument("--checkpoint", metavar="FILE",
                    help="resume training from this checkpoint (keeps its architecture and plan; "
