@@ -118,6 +118,7 @@ class TrainConfig:
     # checkpoint, so a different value could not apply (#17: refused, not silently ignored)
     seed: int = setting(1337, int, 0, MAX_SEED, resume=FIXED)  # weights, stream offsets
     val_fraction: float = setting(0.1, float, 0.0, 0.5, resume=FIXED)  # held out without validation data
+    val_tokens: int = setting(250_000, int, 0, MAX_COUNT)     # scored per validation; 0: all
     eval_every: Optional[int] = setting(None, int, 1, MAX_COUNT)     # None: once per epoch
     threads: Optional[int] = setting(None, int, 1, MAX_THREADS, resume=SESSION)  # None: all cores
     encoding_errors: str = setting("strict", str, choices=("strict", "replace"), resume=SESSION)
