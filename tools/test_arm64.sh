@@ -33,8 +33,9 @@
 # Host requirements: root, debootstrap, qemu-user-static, binfmt-support (installed with apt-get
 # when missing; qemu only for an architecture the host cannot run natively: an ARM host runs
 # arm64, and armhf when its CPU has AArch32, probed with a tiny armhf program), a qemu-<arch>
-# binfmt_misc handler (registered by this script from qemu-<arch>-static when none is), network access to a Debian mirror (SHOESTRING_DEBIAN_MIRROR, default: the first
-# Debian archive in /etc/apt/sources.list*) and, for pypi mode, to the package index. The host's
+# binfmt_misc handler (registered by this script from qemu-<arch>-static when none is), network
+# access to a Debian mirror (SHOESTRING_DEBIAN_MIRROR, default: the first Debian archive in
+# /etc/apt/sources.list*) and, for pypi mode, to the package index. The host's
 # index settings (PIP_INDEX_URL / PIP_EXTRA_INDEX_URL, pip's global.index-url and
 # global.extra-index-url when they are http(s) URLs) and CA bundle are passed into the root.
 set -euo pipefail
@@ -61,7 +62,7 @@ while [ $# -gt 0 ]; do
         --wheel) shift; WHEEL=$(readlink -f "${1:?--wheel needs a file}") ;;
         --create-only) CREATE_ONLY=1 ;;
         --) shift; PYTEST_ARGS=("$@"); break ;;
-        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
     shift
