@@ -307,8 +307,15 @@ main() {
 ensure_host_tools
 if [ "$CREATE_ONLY" -eq 0 ] && [ -z "$SDIST" ] && [ -z "$WHEEL" ]; then
     out=$(mktemp -d /tmp/shoestring-sdist.XXXXXX)
-    log "building the sdist from $REPO"
-    PY=${PYTHON:-python3}
+    log "building the sdist from $REPO ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo 'not a git checkout'))"
+    # a Python with `build`: $PYTHON, else the checkout's .venv, else python3
+    PY=${PYTHON:-}
+    if [ -z "$PY" ]; then
+        PY=python3
+        if [ -x "$REPO/.venv/bin/python" ] && "$REPO/.venv/bin/python" -c 'import build' 2>/dev/null; then
+            PY=$REPO/.venv/bin/python
+        fi
+    fi
     "$PY" -m build --sdist --outdir "$out" "$REPO" >/dev/null \
         || die "could not build the sdist: install 'build' ($PY -m pip install build) or pass --sdist FILE"
     SDIST=$(ls "$out"/shoestring-*.tar.gz)
