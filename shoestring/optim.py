@@ -28,6 +28,16 @@ def default_warmup(total):
     return min(200, max(0, int(0.02 * total)))
 
 
+def grad_norm(grads):
+    """The global L2 norm of the flat gradient buffer (summed in float64)."""
+    return math.sqrt(kernels.sumsq(grads))
+
+
+def clip_scale(norm, clip):
+    """The factor the global-norm clip applies: clip/norm when norm > clip > 0, else 1."""
+    return clip / norm if 0 < clip < norm else 1.0
+
+
 class AdamW:
     """AdamW state (m, v, step) mirroring the flat parameter buffer."""
 
@@ -38,14 +48,13 @@ class AdamW:
         self.v = np.zeros(n, np.float32)
         self.step = 0
 
-    def update(self, params, grads, lr, clip):
-        """One step. Returns the gradient's global norm before clipping (not finite: no update)."""
-        norm = math.sqrt(kernels.sumsq(grads))
+    def update(self, params, grads, lr, clip, norm=None):
+        """One step, the gradients scaled by clip_scale(norm, clip) inside the same C pass.
+        Returns the gradient's global norm (computed unless given; not finite: no update)."""
+        norm = grad_norm(grads) if norm is None else norm
         if not math.isfinite(norm):
             return norm
-        scale = 1.0
-        if clip > 0 and norm > clip:
-            scale = clip / norm
+        scale = clip_scale(norm, clip)
         self.step += 1
         bc1 = 1.0 - self.beta1 ** self.step
         bc2 = 1.0 - self.beta2 ** self.step
