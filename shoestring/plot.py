@@ -272,9 +272,10 @@ def svg_text(rows, title=None, width=720, height=420):
         o.append('<text x="%.1f" y="%.1f" text-anchor="%s" fill="%s">best %.3f (step %s)</text>'
                  % (bx + (-8 if anchor == "end" else 8), by - 8, anchor, VAL_COLOR, best[1],
                     format(int(best[0]), ",")))
-    lx, ly = ml + pw - 170, mt + 10
-    o.append('<rect x="%d" y="%d" width="160" height="%d" fill="white" stroke="#999"/>'
-             % (lx, ly, 12 + 18 * len(curves)))
+    lw = 48 + 7 * max(len(name) for _, _, name in curves)      # about 7 px a character
+    lx, ly = ml + pw - lw - 10, mt + 10
+    o.append('<rect x="%d" y="%d" width="%d" height="%d" fill="white" stroke="#999"/>'
+             % (lx, ly, lw, 12 + 18 * len(curves)))
     for i, (_, color, name) in enumerate(curves):
         y = ly + 16 + 18 * i
         o.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"/>'

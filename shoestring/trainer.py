@@ -221,6 +221,10 @@ class Trainer:
 
     # ---- checkpoint state ----------------------------------------------------------------
     def _restore(self, ck):
+        if isinstance(ck.get("training"), dict) and ck["training"].get("weights_only"):
+            raise CheckpointError(
+                "this checkpoint is a weights-only export (no optimiser or run state), which can "
+                "chat and be evaluated but not resume training (resume from the run's last.json)")
         try:
             self._restore_state(ck)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:

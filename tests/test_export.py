@@ -197,3 +197,15 @@ def test_export_errors(run, tmp_path):
         export(os.path.join(run, "best.json"), str(tmp_path))
     with pytest.raises(ShoestringError, match="does not exist"):
         export(str(tmp_path / "missing.json"), str(tmp_path / "x"))
+
+
+def test_a_weights_only_export_cannot_resume_training(run, tmp_path, capsys):
+    from shoestring.cli import main
+    from tinyrun import CORPUS, TRAIN_FLAGS
+    small = export(os.path.join(run, "last.json"), str(tmp_path / "small.json"))[0][0]
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    rc = main(["train", "--checkpoint", small, "--model-data", str(corpus), "--max-steps", "8"]
+              + TRAIN_FLAGS)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "weights-only export" in err[0] and "last.json" in err[0]

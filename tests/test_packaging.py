@@ -276,15 +276,12 @@ def test_sdist_ships_every_tracked_source_test_and_tool(tmp_path):
 
 
 def _version():
-    """shoestring.__version__ as written in the source (the single source of the version)."""
-    import ast
-    with open(os.path.join(ROOT, "shoestring", "version.py"), encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__"
-                                                for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise AssertionError("no literal __version__ in shoestring/version.py")
+    """shoestring.__version__ as written in shoestring/version.py (tools/check_release.py reads it)."""
+    spec = importlib.util.spec_from_file_location(
+        "check_release_for_version", os.path.join(ROOT, "tools", "check_release.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.package_version(ROOT)
 
 
 def test_extension_uses_the_stable_abi():
