@@ -11,6 +11,8 @@
  *   4. the time loop: per step and expert, gather the active sequences' states into the saved
  *      activations, one matmul with Wch_e, GELU, the GRU blend, scatter back, mix into r;
  *   5. residual and RMSNorm for all rows.
+ * With cap > 0 the candidate is soft-capped, c = cap tanh(GELU(u) / cap) (step 4; its backward
+ * uses the saved capped value); cap == 0 is the uncapped model, bit for bit as before.
  * The backward runs the same in reverse: RMSNorm and residual for all rows, the recurrence per
  * step (only dL/dh_prev = dA . Wch_e is sequential), then every weight gradient as one big
  * matmul per expert after the loop. Compute goes through the dispatched kernels of
@@ -194,10 +196,34 @@ static float dot_new_state(const float *dr, const float *z, const float *h, cons
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
+/* ---- the candidate's soft cap (bounded recurrence) ------------------------------------------- */
+/* c = cap tanh(c / cap) = cap (2 sigmoid(2 c / cap) - 1) in place (cap > 0), through the
+ * dispatched (SIMD) sigmoid, as the decode step computes it; tmp: n floats of scratch. The
+ * candidate stays in (-cap, cap), so the state, a convex blend of candidates and the initial
+ * state, stays bounded by construction. */
+static void softcap_forward(const ss_kernels *k, float *restrict c, float *restrict tmp, size_t n,
+                            float cap)
+{
+    const float k2 = 2.0f / cap;
+    for (size_t i = 0; i < n; i++) tmp[i] = c[i] * k2;
+    k->sigmoid_forward(c, tmp, (int64_t)n);
+    for (size_t i = 0; i < n; i++) c[i] = cap * (2.0f * c[i] - 1.0f);
+}
+
+/* dc *= d(capped)/d(uncapped) = 1 - (capped / cap)^2, from the saved capped values. */
+static void softcap_backward(float *restrict dc, const float *restrict capped, size_t n, float cap)
+{
+    const float inv = 1.0f / cap;
+    for (size_t i = 0; i < n; i++) {
+        float t = capped[i] * inv;
+        dc[i] *= 1.0f - t * t;
+    }
+}
+
 /* ---- forward -------------------------------------------------------------------------------- */
 void ss_moegru_forward(float *out, float *acts, float *h, float *ws, const float *inp,
                        const ss_moegru_weights *w,
-                       int B, int T, int I, int H, int X, int K, float eps)
+                       int B, int T, int I, int H, int X, int K, float eps, float cap)
 {
     const ss_kernels *k = ss_kernels_active();
     const int N = B * T, T1 = T + 1;
@@ -283,6 +309,7 @@ void ss_moegru_forward(float *out, float *acts, float *h, float *ws, const float
             k->matmul_forward(tmp, hp, w->Wch + (size_t)e * H * H, NULL, m, H, H);
             add_to(a, tmp, (size_t)m * H);
             k->gelu_forward(Cc + (size_t)s0 * H, a, (int64_t)m * H);
+            if (cap > 0.0f) softcap_forward(k, Cc + (size_t)s0 * H, tmp, (size_t)m * H, cap);
             for (int32_t j = 0; j < m; j++) {
                 size_t p = (size_t)s0 + j;
                 int n = ROW[p];
@@ -300,7 +327,7 @@ void ss_moegru_forward(float *out, float *acts, float *h, float *ws, const float
 void ss_moegru_backward(float *dinp, float *dh, const ss_moegru_grads *g, float *ws,
                         const float *dout, const float *acts, const float *inp,
                         const ss_moegru_weights *w,
-                        int B, int T, int I, int H, int X, int K)
+                        int B, int T, int I, int H, int X, int K, float cap)
 {
     const ss_kernels *k = ss_kernels_active();
     const int N = B * T, T1 = T + 1;
@@ -344,6 +371,7 @@ void ss_moegru_backward(float *dinp, float *dh, const ss_moegru_grads *g, float 
                 dG[(size_t)n * X + e] = dot_new_state(dr, z, hp, c, H);  /* dL/dgate */
             }
             float *da = dA + (size_t)s0 * H;
+            if (cap > 0.0f) softcap_backward(dc, Cc + (size_t)s0 * H, (size_t)m * H, cap);
             k->gelu_backward(da, dc, A + (size_t)s0 * H, (int64_t)m * H);
             k->matmul_backward(dhp, NULL, NULL, da, HP + (size_t)s0 * H,
                                w->Wch + (size_t)e * H * H, m, H, H);

@@ -82,9 +82,12 @@ void ss_softmax_backward(float *dinp, const float *dout, const float *out, int N
 void ss_crossentropy_forward(float *losses, float *dlogits, const float *logits,
                              const int32_t *targets, int N, int V, float dscale);
 
-/* Embedding: out(N,C) = WE[tokens(N)];  backward: dWE[tokens[n]] += dout[n] (in row order).   */
-void ss_embedding_forward(float *out, const int32_t *tokens, const float *WE, int N, int C);
-void ss_embedding_backward(float *dWE, const float *dout, const int32_t *tokens, int N, int C);
+/* Embedding: out(N,C) = WE[tokens(N)] * s;  backward: dWE[tokens[n]] += dout[n] * s (in row     */
+/* order), where s = row_scale[tokens[n]] (row_scale (V): embedding dropout) or 1 when NULL.   */
+void ss_embedding_forward(float *out, const int32_t *tokens, const float *WE,
+                          const float *row_scale, int N, int C);
+void ss_embedding_backward(float *dWE, const float *dout, const int32_t *tokens,
+                           const float *row_scale, int N, int C);
 
 /* ---------------------------------------------------------------------------------------- */
 /* MoE-GRU layer, model and decode kernels: declared below this line by csrc/moegru.c etc.   */
@@ -101,6 +104,8 @@ void ss_embedding_backward(float *dWE, const float *dout, const int32_t *tokens,
 /*   z = sigmoid(Wz_e x + bz_e), c = GELU(Wcx_e x + Wch_e h_e + bc_e), h_e = (1-z) h_e + z c,   */
 /*   the others keep h_e; r = sum_sel gate_e h_e + (x or Wp x + bp);                          */
 /*   out = gamma * r / sqrt(mean(r^2) + eps).                                                 */
+/* cap > 0 bounds the recurrence: the candidate becomes c = cap tanh(GELU(u) / cap), so every  */
+/* state stays in [min(h0, -0.17), max(h0, cap)]; cap == 0 keeps c = GELU(u) exactly.          */
 /* Memory: C never allocates. The caller provides float32 buffers of at least                 */
 /* ss_moegru_acts_floats(...) (saved activations: written by forward, read by backward; some  */
 /* slots hold int32 indices) and ss_moegru_ws_floats(...) (scratch for forward and backward).  */
@@ -138,7 +143,7 @@ size_t ss_moegru_ws_floats(int B, int T, int I, int H, int X, int K);
 /* acts receives everything backward needs (including every state an expert step read).       */
 void ss_moegru_forward(float *out, float *acts, float *h, float *ws, const float *inp,
                        const ss_moegru_weights *w,
-                       int B, int T, int I, int H, int X, int K, float eps);
+                       int B, int T, int I, int H, int X, int K, float eps, float cap);
 
 /* Exact backward through the T steps of the matching forward (same acts, inp, w, sizes).     */
 /* dinp(B,T,I) += dL/dinp (NULL skips); every non-NULL grad field +=;                        */
@@ -147,7 +152,13 @@ void ss_moegru_forward(float *out, float *acts, float *h, float *ws, const float
 void ss_moegru_backward(float *dinp, float *dh, const ss_moegru_grads *g, float *ws,
                         const float *dout, const float *acts, const float *inp,
                         const ss_moegru_weights *w,
-                        int B, int T, int I, int H, int X, int K);
+                        int B, int T, int I, int H, int X, int K, float cap);
+
+/* Dropout with a given mask (csrc/dropout.c; training only; masks hold 0 or 1/(1-p)).          */
+/* out(B,T,C) = inp(B,T,C) * mask(B,C): one mask row per stream, shared by its T steps (locked  */
+/* dropout); T = 1 masks elementwise (DropConnect of a weight). backward: dinp += dout * mask.  */
+void ss_dropout_forward(float *out, const float *inp, const float *mask, int B, int T, int C);
+void ss_dropout_backward(float *dinp, const float *dout, const float *mask, int B, int T, int C);
 
 /* ======================================================================================== */
 /* Decoding (csrc/decode.c): one token at batch 1 through all layers and the head; the        */

@@ -1,4 +1,4 @@
-"""chat.py: `shoestring chat` and `shoestring generate`, and run_chat (also used after training).
+"""chat.py: run_chat, the terminal chat over a Model (`shoestring chat`, and after training).
 
 Interactive (stdin is a terminal): a banner, the prompt `you> `, the reply streamed token by token
 after `bot> `. Commands: /reset forgets the conversation, /help lists commands; `exit`, `quit`,
@@ -8,9 +8,6 @@ reply stops that reply and returns to the prompt; Ctrl-C at the prompt leaves wi
 Scripted (stdin is not a terminal): no banner and no prompts; each input line is one user turn
 and each reply is printed on one line (a newline inside a reply becomes a space); the same
 commands work; the end of input ends the session with status 0.
-
-`shoestring generate` prints the continuation of --prompt (or of standard input, less the one
-trailing newline that `echo` adds) as it streams, stopping early at [EOS].
 
 Start-up is kept short: numpy, the C module and the checkpoint are loaded only after argparse,
 and nothing else heavy happens before the first prompt.
@@ -23,36 +20,6 @@ HELP = """commands:
   /help    this list
   exit, quit, q, :q or Ctrl-D   leave
 Ctrl-C stops a reply; at the prompt it leaves."""
-
-
-def _load(path):
-    from .sample import load
-    return load(path)
-
-
-def cli_chat(args):
-    model = _load(args.checkpoint)
-    return run_chat(model, args.max_response, args.temperature, args.top_k, args.top_p, args.seed)
-
-
-def cli_generate(args):
-    model = _load(args.checkpoint)
-    prompt = args.prompt
-    if prompt is None:
-        if sys.stdin.isatty():
-            sys.stderr.write("(reading the prompt from standard input; end it with Ctrl-D)\n")
-        prompt = sys.stdin.read()
-        if prompt.endswith("\n"):        # `echo text |` adds one; it is not part of the prompt
-            prompt = prompt[:-2] if prompt.endswith("\r\n") else prompt[:-1]
-    out = sys.stdout
-    it = model.generate(prompt, max_tokens=args.max_tokens, temperature=args.temperature,
-                        top_k=args.top_k, top_p=args.top_p, seed=args.seed, stream=True)
-    for piece in it:
-        out.write(piece)
-        out.flush()
-    out.write("\n")
-    out.flush()
-    return 0
 
 
 def _read_line(stdin, stdout, prompt, interactive):
@@ -76,9 +43,9 @@ def _read_line(stdin, stdout, prompt, interactive):
 
 
 def run_chat(model, max_response=260, temperature=0.8, top_k=40, top_p=0.95, seed=None,
-             stdin=None, stdout=None):
+             stdin=None, stdout=None, banner=True):
     """Chat with `model` over stdin/stdout until the user leaves; returns the exit status
-    (0, or 130 after Ctrl-C at the prompt)."""
+    (0, or 130 after Ctrl-C at the prompt). banner=False: no banner on a terminal."""
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
     try:
@@ -87,7 +54,7 @@ def run_chat(model, max_response=260, temperature=0.8, top_k=40, top_p=0.95, see
         interactive = False
     session = model.chat(max_response=max_response, temperature=temperature, top_k=top_k,
                          top_p=top_p, seed=seed)
-    if interactive:
+    if interactive and banner:
         stdout.write("shoestring chat: %s\n" % model.describe())
         stdout.write("Type a message and press Enter; /help for commands; exit or Ctrl-D to leave.\n")
         stdout.flush()

@@ -1,24 +1,38 @@
-"""cli.py: the `shoestring` command: parses arguments, dispatches, turns errors into one line.
+"""cli.py: the `shoestring` command: the parser, the dispatch, errors turned into one line.
 
-Subcommands: info, tokenizer, train, chat, generate. Each handler lives in its own module and is
-imported only when used, so `shoestring chat` starts fast. Errors: a ShoestringError prints
-`shoestring: error: <what> (<hint>)` and exits 1; usage errors exit 2; Ctrl-C exits 130.
-`--traceback` shows the full traceback instead.
+Subcommands: info, tokenizer, train, chat, generate, plot, inspect, prepare, export; their
+handlers are commands.cmd_<name>. Errors: a ShoestringError prints `shoestring: error: <what>
+(<hint>)` and exits 1; a usage error (a bad flag, or a UsageError) is ONE line, `shoestring <cmd>:
+error: <what> (see shoestring <cmd> -h)`, exit 2; Ctrl-C exits 130; a closed standard output
+(`| head`) ends quietly with status 0. The settings an error names (`batch_size`) are shown as the
+flags that set them (`--batch-size`). `--traceback`, anywhere on the line, shows the full
+traceback instead.
+
+The training flags are TrainConfig's settings: each parses with config.parse_setting (the same
+check as TrainConfig itself), shows TrainConfig's default, and defaults to argparse.SUPPRESS, so
+the namespace holds exactly the flags given (a resume changes only those).
 """
 import argparse
-import os
+import re
 import sys
 
-from . import __version__
-from .errors import ShoestringError
+from .version import __version__
+from .config import (MAX_COUNT, MAX_EXPERTS, MAX_LAYERS, MAX_SEED, MAX_SIZE, MAX_VOCAB,
+                     MAX_WIDTH, SETTINGS, parse_setting)
+from .errors import ShoestringError, UsageError
+from .params import ModelConfig
 
-# Architecture flags default to None in the parser so that resuming from a checkpoint can tell
-# "not given" from "given" (a given flag that contradicts the checkpoint is an error); the
-# defaults themselves are ModelConfig's (MODEL.md §6), applied in train.resolve_config.
+MODEL_FLAGS = {"V": "--bpe-vocab-size", "C": "--embedding-dim", "H": "--gru-hidden-size",
+               "L": "--gru-layers", "X": "--num-experts", "K": "--active-experts",
+               "eps_rmsnorm": "--eps-rmsnorm"}
 
 
-class UsageError(ShoestringError):
-    """A flag value that argparse accepted but that makes no sense (exit 2)."""
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: the problem and where the help is, exit 2 (argparse
+    prints the whole usage block first, burying the line that matters)."""
+
+    def error(self, message):
+        self.exit(2, "%s: error: %s (see %s -h)\n" % (self.prog, message, self.prog))
 
 
 def int_in(lo, hi, name="whole number"):
@@ -37,18 +51,6 @@ def int_in(lo, hi, name="whole number"):
     return parse
 
 
-# Upper bounds far beyond any model this tool can train on a small device, low enough that a
-# typo (an extra zero run) fails at once instead of allocating terabytes or looping for ever.
-MAX_VOCAB = 1_000_000
-MAX_WIDTH = 65_536          # C, H
-MAX_LAYERS = 64
-MAX_EXPERTS = 1024
-MAX_SIZE = 1_000_000        # T, B, accumulate, tokens per reply
-MAX_THREADS = 1024
-MAX_COUNT = 10 ** 12        # steps, epochs, intervals
-MAX_SEED = 2 ** 64 - 1
-
-
 def _float_in(lo, hi, lo_open=False, name="value"):
     def parse(text):
         try:
@@ -65,21 +67,53 @@ def _float_in(lo, hi, lo_open=False, name="value"):
     return parse
 
 
-positive_float = _float_in(0.0, None, lo_open=True, name="positive number")
 nonneg_float = _float_in(0.0, None, name="non-negative number")
 unit_float = _float_in(0.0, 1.0, lo_open=True, name="number in (0, 1]")
 
 
 def add_sampling_args(p):
     g = p.add_argument_group("sampling")
-    g.add_argument("--temperature", type=nonneg_float, default=0.8,
+    g.add_argument("-t", "--temperature", type=nonneg_float, default=0.8,
                    help="softmax temperature; 0 is greedy (default: 0.8)")
     g.add_argument("--top-k", type=int_in(0, MAX_VOCAB), default=40,
                    help="sample among the k most likely tokens; 0 disables (default: 40)")
     g.add_argument("--top-p", type=unit_float, default=0.95,
                    help="nucleus sampling: smallest set with this total probability (default: 0.95)")
-    g.add_argument("--seed", type=int_in(0, MAX_SEED), default=None,
+    g.add_argument("-s", "--seed", type=int_in(0, MAX_SEED), default=None,
                    help="random seed for sampling; fixed seed gives the same text (default: random)")
+
+
+def add_checkpoint_args(p, what="checkpoint to load"):
+    """CHECKPOINT as a positional argument or -m/--checkpoint; a run folder means its best.json;
+    neither: the newest run under runs/ (commands.resolve_checkpoint)."""
+    p.add_argument("checkpoint_pos", nargs="?", metavar="CHECKPOINT",
+                   help="%s: a .json file or a run folder (its best.json); default: the newest "
+                        "run under runs/" % what)
+    p.add_argument("-m", "--checkpoint", metavar="CHECKPOINT", help="the same, as a flag")
+
+
+def add_setting(group, name, help, default_text=None, short=None):
+    """A flag for the TrainConfig setting `name`: --<name with dashes> (and `short`, like -s)."""
+    def parse(text):
+        try:
+            return parse_setting(name, text)
+        except UsageError as exc:
+            msg = str(exc)
+            raise argparse.ArgumentTypeError(msg[len(name) + 1:] if msg.startswith(name + " ")
+                                              else msg) from None
+    parse.__name__ = SETTINGS[name]["kind"].__name__
+    spec = SETTINGS[name]
+    if default_text is None:
+        default_text = str(spec["default"])
+    kw = {"choices": spec["choices"]} if spec["choices"] else {"type": parse}
+    flags = ([short] if short else []) + ["--" + name.replace("_", "-")]
+    group.add_argument(*flags, default=argparse.SUPPRESS,
+                       help="%s (default: %s)" % (help, default_text), **kw)
+
+
+def add_model_flag(group, key, flag_type, help):
+    group.add_argument(MODEL_FLAGS[key], dest=key, type=flag_type, default=argparse.SUPPRESS,
+                       help="%s (default: %s)" % (help, getattr(ModelConfig, key)))
 
 
 def add_train_args(p):
@@ -91,68 +125,52 @@ def add_train_args(p):
                         "(default: the small chat corpus shipped with shoestring)")
     d.add_argument("--validation-data", metavar="FILE",
                    help="held-out text for validation (default: the last --val-fraction of the model data)")
-    d.add_argument("--val-fraction", type=_float_in(0.0, 0.5, name="fraction"), default=0.1,
-                   help="fraction of the model data held out when no --validation-data (default: 0.1)")
-    d.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
-                   help="what to do with bytes that are not UTF-8 (default: strict)")
+    add_setting(d, "val_fraction", "fraction of the model data held out when no --validation-data")
+    add_setting(d, "encoding_errors", "what to do with bytes that are not UTF-8")
     d.add_argument("--checkpoint", metavar="FILE",
-                   help="resume training from this checkpoint (keeps its architecture; "
-                        "default: start a new run)")
+                   help="resume training from this checkpoint (keeps its architecture and plan; "
+                        "flags given change the plan; default: start a new run)")
     a = p.add_argument_group("architecture (fixed by a checkpoint when resuming)")
-    a.add_argument("--bpe-vocab-size", type=int_in(1, MAX_VOCAB), default=None,
-                   help="tokenizer vocabulary size (default: 850)")
-    a.add_argument("--embedding-dim", type=int_in(1, MAX_WIDTH), default=None,
-                   help="embedding width C (default: 96)")
-    a.add_argument("--gru-hidden-size", type=int_in(1, MAX_WIDTH), default=None,
-                   help="hidden width H of every expert (default: 96)")
-    a.add_argument("--gru-layers", type=int_in(1, MAX_LAYERS), default=None,
-                   help="number of MoE-GRU layers L (default: 2)")
-    a.add_argument("--num-experts", type=int_in(1, MAX_EXPERTS), default=None,
-                   help="experts per layer X (default: 6)")
-    a.add_argument("--active-experts", type=int_in(1, MAX_EXPERTS), default=None,
+    add_model_flag(a, "V", int_in(1, MAX_VOCAB), "tokenizer vocabulary size")
+    add_model_flag(a, "C", int_in(1, MAX_WIDTH), "embedding width C")
+    add_model_flag(a, "H", int_in(1, MAX_WIDTH), "hidden width H of every expert")
+    add_model_flag(a, "L", int_in(1, MAX_LAYERS), "number of MoE-GRU layers L")
+    add_model_flag(a, "X", int_in(1, MAX_EXPERTS), "experts per layer X")
+    a.add_argument("--active-experts", dest="K", type=int_in(1, MAX_EXPERTS),
+                   default=argparse.SUPPRESS,
                    help="experts run per token K, 1..X; K=X is dense (default: X)")
+    add_model_flag(a, "eps_rmsnorm", _float_in(0.0, 1.0, lo_open=True), "RMSNorm epsilon")
     t = p.add_argument_group("training")
-    t.add_argument("--seq-length", type=int_in(1, MAX_SIZE), default=80,
-                   help="time steps T per window (default: 80)")
-    t.add_argument("--batch-size", type=int_in(1, MAX_SIZE), default=16,
-                   help="parallel streams B (default: 16)")
-    t.add_argument("--epochs", type=int_in(1, MAX_COUNT), default=None,
-                   help="passes over the model data; when resuming, the new total (default: 5; "
-                        "20 on the bundled corpus, which is small)")
-    t.add_argument("--max-steps", type=int_in(1, MAX_COUNT), default=None,
-                   help="stop after this many optimiser steps in total (default: no limit)")
-    t.add_argument("--max-minutes", type=_float_in(0.0, 10 ** 6, lo_open=True, name="minutes"),
-                   default=None,
-                   help="stop this session after this many minutes of training, then validate "
-                        "and save (default: no limit)")
-    t.add_argument("--lr", type=positive_float, default=0.001, help="peak learning rate (default: 0.001)")
-    t.add_argument("--wd", type=nonneg_float, default=0.01,
-                   help="AdamW weight decay, matrices only (default: 0.01)")
-    t.add_argument("--grad-clip", type=nonneg_float, default=1.0,
-                   help="global gradient-norm clip; 0 disables (default: 1.0)")
-    t.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
-                   help="linear warm-up then cosine decay, or constant (default: cosine)")
-    t.add_argument("--warmup-steps", type=int_in(0, MAX_COUNT), default=None,
-                   help="warm-up steps (default: 2%% of the total, at most 200)")
-    t.add_argument("--accumulate", type=int_in(1, MAX_SIZE), default=1,
-                   help="gradient accumulation: windows per optimiser step (default: 1)")
-    t.add_argument("--eps-rmsnorm", type=_float_in(0.0, 1.0, lo_open=True), default=1e-5, help="RMSNorm epsilon (default: 1e-5)")
-    t.add_argument("--eps-adamw", type=_float_in(0.0, 1.0, lo_open=True), default=1e-8, help="AdamW epsilon (default: 1e-8)")
-    t.add_argument("--threads", type=int_in(1, MAX_THREADS), default=None,
-                   help="worker threads (default: all cores)")
-    t.add_argument("--seed", type=int_in(0, MAX_SEED), default=1337, help="random seed (default: 1337)")
+    add_setting(t, "seq_length", "time steps T per window")
+    add_setting(t, "batch_size", "parallel streams B")
+    add_setting(t, "epochs", "passes over the model data; when resuming, the new total",
+                "5; 20 on the bundled corpus, which is small")
+    add_setting(t, "max_steps", "stop after this many optimiser steps in total", "no limit")
+    add_setting(t, "max_minutes", "stop this session after this many minutes of training, then "
+                "validate and save", "no limit")
+    add_setting(t, "lr", "peak learning rate")
+    add_setting(t, "wd", "AdamW weight decay, matrices only")
+    add_setting(t, "grad_clip", "global gradient-norm clip; 0 disables")
+    add_setting(t, "lr_schedule", "linear warm-up then cosine decay, or constant")
+    add_setting(t, "warmup_steps", "warm-up steps", "2%% of the total, at most 200")
+    add_setting(t, "accumulate", "gradient accumulation: windows per optimiser step")
+    add_setting(t, "eps_adamw", "AdamW epsilon")
+    add_setting(t, "threads", "worker threads", "all cores")
+    add_setting(t, "seed", "random seed", short="-s")
     o = p.add_argument_group("output")
     o.add_argument("--out-dir", metavar="DIR",
-                   help="folder for checkpoints and metrics (default: runs/<timestamp>)")
-    o.add_argument("--eval-every", type=int_in(1, MAX_COUNT), default=None,
-                   help="validate and checkpoint every N steps (default: once per epoch and at the end)")
+                   help="folder for checkpoints and metrics (default: runs/<timestamp>, or the "
+                        "checkpoint's folder when resuming)")
+    add_setting(o, "eval_every", "validate and checkpoint every N steps",
+                "once per epoch and at the end")
     o.add_argument("--sample-every", type=int_in(0, MAX_COUNT), default=200,
                    help="print a short generated sample every N steps; 0 disables (default: 200)")
     o.add_argument("--no-chat", action="store_true", help="do not open the chat when training ends")
-    o.add_argument("--quiet", action="store_true", help="no progress bar or samples")
+    o.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar, samples or chart; only where the checkpoints went")
     c = p.add_argument_group("chat after training")
-    c.add_argument("--max-response", type=int_in(1, MAX_SIZE), default=260,
-                   help="most tokens in one reply (default: 260)")
+    c.add_argument("--max-tokens", "--max-response", dest="max_tokens", type=int_in(1, MAX_SIZE),
+                   default=260, help="most tokens in one reply (default: 260)")
     c.add_argument("--temperature", type=nonneg_float, default=0.8,
                    help="sampling temperature; 0 is greedy (default: 0.8)")
     c.add_argument("--top-k", type=int_in(0, MAX_VOCAB), default=40, help="top-k sampling; 0 disables (default: 40)")
@@ -160,7 +178,7 @@ def add_train_args(p):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="shoestring",
         description="Train and chat with a tiny mixture-of-experts GRU language model.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -185,69 +203,138 @@ def build_parser():
     add_train_args(train)
 
     chat = sub.add_parser("chat", help="chat with a trained model")
-    chat.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint to load")
-    chat.add_argument("--max-response", type=int_in(1, MAX_SIZE), default=260,
+    add_checkpoint_args(chat)
+    chat.add_argument("-n", "--max-tokens", "--max-response", dest="max_tokens",
+                      type=int_in(1, MAX_SIZE), default=260,
                       help="most tokens in one reply (default: 260)")
+    chat.add_argument("-q", "--quiet", action="store_true",
+                      help="no banner and no notes on standard error")
     add_sampling_args(chat)
 
     gen = sub.add_parser("generate", help="continue a prompt")
-    gen.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint to load")
-    gen.add_argument("--prompt", metavar="TEXT", help="text to continue (default: read stdin)")
-    gen.add_argument("--max-tokens", type=int_in(1, MAX_SIZE), default=200,
-                     help="tokens to generate (default: 200)")
+    add_checkpoint_args(gen)
+    gen.add_argument("-p", "--prompt", metavar="TEXT", help="text to continue (default: read stdin)")
+    gen.add_argument("-n", "--max-tokens", "--max-response", dest="max_tokens",
+                     type=int_in(1, MAX_SIZE), default=200,
+                     help="most tokens to generate (default: 200)")
+    gen.add_argument("--special", action="store_true",
+                     help="read [USER], [BOT] and [EOS] in the prompt as the special tokens "
+                          "(a chat model continues `[USER] hi [EOS]\\n[BOT]` with a reply)")
+    gen.add_argument("-q", "--quiet", action="store_true", help="no notes on standard error")
     add_sampling_args(gen)
+
+    plot = sub.add_parser("plot", help="loss curves of a run: a chart here, or an SVG/PNG file")
+    plot.add_argument("run", nargs="?", metavar="RUN",
+                      help="a run folder (its metrics.jsonl), a metrics .jsonl file or a "
+                           "checkpoint; default: the newest run under runs/")
+    plot.add_argument("-o", "--out", metavar="FILE",
+                      help="write the curves to FILE.svg (no dependencies) or FILE.png (needs "
+                           "matplotlib: pip install 'shoestring[plot]'); default: a chart here")
+    plot.add_argument("--width", type=int_in(20, 1000), default=None,
+                      help="width of the chart in characters (default: the terminal's, at most 100)")
+
+    ins = sub.add_parser("inspect", help="what a checkpoint holds: model, tokenizer, progress, "
+                                         "best figures, data, file parts")
+    add_checkpoint_args(ins, "checkpoint to describe")
+    ins.add_argument("--json", action="store_true", help="print the description as JSON")
+
+    prep = sub.add_parser(
+        "prepare", help="turn chat data (JSONL messages, CSV, text) into the training corpus format",
+        description="Turn chat data into the [USER]/[BOT] corpus format that `shoestring train "
+                    "--model-data` reads. Input forms, by extension: .jsonl/.json (one object per "
+                    "line: {\"messages\": [{\"role\": \"user\", \"content\": ...}, ...]}), .csv/.tsv "
+                    "(two columns: user, bot; one exchange per row), anything else (plain text: "
+                    "dialogues are blocks separated by blank lines, lines alternate user, bot). "
+                    "System messages are dropped; special-token text such as [EOS] inside a "
+                    "message becomes (EOS); every problem is reported as file:line.")
+    prep.add_argument("inputs", nargs="+", metavar="INPUT", help="chat data files")
+    prep.add_argument("-o", "--out", required=True, metavar="FILE",
+                      help="the corpus file to write ('-': standard output)")
+    prep.add_argument("--format", choices=["jsonl", "csv", "text"], default=None,
+                      help="read every input in this form (default: by file extension)")
+    prep.add_argument("--max-problems", type=int_in(0, MAX_COUNT), default=20,
+                      help="problems shown per file; 0 shows all (default: 20)")
+
+    exp = sub.add_parser("export", help="a weights-only checkpoint, or safetensors + a "
+                                        "HuggingFace tokenizer.json")
+    add_checkpoint_args(exp, "checkpoint to export")
+    exp.add_argument("-o", "--out", metavar="FILE",
+                     help="where to write: FILE.json (json), or FILE.safetensors and "
+                          "FILE.tokenizer.json (safetensors) (default: next to the checkpoint, "
+                          "named after it)")
+    exp.add_argument("--format", choices=["json", "safetensors"], default="json",
+                     help="json: a shoestring checkpoint without the optimiser state (chat, "
+                          "generate and eval load it); safetensors: the tensors and the "
+                          "tokenizer for other tools (default: json)")
     return parser
 
 
-def cmd_info(args):
-    from . import kernels
-
-    print("shoestring %s" % __version__)
-    print("instruction set in use: %s" % kernels.isa_active())
-    print("compiled in:            %s" % ", ".join(kernels.isa_compiled()))
-    print("supported by this CPU:  %s" % ", ".join(kernels.isa_supported()))
-    print("build:                  %s" % kernels.build_info())
-    print("cores:                  %d" % (os.cpu_count() or 1))
-    return 0
+def flag_names(parser, command):
+    """{dest: flag} of the subcommand's options, for naming settings in error messages."""
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    return {a.dest: a.option_strings[-1] for a in sub._actions if a.option_strings}
 
 
-def dispatch(args):
-    if args.command == "info":
-        return cmd_info(args)
-    if args.command == "tokenizer":
-        from .tokenizer import cli_tokenizer
-        return cli_tokenizer(args)
-    if args.command == "train":
-        from .train import cli_train
-        return cli_train(args)
-    if args.command == "chat":
-        from .chat import cli_chat
-        return cli_chat(args)
-    if args.command == "generate":
-        from .chat import cli_generate
-        return cli_generate(args)
-    raise AssertionError(args.command)
+def as_flags(exc, flags):
+    """The error's message with the settings it names written as the flags that set them."""
+    msg = str(exc)
+    for name in getattr(exc, "settings", ()):
+        if name in flags:
+            msg = re.sub(r"(?<![\w-])%s(?![\w-])" % re.escape(name), flags[name], msg)
+    return msg
+
+
+def split_traceback(argv):
+    """(argv without --traceback, whether it was there): the flag works anywhere on the line
+    (before a `--` that ends the options)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    found = "--traceback" in argv[:end]
+    return [a for i, a in enumerate(argv) if i >= end or a != "--traceback"], found
+
+
+def _quiet_stdout():
+    """Standard output was closed by its reader (`| head`): send what is still buffered
+    nowhere, so that Python's exit does not complain, and end with status 0."""
+    try:
+        import os
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def main(argv=None):
+    from . import commands
+
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    args.argv = argv
+    argv, traceback = split_traceback(sys.argv[1:] if argv is None else list(argv))
+    args, extra = parser.parse_known_args(argv)
+    if extra:           # said by the subcommand's parser: its name and its help
+        subs = next(a for a in parser._actions if a.dest == "command").choices
+        subs.get(args.command, parser).error("unrecognized arguments: %s" % " ".join(extra))
+    args.traceback = args.traceback or traceback
     if args.command is None:
         parser.print_help()
         return 2
     try:
-        return dispatch(args) or 0
+        return getattr(commands, "cmd_" + args.command)(args) or 0
+    except BrokenPipeError:
+        if args.traceback:
+            raise
+        _quiet_stdout()
+        return 0
     except UsageError as exc:
         if args.traceback:
             raise
-        print("shoestring %s: error: %s" % (args.command, exc), file=sys.stderr)
+        print("shoestring %s: error: %s (see shoestring %s -h)"
+              % (args.command, as_flags(exc, flag_names(parser, args.command)), args.command),
+              file=sys.stderr)
         return 2
     except ShoestringError as exc:
         if args.traceback:
             raise
-        print("shoestring: error: %s" % exc, file=sys.stderr)
+        print("shoestring: error: %s" % as_flags(exc, flag_names(parser, args.command)),
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         if args.traceback:
@@ -259,6 +346,4 @@ def main(argv=None):
             raise
         print("shoestring: error: out of memory (use a smaller model, --batch-size or "
               "--seq-length, or a machine with more memory)", file=sys.stderr)
-        return 1
-    except BrokenPipeError:
         return 1

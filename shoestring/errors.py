@@ -1,11 +1,23 @@
 """The exceptions shoestring raises; every one derives from ShoestringError.
 
-The CLI turns a ShoestringError into one line, `shoestring: error: <what> (<hint>)`, exit 1.
+Messages name settings as the Python API spells them (`batch_size`); an error about settings
+carries their names in `.settings`, so the command line can name its flags instead
+(`--batch-size`). The CLI turns a ShoestringError into one line, `shoestring: error: <what>
+(<hint>)`, exit 1 (a UsageError: exit 2).
 """
 
 
 class ShoestringError(Exception):
-    """Base of every error shoestring raises on purpose."""
+    """Base of every error shoestring raises on purpose; `.settings` names the settings its
+    message mentions (a name or a tuple of names given as `setting=`)."""
+
+    def __init__(self, *args, setting=()):
+        super().__init__(*args)
+        self.settings = (setting,) if isinstance(setting, str) else tuple(setting)
+
+
+class UsageError(ShoestringError, ValueError):
+    """A setting whose value makes no sense (the command line exits 2)."""
 
 
 class KernelArgumentError(ShoestringError, ValueError):

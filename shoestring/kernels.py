@@ -6,6 +6,7 @@ function, the argument and the expected shape in dimension letters.
 
 SHOESTRING_ISA=scalar|avx2|avx512|neon, read at import, forces an instruction set.
 """
+import math
 import os
 
 import numpy as np
@@ -293,27 +294,67 @@ def crossentropy_forward(losses, dlogits, logits, targets, dscale=1.0):
     return losses
 
 
-def embedding_forward(out, tokens, WE):
-    """out(N,C) = WE(V,C)[tokens(N)]."""
+def _row_scale(fn, row_scale, V):
+    """The optional per-vocabulary-row scale (V) of embedding dropout: a pointer or NULL."""
+    return _arr(fn, "row_scale", row_scale, (V,), "V", optional=True)
+
+
+def embedding_forward(out, tokens, WE, row_scale=None):
+    """out(N,C) = WE(V,C)[tokens(N)], times row_scale(V)[tokens] when given (embedding dropout:
+    0 drops every occurrence of a token in the window, 1/(1-p) keeps it)."""
     fn = "embedding_forward"
     V, C = _rows(fn, "WE", WE)
     N = tokens.shape[0] if isinstance(tokens, np.ndarray) and tokens.ndim == 1 else -1
     p_t = _tokens(fn, "tokens", tokens, N, V)
     p_o = _out(fn, "out", out, (N, C), "N,C")
     p_w = _arr(fn, "WE", WE, (V, C), "V,C")
-    lib.ss_embedding_forward(p_o, p_t, p_w, N, C)
+    p_s = _row_scale(fn, row_scale, V)
+    lib.ss_embedding_forward(p_o, p_t, p_w, p_s, N, C)
     return out
 
 
-def embedding_backward(dWE, dout, tokens):
-    """dWE(V,C)[tokens[n]] += dout(N,C)[n]."""
+def embedding_backward(dWE, dout, tokens, row_scale=None):
+    """dWE(V,C)[tokens[n]] += dout(N,C)[n] (times row_scale(V)[tokens[n]] when given)."""
     fn = "embedding_backward"
     V, C = _rows(fn, "dWE", dWE)
     N = tokens.shape[0] if isinstance(tokens, np.ndarray) and tokens.ndim == 1 else -1
     p_t = _tokens(fn, "tokens", tokens, N, V)
     p_dw = _out(fn, "dWE", dWE, (V, C), "V,C")
     p_d = _arr(fn, "dout", dout, (N, C), "N,C")
-    lib.ss_embedding_backward(p_dw, p_d, p_t, N, C)
+    p_s = _row_scale(fn, row_scale, V)
+    lib.ss_embedding_backward(p_dw, p_d, p_t, p_s, N, C)
+
+
+# ---- dropout with a given mask (csrc/dropout.c) ---------------------------------------------------
+def _dropout_dims(fn, a, name):
+    if not isinstance(a, np.ndarray) or a.ndim != 3:
+        raise KernelArgumentError("%s: %s must be a 3-D numpy array (B,T,C)" % (fn, name))
+    return a.shape
+
+
+def dropout_forward(out, inp, mask):
+    """out(B,T,C) = inp(B,T,C) * mask(B,C): one mask row per stream, shared by its T steps
+    (locked dropout); with T = 1 an elementwise mask (DropConnect). Masks hold 0 or 1/(1-p)."""
+    fn = "dropout_forward"
+    B, T, C = _dropout_dims(fn, inp, "inp")
+    p_o = _out(fn, "out", out, (B, T, C), "B,T,C")
+    p_i = _arr(fn, "inp", inp, (B, T, C), "B,T,C")
+    p_m = _arr(fn, "mask", mask, (B, C), "B,C")
+    if out.ctypes.data != inp.ctypes.data:          # in place is fine, a partial overlap is not
+        _no_overlap(fn, [("out", out), ("inp", inp)])
+    lib.ss_dropout_forward(p_o, p_i, p_m, B, T, C)
+    return out
+
+
+def dropout_backward(dinp, dout, mask):
+    """dinp(B,T,C) += dout(B,T,C) * mask(B,C)."""
+    fn = "dropout_backward"
+    B, T, C = _dropout_dims(fn, dout, "dout")
+    p_g = _out(fn, "dinp", dinp, (B, T, C), "B,T,C")
+    p_d = _arr(fn, "dout", dout, (B, T, C), "B,T,C")
+    p_m = _arr(fn, "mask", mask, (B, C), "B,C")
+    _no_overlap(fn, [("dinp", dinp), ("dout", dout)])
+    lib.ss_dropout_backward(p_g, p_d, p_m, B, T, C)
 
 
 # ---- MoE-GRU layer over a whole window (csrc/moegru.c) ------------------------------------------
@@ -429,22 +470,28 @@ def _no_overlap(fn, named):
 
 
 class MoeGruBinding:
-    """One MoE-GRU layer call prepared once, for the hot training loop.
+    """One MoE-GRU layer call prepared once: the only wrapper of ss_moegru_forward/backward.
 
     Bound (validated once, pointers cached; they must stay alive and in place, which in-place
     updates such as the optimiser's respect): the weights dict `w`, the gradient dict `grads`
     (optional; None entries are skipped), the `acts` and `ws` buffers (allocated here when not
-    given) and the sizes B, T, I (from the constructor), H, X (from w), K and eps.
+    given) and the sizes B, T, I (from the constructor), H, X (from w), K, eps and cap (the
+    candidate's soft cap; 0 is the uncapped model).
     Per call (checked every call): out, h, inp for forward; dinp, dout, inp, dh for backward.
     """
 
-    def __init__(self, w, B, T, I, K, eps, grads=None, acts=None, ws=None):
+    def __init__(self, w, B, T, I, K, eps, grads=None, acts=None, ws=None, cap=0.0):
         fn = "MoeGruBinding"
         B, T, I = (_int(fn, n, v) for n, v in zip("BTI", (B, T, I)))
         self.B, self.T, self.I, self.H, self.X, self.K = _moegru_dims(
             fn, np.empty((B, T, I), np.float32), w, K)
         H, X = self.H, self.X
         self.eps = float(eps)
+        if not (isinstance(cap, (int, float, np.floating)) and not isinstance(cap, bool)
+                and math.isfinite(cap) and cap >= 0):
+            raise KernelArgumentError("%s: cap must be a finite number >= 0 (0: no cap), got %r"
+                                      % (fn, cap))
+        self.cap = float(cap)
         n_acts, n_ws = moegru_sizes(B, T, I, H, X, self.K)
         self.acts = np.zeros(n_acts, np.float32) if acts is None else acts
         self.ws = np.zeros(n_ws, np.float32) if ws is None else ws
@@ -466,8 +513,10 @@ class MoeGruBinding:
         p_out = _out(fn, "out", out, (B, T, H), "B,T,H")
         p_h = _out(fn, "h", h, (B, X, H), "B,X,H")
         p_inp = _arr(fn, "inp", inp, (B, T, I), "B,T,I")
+        _no_overlap(fn, [("out", out), ("acts", self.acts), ("h", h), ("ws", self.ws),
+                         ("inp", inp)])
         lib.ss_moegru_forward(p_out, self._p_acts, p_h, self._p_ws, p_inp, self._w,
-                              B, T, I, H, X, self.K, self.eps)
+                              B, T, I, H, X, self.K, self.eps, self.cap)
         return out
 
     def backward(self, dinp, dout, inp, dh=None):
@@ -482,48 +531,28 @@ class MoeGruBinding:
         p_dh = _out(fn, "dh", dh, (B, X, H), "B,X,H", optional=True)
         p_dout = _arr(fn, "dout", dout, (B, T, H), "B,T,H")
         p_inp = _arr(fn, "inp", inp, (B, T, I), "B,T,I")
+        _no_overlap(fn, [("dinp", dinp), ("dh", dh), ("ws", self.ws), ("dout", dout),
+                         ("acts", self.acts), ("inp", inp)])
         lib.ss_moegru_backward(p_dinp, p_dh, self._g, self._p_ws, p_dout, self._p_acts, p_inp,
-                               self._w, B, T, I, H, X, self.K)
+                               self._w, B, T, I, H, X, self.K, self.cap)
 
 
-def moegru_forward(out, acts, h, ws, inp, w, K, eps):
-    """One MoE-GRU layer over a window: out(B,T,H) = layer(inp(B,T,I)); h(B,X,H) holds the
-    initial state on entry and the final state on exit; acts receives what backward needs.
-    w: dict of the layer's weights (see MOEGRU_KEYS). Returns out."""
-    fn = "moegru_forward"
-    B, T, I, H, X, K = _moegru_dims(fn, inp, w, K)
-    n_acts, n_ws = moegru_sizes(B, T, I, H, X, K)
-    p_out = _out(fn, "out", out, (B, T, H), "B,T,H")
-    p_h = _out(fn, "h", h, (B, X, H), "B,X,H")
-    p_inp = _arr(fn, "inp", inp, (B, T, I), "B,T,I")
-    p_acts = _moegru_buf(fn, "acts", acts, n_acts)
-    p_ws = _moegru_buf(fn, "ws", ws, n_ws)
-    _no_overlap(fn, [("out", out), ("acts", acts), ("h", h), ("ws", ws), ("inp", inp)])
-    st, keep = _moegru_struct(fn, "ss_moegru_weights *", w, "w", I, H, X, False)
-    lib.ss_moegru_forward(p_out, p_acts, p_h, p_ws, p_inp, st, B, T, I, H, X, K, float(eps))
-    return out
+def moegru_forward(out, acts, h, ws, inp, w, K, eps, cap=0.0):
+    """One MoE-GRU layer over a window (a one-off MoeGruBinding): out(B,T,H) = layer(inp(B,T,I));
+    h(B,X,H) holds the initial state on entry and the final state on exit; acts receives what
+    backward needs. w: dict of the layer's weights (see MOEGRU_KEYS). Returns out."""
+    B, T, I = _moegru_dims("moegru_forward", inp, w, K)[:3]
+    return MoeGruBinding(w, B, T, I, K, eps, acts=acts, ws=ws, cap=cap).forward(out, h, inp)
 
 
-def moegru_backward(dinp, dh, grads, ws, dout, acts, inp, w, K, eps=None):
-    """Exact backward through the window of the matching moegru_forward (same acts, inp, w, K).
-    dinp(B,T,I) += (None skips); every non-None grads[key] +=; dh(B,X,H) or None: on entry
+def moegru_backward(dinp, dh, grads, ws, dout, acts, inp, w, K, eps=1e-5, cap=0.0):
+    """Exact backward through the window of the matching moegru_forward (same acts, inp, w, K,
+    cap). dinp(B,T,I) += (None skips); every non-None grads[key] +=; dh(B,X,H) or None: on entry
     dL/d(final state), on exit dL/d(initial state); None means zero (truncated BPTT).
-    eps is accepted for symmetry with moegru_forward and unused (the saved 1/rms is used)."""
-    fn = "moegru_backward"
-    B, T, I, H, X, K = _moegru_dims(fn, inp, w, K)
-    n_acts, n_ws = moegru_sizes(B, T, I, H, X, K)
-    p_dinp = _out(fn, "dinp", dinp, (B, T, I), "B,T,I", optional=True)
-    p_dh = _out(fn, "dh", dh, (B, X, H), "B,X,H", optional=True)
-    p_dout = _arr(fn, "dout", dout, (B, T, H), "B,T,H")
-    p_inp = _arr(fn, "inp", inp, (B, T, I), "B,T,I")
-    p_acts = _moegru_buf(fn, "acts", acts, n_acts)
-    p_ws = _moegru_buf(fn, "ws", ws, n_ws)
-    _no_overlap(fn, [("dinp", dinp), ("dh", dh), ("ws", ws), ("dout", dout), ("acts", acts),
-                     ("inp", inp)])
-    st, keep = _moegru_struct(fn, "ss_moegru_weights *", w, "w", I, H, X, False)
-    gst, gkeep = _moegru_struct(fn, "ss_moegru_grads *", grads, "grads", I, H, X, True)
-    lib.ss_moegru_backward(p_dinp, p_dh, gst, p_ws, p_dout, p_acts, p_inp, st,
-                           B, T, I, H, X, K)
+    eps is unused (the saved 1/rms is used)."""
+    B, T, I = _moegru_dims("moegru_backward", inp, w, K)[:3]
+    MoeGruBinding(w, B, T, I, K, eps, grads=grads, acts=acts, ws=ws, cap=cap).backward(
+        dinp, dout, inp, dh)
 
 
 # ---- decoding at batch 1, int8 weights, sampling, the generation loop --------------------------

@@ -14,36 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import kernels
-from .params import ParamLayout
-
-STATE_GUARD = 1000.0        # L2 norm of one stream's recurrent state that triggers a reset
-
-
-def guard_state(h):
-    """Reset (to zero) every stream of h (L,B,X,H) whose state norm passes STATE_GUARD or is not
-    finite (MODEL.md §2: GELU is unbounded, so a carried state can grow without limit).
-    Returns how many streams were reset."""
-    norms = np.sqrt(np.sum(np.square(h, dtype=np.float64), axis=(0, 2, 3)))
-    bad = ~(norms <= STATE_GUARD)
-    if bad.any():
-        h[:, bad] = 0.0
-    return int(bad.sum())
-
-
-LAYER_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
-
+from .params import ParamLayout, layer_views
 
 def split_batch(B, S):
     """[(b0, b1)] cutting B rows into S nearly equal contiguous shards (no empty shard)."""
     S = max(1, min(S, B))
     bounds = [B * s // S for s in range(S + 1)]
     return [(bounds[s], bounds[s + 1]) for s in range(S)]
-
-
-def layer_views(views, l):
-    """The per-layer dict of one layer's tensors (without the `l<l>.` prefix)."""
-    pre = "l%d." % l
-    return {k: views[pre + k] for k in LAYER_KEYS if pre + k in views}
 
 
 class _Shard:

@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from .params import layer_views
+
 # ============================================================================================
 # Foundation kernels: matmul, RMSNorm, AdamW, elementwise
 # ============================================================================================
@@ -96,23 +98,53 @@ def crossentropy_forward_backward(logits, targets, dscale):
     return float(loss), d * dscale
 
 
-def embedding_forward(tokens, WE):
-    """out(N,C) = WE[tokens]."""
-    return WE[tokens]
+def embedding_forward(tokens, WE, row_scale=None):
+    """out(N,C) = WE[tokens] (times row_scale(V)[tokens]: embedding dropout)."""
+    out = WE[tokens]
+    return out if row_scale is None else out * row_scale[tokens][..., None]
 
 
-def embedding_backward(dout, tokens, V):
-    """-> dWE(V,C) with the rows of dout added at their tokens."""
+def embedding_backward(dout, tokens, V, row_scale=None):
+    """-> dWE(V,C) with the rows of dout (times row_scale[tokens]) added at their tokens."""
     dWE = np.zeros((V, dout.shape[1]), dtype=dout.dtype)
+    if row_scale is not None:
+        dout = dout * row_scale[tokens][..., None]
     np.add.at(dWE, tokens, dout)
     return dWE
+
+
+# ============================================================================================
+# Regularisers (training only, issue #11): masks hold 0 or 1/(1-p)
+# ============================================================================================
+
+
+def dropout_forward(inp, mask):
+    """out(B,T,C) = inp(B,T,C) * mask(B,C): one mask per stream, shared by its T steps."""
+    return inp * mask[:, None, :]
+
+
+def dropout_backward(dout, mask):
+    """-> dinp(B,T,C) = dout * mask(B,C)."""
+    return dout * mask[:, None, :]
+
+
+def dropout_mask(rng, shape, p, dtype=np.float32):
+    """A mask of `shape` holding 0 with probability p and 1/(1-p) otherwise (inverted dropout)."""
+    if p <= 0:
+        return np.ones(shape, dtype)
+    keep = rng.random(shape) >= p
+    return (keep * (1.0 / (1.0 - p))).astype(dtype)
+
+
+def softcap(c, cap):
+    """The candidate's soft cap: cap * tanh(c / cap); cap == 0 leaves c as it is."""
+    return c if not cap else (cap * np.tanh(c / cap)).astype(c.dtype)
 
 
 # ============================================================================================
 # MoE-GRU layer and whole model (see MODEL.md §1)
 # ============================================================================================
 
-MOEGRU_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
 
 
 def topk_select(g, K):
@@ -132,8 +164,9 @@ def topk_margin(g, K):
     return float(np.min(s[..., K - 1] - s[..., K]))
 
 
-def moegru_forward(inp, h0, w, K, eps):
+def moegru_forward(inp, h0, w, K, eps, cap=0.0):
     """One MoE-GRU layer (MODEL.md §1) over a window, written step by step for clarity.
+    cap > 0: the candidate is c = cap * tanh(GELU(u) / cap) (bounded recurrence).
 
     inp (B,T,I), h0 (B,X,H), w: dict of the layer's weights (Wp/bp present iff I != H).
     -> out (B,T,H), hT (B,X,H), cache (everything moegru_backward needs).
@@ -162,14 +195,14 @@ def moegru_forward(inp, h0, w, K, eps):
     for t in range(T):
         h = hs[t]                                                 # (B,X,H)
         a[:, t] = ax[:, t] + np.einsum("ehj,bej->beh", Wch, h)
-        c[:, t] = gelu_forward(a[:, t])
+        c[:, t] = softcap(gelu_forward(a[:, t]), cap)
         hnew = (1 - z[:, t]) * h + z[:, t] * c[:, t]
         hs[t + 1] = np.where(mask[:, t, :, None], hnew, h)        # unselected experts keep h
         m[:, t] = np.sum(ghat[:, t, :, None] * hs[t + 1][bidx, sel[:, t]], axis=1)
     res = inp if Wp is None else inp @ Wp.T + bp                  # (B,T,H)
     r = m + res
     out, rstd = rmsnorm_forward(r.reshape(B * T, H), gamma, eps)
-    cache = dict(inp=inp, w=w, K=K, g=g, sel=sel, S=S, ghat=ghat, mask=mask, z=z, a=a, c=c,
+    cache = dict(inp=inp, w=w, K=K, cap=cap, g=g, sel=sel, S=S, ghat=ghat, mask=mask, z=z, a=a, c=c,
                  hs=hs, r=r.reshape(B * T, H), rstd=rstd)
     return out.reshape(B, T, H), hs[T].copy(), cache
 
@@ -212,7 +245,10 @@ def moegru_backward(dout, cache, dhT=None):
         zt, ct = z[:, t], c[:, t]
         dz = np.where(mk, dhn * (ct - hp), 0)
         dzpre[:, t] = dz * zt * (1 - zt)
-        da[:, t] = np.where(mk, gelu_backward(dhn * zt, a[:, t]), 0)
+        dct = dhn * zt
+        if cache["cap"]:
+            dct = dct * (1 - (ct / cache["cap"]) ** 2)             # through cap*tanh(./cap)
+        da[:, t] = np.where(mk, gelu_backward(dct, a[:, t]), 0)
         dhp = dhn * (1 - zt) + np.einsum("beh,ehj->bej", da[:, t], Wch)
         dh = np.where(mk, dhp, dh)                                # unselected: passes through
         grads["Wch"] += np.einsum("beh,bej->ehj", da[:, t], hp)
@@ -232,49 +268,71 @@ def moegru_backward(dout, cache, dhT=None):
     return dinp, grads, dh
 
 
-def layer_weights(P, l):
-    """The per-layer weight dict (keys without the `l<l>.` prefix) from the named views P."""
-    pre = "l%d." % l
-    return {k: P[pre + k] for k in MOEGRU_KEYS if pre + k in P}
-
-
-def model_forward(P, cfg, tokens, h0):
+def model_forward(P, cfg, tokens, h0, masks=None):
     """Whole model: embedding -> L MoE-GRU layers -> head.
 
     P: named views (ParamLayout(cfg).views(flat)); tokens (B,T) int; h0 (L,B,X,H).
+    masks (training regularisers) or None: {"embedding": (V) row scales, "inputs": [(B,I) per
+    layer], "head": (B,H), "Wch": [(X,H,H) per layer]}, any of them None or absent.
+    The head weight is P["Wo"], or P["WE"] when the embeddings are tied (no "Wo").
     -> logits (B,T,V), hT (L,B,X,H), cache.
     """
-    x = embedding_forward(tokens, P["WE"])                        # (B,T,C)
+    masks = masks or {}
+    cap = getattr(cfg, "cap", 0.0)
+    inputs = masks.get("inputs") or [None] * cfg.L
+    wch = masks.get("Wch") or [None] * cfg.L
+    x = embedding_forward(tokens, P["WE"], masks.get("embedding"))   # (B,T,C)
     hT = np.zeros_like(h0)
     caches = []
     for l in range(cfg.L):
-        x, hT[l], cl = moegru_forward(x, h0[l], layer_weights(P, l), cfg.K, cfg.eps_rmsnorm)
+        if inputs[l] is not None:
+            x = dropout_forward(x, inputs[l])
+        w = layer_views(P, l)
+        if wch[l] is not None:
+            w = dict(w, Wch=w["Wch"] * wch[l])                     # DropConnect on Wch
+        x, hT[l], cl = moegru_forward(x, h0[l], w, cfg.K, cfg.eps_rmsnorm, cap)
         caches.append(cl)
-    logits = x @ P["Wo"].T + P["bo"]                              # (B,T,V)
-    return logits, hT, dict(tokens=tokens, top=x, layers=caches)
+    if masks.get("head") is not None:
+        x = dropout_forward(x, masks["head"])
+    Wo = P["Wo"] if "Wo" in P else P["WE"]
+    logits = x @ Wo.T + P["bo"]                                    # (B,T,V)
+    return logits, hT, dict(tokens=tokens, top=x, layers=caches, masks=masks, inputs=inputs,
+                            wch=wch)
 
 
-def model_loss_and_grads(P, cfg, tokens, targets, h0):
+def model_loss_and_grads(P, cfg, tokens, targets, h0, masks=None):
     """Mean cross-entropy over all B*T positions and its gradient for every named tensor.
 
     The loss does not depend on the final state, so no gradient enters it (truncated BPTT).
     -> loss (float), grads {name: array shaped like P[name]}, hT (L,B,X,H).
     """
-    logits, hT, cache = model_forward(P, cfg, tokens, h0)
+    logits, hT, cache = model_forward(P, cfg, tokens, h0, masks)
     B, T, V = logits.shape
     N = B * T
     loss_sum, dlogits = crossentropy_forward_backward(
         logits.reshape(N, V), np.asarray(targets).reshape(N), 1.0 / N)
     grads = {}
     top = cache["top"].reshape(N, -1)
-    dx, grads["Wo"], grads["bo"] = matmul_backward(dlogits, top, P["Wo"])
+    tied = "Wo" not in P
+    Wo = P["WE"] if tied else P["Wo"]
+    dx, dWo, grads["bo"] = matmul_backward(dlogits, top, Wo)
     dx = dx.reshape(B, T, -1)
+    if cache["masks"].get("head") is not None:
+        dx = dropout_backward(dx, cache["masks"]["head"])
     for l in reversed(range(cfg.L)):
         dx, gl, _ = moegru_backward(dx, cache["layers"][l])
+        if cache["wch"][l] is not None:
+            gl["Wch"] = gl["Wch"] * cache["wch"][l]
+        if cache["inputs"][l] is not None:
+            dx = dropout_backward(dx, cache["inputs"][l])
         for k, v in gl.items():
             grads["l%d.%s" % (l, k)] = v
     grads["WE"] = embedding_backward(dx.reshape(N, -1), np.asarray(tokens).reshape(N),
-                                     P["WE"].shape[0])
+                                     P["WE"].shape[0], cache["masks"].get("embedding"))
+    if tied:
+        grads["WE"] = grads["WE"] + dWo
+    else:
+        grads["Wo"] = dWo
     return loss_sum / N, grads, hT
 
 

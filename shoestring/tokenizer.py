@@ -39,13 +39,13 @@ import heapq
 import json
 import os
 import re
-import tempfile
 import time
 from collections import Counter
 from itertools import chain
 
 import numpy as np
 
+from .dataset import CHUNK_BYTES, atomic_write_text, expand_paths, read_text_chunks
 from .errors import TokenizerError
 
 SPECIALS = ("[USER]", "[BOT]", "[EOS]", "[PAD]", "[UNK]")
@@ -53,7 +53,6 @@ FORMAT = "shoestring-bpe"
 VERSION = 1
 PRETOKENIZER = "shoestring-1"        # names the rules above; a change of rules gets a new name
 
-_CHUNK_BYTES = 1 << 20               # training reads files this many bytes at a time
 _ENCODE_CHUNK_CHARS = 1 << 20        # encode_array pre-tokenises texts this long at a time
 _CACHE_MAX = 1 << 18                 # pre-token cache entries before the cache is cleared
 
@@ -231,54 +230,6 @@ def _check_errors(encoding_errors):
                              % (encoding_errors,))
 
 
-def _check_file(path):
-    name = os.fspath(path)
-    if not os.path.exists(name):
-        raise TokenizerError("file not found: %s (check the path given to --bpe-data)" % name)
-    if os.path.isdir(name):
-        raise TokenizerError("%s is a folder, not a text file (give the text files inside it)"
-                             % name)
-    return name
-
-
-def read_text_chunks(path, encoding_errors="strict", chunk_bytes=_CHUNK_BYTES):
-    """Yield the text of a UTF-8 file in pieces of about chunk_bytes, never splitting a character.
-
-    encoding_errors "strict" raises TokenizerError naming the file and byte offset of the first
-    invalid byte; "replace" turns invalid bytes into U+FFFD exactly as one bytes.decode would.
-    """
-    _check_errors(encoding_errors)
-    name = _check_file(path)
-    try:
-        f = open(name, "rb")
-    except OSError as e:
-        raise TokenizerError("cannot read %s: %s" % (name, e.strerror or e)) from None
-    with f:
-        base, rest = 0, b""          # base: file offset of rest[0]
-        while True:
-            try:
-                block = f.read(chunk_bytes)
-            except OSError as e:
-                raise TokenizerError("cannot read %s: %s" % (name, e.strerror or e)) from None
-            buf = rest + block
-            cut = _utf8_cut(buf) if block else len(buf)
-            try:
-                text = buf[:cut].decode("utf-8", encoding_errors)
-            except UnicodeDecodeError as e:
-                what = ("a truncated character" if not block and e.end == cut
-                        else "byte 0x%02x" % buf[e.start])
-                raise TokenizerError(
-                    "%s is not valid UTF-8: %s at byte offset %d (fix the file, or pass "
-                    "--encoding-errors replace to read bad bytes as U+FFFD)"
-                    % (name, what, base + e.start)) from None
-            if text:
-                yield text
-            if not block:
-                return
-            base += cut
-            rest = buf[cut:]
-
-
 def _pretoken_chunks(texts):
     """Re-cut a stream of text pieces of one document at pre-token-safe points (see _safe_cut)."""
     carry = ""
@@ -341,6 +292,7 @@ class Tokenizer:
         return 0 <= token_id < self._off
 
     def id_to_bytes(self, token_id):
+        """The bytes of one token (export writes them as the HF tokenizer's vocabulary)."""
         self._check_id(token_id)
         return self._bytes[token_id]
 
@@ -501,7 +453,7 @@ class Tokenizer:
     # -- training ---------------------------------------------------------------------------
     @classmethod
     def train(cls, paths=None, texts=None, vocab_size=850, special_tokens=SPECIALS,
-              encoding_errors="strict", chunk_bytes=_CHUNK_BYTES):
+              encoding_errors="strict", chunk_bytes=CHUNK_BYTES):
         """Train on text files (paths) and/or strings (texts), each one a separate document.
 
         Files are read chunk_bytes at a time, so the corpus never has to fit in memory; only the
@@ -517,21 +469,23 @@ class Tokenizer:
         if vocab_size < n_base:
             raise TokenizerError(
                 "vocabulary size %d is too small: the %d special tokens and 256 byte tokens need "
-                "%d (use --bpe-vocab-size %d or more)" % (vocab_size, len(specials), n_base, n_base))
+                "%d (use a vocabulary of %d or more)" % (vocab_size, len(specials), n_base, n_base))
         if isinstance(paths, (str, bytes, os.PathLike)):
             paths = [paths]
         if isinstance(texts, str):
             texts = [texts]
         if paths is None and texts is None:
-            raise TokenizerError("no tokenizer training data given (pass text files with --bpe-data)")
+            raise TokenizerError("no tokenizer training data given (pass text files as paths)")
         paths = [] if paths is None else list(paths)
         _check_errors(encoding_errors)
-        names = [_check_file(p) for p in paths]  # fail on a bad path before reading anything
+        names = expand_paths(paths, "tokenizer data", TokenizerError)   # fail before reading
 
         pat = _compile_pattern(specials)
         counts = Counter()
         for name in names:
-            for chunk in _pretoken_chunks(read_text_chunks(name, encoding_errors, chunk_bytes)):
+            chunks = read_text_chunks(name, encoding_errors, "tokenizer data", TokenizerError,
+                                      chunk_bytes)
+            for chunk in _pretoken_chunks(chunks):
                 counts.update(pat.findall(chunk))
         for t in texts or ():
             if not isinstance(t, str):
@@ -613,7 +567,7 @@ class Tokenizer:
         body = json.dumps(head, indent=2, ensure_ascii=False)[:-2]
         text = (body + ',\n  "merges": [' +
                 ",".join("\n    [%d, %d]" % (a, b) for a, b in self.merges) + "\n  ]\n}\n")
-        _atomic_write(os.fspath(path), text)
+        atomic_write_text(path, text, "tokenizer", TokenizerError)
 
     @classmethod
     def load(cls, path):
@@ -654,26 +608,6 @@ class Tokenizer:
     def __repr__(self):
         return "Tokenizer(vocab_size=%d, specials=%d, merges=%d)" % (
             self.vocab_size, len(self.special_tokens), len(self.merges))
-
-
-def _atomic_write(name, text):
-    folder = os.path.dirname(os.path.abspath(name))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    except OSError as e:
-        raise TokenizerError("cannot write %s: %s" % (name, e.strerror or e)) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, name)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise TokenizerError("cannot write %s: %s" % (name, e.strerror or e)) from None
 
 
 # ---- merge learning ---------------------------------------------------------------------------
@@ -766,42 +700,3 @@ class StreamDecoder:
         out = self._dec.decode(b"", final=True)
         self._dec.reset()
         return out
-
-
-# ---- command line -----------------------------------------------------------------------------
-def cli_tokenizer(args):
-    """`shoestring tokenizer`: train (--bpe-data) or load (--load), then save (--out) and show
-    an encoding (--encode)."""
-    from .cli import UsageError
-
-    if args.bpe_data and args.load:
-        raise UsageError("give --bpe-data to train a tokenizer or --load to inspect one, not both")
-    if not args.bpe_data and not args.load:
-        raise UsageError("nothing to do: give --bpe-data FILE... to train a tokenizer, "
-                         "or --load FILE to inspect one")
-    if args.bpe_data:
-        tok = Tokenizer.train(paths=args.bpe_data, vocab_size=args.bpe_vocab_size,
-                              encoding_errors=args.encoding_errors)
-        s = tok.stats
-        short = (" (the corpus ran out of pairs before %d)" % args.bpe_vocab_size
-                 if tok.vocab_size < args.bpe_vocab_size else "")
-        print("trained tokenizer: %d tokens (%d special, 256 bytes, %d merges)%s on %s bytes "
-              "from %d file%s in %.2f s, %.2f bytes per token"
-              % (tok.vocab_size, len(tok.special_tokens), len(tok.merges), short,
-                 format(s["bytes"], ","), len(s["files"]), "" if len(s["files"]) == 1 else "s", s["seconds"],
-                 s["bytes"] / max(1, s["tokens"])))
-    else:
-        tok = Tokenizer.load(args.load)
-        print("loaded tokenizer from %s: %d tokens (%d special, 256 bytes, %d merges)"
-              % (args.load, tok.vocab_size, len(tok.special_tokens), len(tok.merges)))
-    if args.out:
-        tok.save(args.out)
-        print("saved to %s" % args.out)
-    if args.encode is not None:
-        ids = tok.encode(args.encode, allow_special=True)
-        n = len(args.encode.encode("utf-8", "surrogatepass"))
-        print("%d tokens for %d bytes (%.2f bytes per token)" % (len(ids), n, n / max(1, len(ids))))
-        print("ids: %s" % " ".join(map(str, ids)))
-        for i in ids:
-            print("%6d  '%s'" % (i, tok.id_to_piece(i)))
-    return 0

@@ -16,7 +16,7 @@ import shoestring
 from shoestring import kernels
 from shoestring.chat import run_chat
 from shoestring.errors import CheckpointError, ShoestringError
-from shoestring.sample import Model
+from shoestring.inference import Model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, "tests", "golden", "chat_transcript.txt")

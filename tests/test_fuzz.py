@@ -1,7 +1,7 @@
 """Fuzzing the two untrusted inputs: tokenizer data and checkpoint files.
 
 Contract under test: whatever the bytes, Tokenizer.from_dict / decode raise only TokenizerError,
-and load_checkpoint / sample.load raise only CheckpointError (the CLI turns those into one
+and load_checkpoint / inference.load raise only CheckpointError (the CLI turns those into one
 line); a load that succeeds returns finite float32 arrays of the declared sizes. Bounded:
 max_examples ~200 per property, no deadline (CI machines are slow and shared).
 """
@@ -131,7 +131,7 @@ def _load(path, data):
     assert ck["params"].dtype == np.float32 and ck["params"].shape == (n,)
     assert np.isfinite(ck["params"]).all()
     # what `shoestring chat` does next: only CheckpointError (or a ShoestringError) may escape
-    from shoestring import sample
+    from shoestring import inference as sample
     try:
         sample.load(path)
     except ShoestringError:

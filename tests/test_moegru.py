@@ -37,18 +37,20 @@ def make_weights(rng, I, H, X):
 
 
 @functools.lru_cache(maxsize=None)
-def case(B, T, I, H, X, K, seed=0):
-    """(w, inp, h0, dout, dhT) in float32 and the float64 reference results (computed once)."""
+def case(B, T, I, H, X, K, seed=0, cap=0.0, bc_shift=0.0):
+    """(w, inp, h0, dout, dhT) in float32 and the float64 reference results (computed once).
+    cap: the candidate's soft cap; bc_shift moves the candidate biases (towards the cap)."""
     for s in range(seed, seed + 100):
         rng = np.random.default_rng(s)
         w = make_weights(rng, I, H, X)
+        w["bc"] = (w["bc"] + bc_shift).astype(np.float32)
         inp = rng.standard_normal((B, T, I)).astype(np.float32)
         h0 = (rng.standard_normal((B, X, H)) * 0.5).astype(np.float32)
         dout = rng.standard_normal((B, T, H)).astype(np.float32)
         dhT = rng.standard_normal((B, X, H)).astype(np.float32)
         w64 = {k: v.astype(np.float64) for k, v in w.items()}
         out, hT, cache = ref.moegru_forward(inp.astype(np.float64), h0.astype(np.float64), w64,
-                                            K, EPS)
+                                            K, EPS, cap)
         if ref.topk_margin(cache["g"], K) < MARGIN:
             continue
         dinp, grads, dh0 = ref.moegru_backward(dout.astype(np.float64), cache,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from shoestring import ref
-from shoestring import train as train_mod
+from shoestring import trainer as train_mod
 from shoestring.checkpoint import load_checkpoint
 from shoestring.cli import main
 from shoestring.dataset import Windows
@@ -281,6 +281,7 @@ def test_resume_accepts_the_vocab_size_asked_for(tmp_path, tiny_corpus, capsys):
     rc = main(["train", "--checkpoint", os.path.join(out, "last.json"), "--max-steps", "3",
                "--model-data", tiny_corpus] + SMALL)
     assert rc == 0, capsys.readouterr().err
+    capsys.readouterr()            # its one line: where the checkpoints went
     rc, err = _err(capsys, ["train", "--checkpoint", os.path.join(out, "last.json"),
                             "--bpe-vocab-size", "200", "--no-chat"])
     assert rc == 1 and "contradicts the checkpoint" in err[0]
@@ -302,7 +303,7 @@ def test_stale_temp_files_of_a_killed_save_are_removed(tmp_path, tiny_corpus):
 
 
 def test_guard_state_resets_only_runaway_streams():
-    from shoestring.model import STATE_GUARD, guard_state
+    from shoestring.params import STATE_GUARD, guard_state
 
     h = np.ones((2, 3, 4, 5), np.float32)
     h[:, 1] = 1e4                       # stream 1 ran away
@@ -315,7 +316,7 @@ def test_guard_state_resets_only_runaway_streams():
 
 
 def test_chat_session_guards_its_carried_state(tmp_path):
-    from shoestring.sample import Model
+    from shoestring.inference import Model
     from shoestring.tokenizer import Tokenizer
 
     import conftest

@@ -1,4 +1,4 @@
-"""sample.py: the Python API for running a trained model: load, generate, multi-turn chat.
+"""inference.py: running a trained model from Python: load, Model.generate, ChatSession.
 
     import shoestring
     model = shoestring.load("ck.json")
@@ -9,7 +9,8 @@
         print(piece, end="", flush=True)          # text pieces, never half a UTF-8 character
 
 Every token goes through ss_decode_step (csrc/decode.c): one C call per token at batch 1 over
-weights packed once at load, then ss_sample picks the next one. Sampling never picks a special
+weights packed once at load, then ss_sample picks the next one. One loop (`_decode`) serves
+generate and chat, and one check (`_check_sampling`) their sampling arguments. Sampling never picks a special
 token other than [EOS] ([USER], [BOT], [PAD], [UNK] are banned); [EOS] ends the reply and is never
 printed. The same seed gives the same text on every run and machine (the generator is splitmix64
 in C; the floating-point sums may differ in the last bits between instruction sets, which can
@@ -34,8 +35,7 @@ import numpy as np
 
 from . import kernels
 from .errors import ShoestringError
-from .model import guard_state
-from .params import ModelConfig, ParamLayout
+from .params import ModelConfig, ParamLayout, guard_state
 
 
 def load(path):
@@ -149,20 +149,12 @@ class Model:
         return it if stream else "".join(it)
 
     def _generate(self, ids, max_tokens, temperature, top_k, top_p, rng):
-        dec = self.decoder()
-        for t in ids[:-1]:
-            dec.step(t, head=False)
-        dec.step(ids[-1])
-        draw = dec.sampler(rng, temperature, top_k, top_p)
         sd = self.tokenizer.stream_decoder()
-        for _ in range(max_tokens):
-            tok = draw()
-            if tok == self.eos:
-                break
+        for tok in _decode(self.decoder(), ids, rng, (temperature, top_k, top_p), max_tokens,
+                           self.eos):
             piece = sd.feed(tok)
             if piece:
                 yield piece
-            dec.step(tok)
         piece = sd.flush()
         if piece:
             yield piece
@@ -171,6 +163,24 @@ class Model:
     def chat(self, max_response=260, temperature=0.8, top_k=40, top_p=0.95, seed=None):
         """A ChatSession: multi-turn, the recurrent state carried from turn to turn."""
         return ChatSession(self, max_response, temperature, top_k, top_p, seed)
+
+
+def _decode(dec, ids, rng, sampling, max_tokens, eos, ended=None):
+    """The decode loop: feed `ids` to the Decoder `dec`, then sample up to max_tokens tokens,
+    feeding each back before yielding it. Stops at `eos` (neither yielded nor fed), and then
+    appends True to the list `ended` if one is given."""
+    for t in ids[:-1]:
+        dec.step(t, head=False)
+    dec.step(ids[-1])
+    draw = dec.sampler(rng, *sampling)
+    for _ in range(max_tokens):
+        tok = draw()
+        if tok == eos:
+            if ended is not None:
+                ended.append(True)
+            return
+        dec.step(tok)
+        yield tok
 
 
 class _ReplyTrim:
@@ -242,21 +252,13 @@ class ChatSession:
     def _reply(self, ids):
         dec = self._dec
         self._busy = True
-        ended = False             # [EOS] sampled
+        ended = []                # [True] once [EOS] is sampled
         last = ""                 # text of the last token fed (does it end in whitespace?)
         try:
-            for t in ids[:-1]:
-                dec.step(t, head=False)
-            dec.step(ids[-1])
             sd = self.model.tokenizer.stream_decoder()
             trim = _ReplyTrim()
-            draw = dec.sampler(self.rng, self.temperature, self.top_k, self.top_p)
-            for _ in range(self.max_response):
-                tok = draw()
-                if tok == self._eos:
-                    ended = True
-                    break
-                dec.step(tok)
+            for tok in _decode(dec, ids, self.rng, (self.temperature, self.top_k, self.top_p),
+                               self.max_response, self._eos, ended):
                 piece = sd.feed(tok)
                 last = piece or last
                 piece = trim.feed(piece)

@@ -1,0 +1,189 @@
+"""config.py: TrainConfig, every setting of a training run, typed, with its default and its check.
+
+    from shoestring import TrainConfig, ModelConfig
+    cfg = TrainConfig(model=ModelConfig(H=128), lr=3e-3, max_steps=500)
+
+One source for the Python API and the command line: each field's metadata says its kind and
+range; `TrainConfig(...)` checks every field once (UsageError naming the setting), and the
+`shoestring train` flags are parsed by `parse_setting`, which applies the same check. Adding a
+training setting is one field here plus its flag in commands.py.
+
+`resume_config` merges a checkpoint's config with the settings given again (the only place
+resuming decides what comes from where): architecture and the settings that define the data
+position (seq_length, batch_size, accumulate) must agree with the checkpoint; the run's plan
+(epochs, lr, ...) is the checkpoint's unless given; session settings (threads, max_minutes,
+encoding_errors) are never taken from the checkpoint.
+"""
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import CheckpointError, ShoestringError, UsageError
+from .params import ModelConfig
+
+# Upper bounds far beyond any model this tool can train on a small device, low enough that a
+# typo (an extra zero run) fails at once instead of allocating terabytes or looping for ever.
+MAX_VOCAB = 1_000_000
+MAX_WIDTH = 65_536          # C, H
+MAX_LAYERS = 64
+MAX_EXPERTS = 1024
+MAX_SIZE = 1_000_000        # T, B, accumulate, tokens per reply
+MAX_THREADS = 1024
+MAX_COUNT = 10 ** 12        # steps, epochs, intervals
+MAX_SEED = 2 ** 64 - 1
+
+DEFAULT_EPOCHS = 5          # MODEL.md §6
+BUNDLED_EPOCHS = 20         # on the bundled chat corpus (230 KB): about 1,000 steps
+
+# what resuming does with a setting (see resume_config)
+FIXED, PLAN, SESSION = "fixed", "plan", "session"
+
+
+def setting(default, kind, lo=None, hi=None, lo_open=False, choices=None, resume=PLAN):
+    """A TrainConfig field: default, kind (int, float or str), range or choices, resume rule.
+    A default of None means "chosen by the trainer" (documented on the field)."""
+    return field(default=default, metadata={"kind": kind, "lo": lo, "hi": hi, "lo_open": lo_open,
+                                            "choices": choices, "resume": resume})
+
+
+def check_setting(name, value, spec):
+    """`value` if it is valid for the setting `name` (ints become floats where floats are
+    expected); UsageError naming the setting otherwise."""
+    if value is None and spec["default"] is None:
+        return None
+    kind, lo, hi = spec["kind"], spec["lo"], spec["hi"]
+    if kind is str:
+        if value not in spec["choices"]:
+            raise UsageError("%s must be one of %s, got %r"
+                             % (name, ", ".join(spec["choices"]), value), setting=name)
+        return value
+    if kind is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UsageError("%s must be a whole number, got %r" % (name, value), setting=name)
+    else:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise UsageError("%s must be a finite number, got %r" % (name, value), setting=name)
+        value = float(value)
+    if lo is not None and (value < lo or (spec["lo_open"] and value == lo)):
+        raise UsageError("%s must be %s %s, got %r" % (name, ">" if spec["lo_open"] else "at least",
+                                                     lo, value), setting=name)
+    if hi is not None and value > hi:
+        raise UsageError("%s must be at most %s, got %r" % (name, format(hi, ","), value),
+                         setting=name)
+    return value
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run (MODEL.md §2, §6). None means "the trainer chooses"."""
+    model: ModelConfig = field(default_factory=ModelConfig)   # architecture; model.V is the
+                                                              # vocabulary asked of the tokenizer
+    seq_length: int = setting(80, int, 1, MAX_SIZE, resume=FIXED)        # T, steps per window
+    batch_size: int = setting(16, int, 1, MAX_SIZE, resume=FIXED)        # B, parallel streams
+    accumulate: int = setting(1, int, 1, MAX_SIZE, resume=FIXED)         # windows per step
+    epochs: Optional[int] = setting(None, int, 1, MAX_COUNT)   # None: 5, or 20 on the bundled corpus
+    max_steps: Optional[int] = setting(None, int, 1, MAX_COUNT)          # None: no limit
+    max_minutes: Optional[float] = setting(None, float, 0.0, 10 ** 6, lo_open=True,
+                                           resume=SESSION)     # per session; None: no limit
+    lr: float = setting(0.001, float, 0.0, None, lo_open=True)           # peak learning rate
+    wd: float = setting(0.01, float, 0.0)                      # AdamW decay, matrices only
+    grad_clip: float = setting(1.0, float, 0.0)                # global-norm clip; 0 disables
+    lr_schedule: str = setting("cosine", str, choices=("cosine", "constant"))
+    warmup_steps: Optional[int] = setting(None, int, 0, MAX_COUNT)   # None: 2% of the run, <= 200
+    eps_adamw: float = setting(1e-8, float, 0.0, 1.0, lo_open=True)
+    seed: int = setting(1337, int, 0, MAX_SEED)                # weights, stream offsets
+    val_fraction: float = setting(0.1, float, 0.0, 0.5)        # held out without validation data
+    eval_every: Optional[int] = setting(None, int, 1, MAX_COUNT)     # None: once per epoch
+    threads: Optional[int] = setting(None, int, 1, MAX_THREADS, resume=SESSION)  # None: all cores
+    encoding_errors: str = setting("strict", str, choices=("strict", "replace"), resume=SESSION)
+
+    def __post_init__(self):
+        if not isinstance(self.model, ModelConfig):
+            raise UsageError("TrainConfig.model must be a ModelConfig, got %s"
+                             % type(self.model).__name__, setting="model")
+        for name, spec in SETTINGS.items():
+            object.__setattr__(self, name, check_setting(name, getattr(self, name), spec))
+
+    def replace(self, **changes):
+        """A copy with some settings changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        """The settings without the model (the checkpoint stores that on its own)."""
+        return {name: getattr(self, name) for name in SETTINGS}
+
+
+def _spec(f):
+    return dict(f.metadata, default=f.default)
+
+
+SETTINGS = {f.name: _spec(f) for f in dataclasses.fields(TrainConfig) if f.name != "model"}
+
+
+def parse_setting(name, text):
+    """The value of setting `name` from command-line text; UsageError if it is not valid."""
+    spec = SETTINGS[name]
+    if spec["kind"] is int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise UsageError("expected a whole number, got %r" % text, setting=name) from None
+    elif spec["kind"] is float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise UsageError("expected a number, got %r" % text, setting=name) from None
+    else:
+        value = text
+    return check_setting(name, value, spec)
+
+
+def from_saved(saved):
+    """The TrainConfig a checkpoint's `config` section describes ({"model": ..., "train": ...}).
+    Unknown keys (older versions kept sampling settings there) are ignored; missing ones take
+    their defaults. CheckpointError if a stored value is not valid."""
+    train = saved.get("train") or {}
+    if not isinstance(train, dict):
+        raise CheckpointError("the checkpoint's config.train is not an object (the file was "
+                              "edited or damaged; use another checkpoint)")
+    model = ModelConfig(**saved["model"])
+    asked = train.get("bpe_vocab_size")
+    if asked is not None:
+        if not isinstance(asked, int) or isinstance(asked, bool) or not 1 <= asked <= MAX_VOCAB:
+            raise CheckpointError("the checkpoint's config.train.bpe_vocab_size is %r, not a whole "
+                                  "number in [1, %d] (the file was edited or damaged; use another "
+                                  "checkpoint)" % (asked, MAX_VOCAB))
+    values = {}
+    for name, spec in SETTINGS.items():
+        if name in train and spec["resume"] != SESSION:
+            try:
+                values[name] = check_setting(name, train[name], spec)
+            except UsageError as exc:
+                raise CheckpointError("the checkpoint's config.train.%s is %r, which is not valid "
+                                      "(%s) (the file was edited or damaged; use another "
+                                      "checkpoint)" % (name, train[name], exc)) from None
+    return TrainConfig(model=model, **values), asked
+
+
+def resume_config(saved, given=None, given_model=None):
+    """The TrainConfig of a resumed run: the checkpoint's `config` section merged with the
+    settings given again. `given`: {setting: value} actually given (the command line's flags, or
+    every field of a Python caller's TrainConfig); `given_model`: {ModelConfig field: value}
+    actually given. Architecture and FIXED settings may only agree with the checkpoint (the
+    vocabulary may also equal the one asked for); PLAN settings given replace the checkpoint's;
+    SESSION settings are never taken from the checkpoint."""
+    cfg, asked = from_saved(saved)
+    given, given_model = dict(given or {}), dict(given_model or {})
+    for key, value in given_model.items():
+        have = getattr(cfg.model, key)
+        agree = (have, asked) if key == "V" else (have,)
+        if value not in agree:
+            raise ShoestringError("%s %s contradicts the checkpoint, which has %s (leave it out "
+                                  "to resume, or start a new run)" % (key, value, have),
+                                  setting=key)
+    for name, value in given.items():
+        if SETTINGS[name]["resume"] == FIXED and value != getattr(cfg, name):
+            raise ShoestringError("%s %s contradicts the checkpoint, which has %s (leave it out "
+                                  "to resume)" % (name, value, getattr(cfg, name)), setting=name)
+    return cfg.replace(**given)

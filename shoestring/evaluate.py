@@ -1,0 +1,68 @@
+"""evaluate.py: how every quality figure is measured (MODEL.md §7); `shoestring eval` uses it.
+
+A text is scored as ONE stream at batch 1: the first token is predicted from `[EOS]` with a zero
+state, every later token from everything before it, the recurrent state carried through the whole
+text (reset only by the state guard, which is counted); the cross-entropy is summed in float64.
+Bits per character = nats / ln 2 / characters of the text; perplexity is per token.
+
+Special tokens are recognised in chat-format text (one that contains `[USER]` or `[BOT]`), as
+in training, so that a chat transcript is scored the way the model reads it; in any other text
+they are plain text (MODEL.md §7: a literal "[EOS]" in a novel is just characters).
+
+The training loop validates with score_tokens too, so its figure and `shoestring eval` agree
+on the same file by construction (tests/test_evaluate.py checks it end to end).
+"""
+import math
+
+import numpy as np
+
+from .model import Network
+from .params import guard_state
+
+WINDOW = 256        # tokens per C call; the figure does not depend on it beyond float rounding
+
+
+def is_chat_format(text):
+    return "[USER]" in text or "[BOT]" in text
+
+
+def encode_for_scoring(tok, text):
+    """Token ids of text, [EOS] first (the context of the first prediction)."""
+    ids = tok.encode_array(text, allow_special=is_chat_format(text)).astype(np.int32)
+    eos = tok.special_id("[EOS]")
+    return np.concatenate([np.array([eos], np.int32), ids])
+
+
+def score_tokens(cfg, params, ids, chars, threads=1, window=WINDOW):
+    """Score ids[1:] given ids[:-1] (ids[0] is [EOS]) as one stream carried through.
+
+    -> {"bits_per_char", "nats_per_token", "perplexity", "tokens", "chars", "nats", "state_resets"}
+    """
+    n = int(len(ids)) - 1
+    if n < 1:
+        raise ValueError("nothing to score: the text has no tokens")
+    ids = np.ascontiguousarray(ids, dtype=np.int32)
+    h = np.zeros((cfg.L, 1, cfg.X, cfg.H), np.float32)
+    total, resets, nets = 0.0, 0, {}
+    pos = 0
+    while pos < n:
+        T = min(window, n - pos)
+        net = nets.get(T)
+        if net is None:
+            net = nets[T] = Network(cfg, params, 1, T, 1, train=False)
+        inp = ids[pos:pos + T].reshape(1, T)
+        tgt = ids[pos + 1:pos + 1 + T].reshape(1, T)
+        total += net.forward(inp, tgt, h)
+        resets += guard_state(h)
+        pos += T
+    for net in nets.values():
+        net.close()
+    nats = total / n
+    return {"bits_per_char": total / math.log(2) / chars if chars > 0 else float("nan"),
+            "nats_per_token": nats, "perplexity": math.exp(min(nats, 50.0)), "tokens": n,
+            "chars": int(chars), "nats": total, "state_resets": resets}
+
+
+def score_text(cfg, params, tok, text, threads=1):
+    """score_tokens of a whole text (see the module docstring)."""
+    return score_tokens(cfg, params, encode_for_scoring(tok, text), len(text), threads)

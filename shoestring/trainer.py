@@ -1,0 +1,555 @@
+"""trainer.py: `shoestring.train(...)`, the training loop of MODEL.md §2 (the CLI calls it too).
+
+    import shoestring
+    result = shoestring.train(shoestring.TrainConfig(max_steps=200), model_data=["data.txt"])
+    print(result.best_checkpoint, result.metrics[-1]["bits_per_char"])
+
+Contiguous streams with carried state (truncated BPTT), mean cross-entropy, AdamW with
+matrices-only decay, global-norm clip, warm-up + cosine schedule, gradient accumulation, seeded.
+Checkpoints (`last.json`, `best.json`) are written atomically; resuming continues exactly where the
+run stopped (data position, RNG state, optimiser state, carried recurrent state). Ctrl-C (in the
+main thread) finishes the current step, saves last.json and returns with `interrupted` set. A
+non-finite loss or gradient stops training and keeps the last good checkpoint. A stream whose
+recurrent state passes params.STATE_GUARD (or is not finite) is reset to zero; every reset is
+counted and logged (MODEL.md §2, stability hazard). Callbacks (objects with any of the methods
+`on_train_start(run)`, `on_step_end(run, step, metrics)`, `on_eval(run, metrics)`,
+`on_checkpoint(run, path)`, `on_train_end(run)`) see the Trainer as `run`.
+
+This module knows no command line and no inference: it reads only a TrainConfig.
+"""
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import signal
+import time
+
+import numpy as np
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import BUNDLED_EPOCHS, DEFAULT_EPOCHS, TrainConfig, resume_config
+from .data import default_corpus_path
+from .dataset import (Windows, atomic_write_text, expand_paths, read_texts,
+                      remove_stale_temp_files)
+from .errors import CheckpointError, DataError, ShoestringError, TrainingError
+from .model import Network
+from .optim import AdamW, default_warmup, lr_at
+from .params import ModelConfig, ParamLayout, guard_state
+from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
+
+
+def default_threads():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def fingerprint(tokens):
+    return hashlib.sha256(np.ascontiguousarray(tokens, dtype="<i4").tobytes()).hexdigest()[:16]
+
+
+# The progress display (tqdm on a terminal, plain lines in logs) is progress.Progress.
+
+
+# ---- data preparation -----------------------------------------------------------------------
+def encode_texts(tok, texts):
+    parts = [tok.encode_array(t, allow_special=True) for _, t in texts]
+    return np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
+
+
+# ---- the trainer -----------------------------------------------------------------------------
+class Trainer:
+    """One training run: model, optimiser, data windows, run state; run() trains to the end.
+
+    Callbacks receive it as `run`: run.config (TrainConfig), run.model_config, run.tokenizer,
+    run.params (the flat buffer), run.out_dir, run.metrics, run.step, run.message(text).
+    """
+
+    def __init__(self, config, model_cfg, tok, train_tokens, val_tokens, val_chars, params=None,
+                 ckpt=None, out_dir=None, progress=None, callbacks=()):
+        self.config = config
+        self.cfg, self.tok = model_cfg, tok
+        self.model_config, self.tokenizer = model_cfg, tok
+        self.layout = ParamLayout(model_cfg)
+        self.B, self.T, self.acc = config.batch_size, config.seq_length, config.accumulate
+        self.threads = config.threads or default_threads()
+        self.train_win = Windows(train_tokens, self.B, self.T, "model data")
+        self.val_tokens, self.val_chars = val_tokens, val_chars
+        # tokens per character of the training text (train() sets it; plots convert with it)
+        self.train_tokens_per_char = float("nan")
+        self.out_dir = out_dir
+        self.progress = progress if progress is not None else Progress(0, quiet=True)
+        self.callbacks = tuple(callbacks)
+        if self.acc > self.train_win.count:
+            raise DataError(
+                "accumulate %d exceeds the %d windows in one epoch of the model data (lower "
+                "accumulate, batch_size or seq_length, or use more data)"
+                % (self.acc, self.train_win.count), setting=("accumulate", "batch_size", "seq_length"))
+        self.steps_per_epoch = max(1, self.train_win.count // self.acc)
+        total = self.steps_per_epoch * config.epochs
+        if config.max_steps:
+            total = min(total, config.max_steps)
+        self.total_steps = total
+        self.warmup = config.warmup_steps if config.warmup_steps is not None else default_warmup(total)
+
+        self.params = params if params is not None else self.layout.init(config.seed)
+        self.grads = self.layout.zeros()
+        self.opt = AdamW(self.layout.n, self.layout.n_decay, eps=config.eps_adamw,
+                         weight_decay=config.wd)
+        self.net = Network(model_cfg, self.params, self.B, self.T, self.threads, train=True)
+        self.h = np.zeros((model_cfg.L, self.B, model_cfg.X, model_cfg.H), np.float32)  # (L,B,X,H)
+        # run state (all of it goes into the checkpoint)
+        self.rng = np.random.default_rng(config.seed)
+        self.epoch = 0                # epochs completed
+        self.window = 0               # next window within the epoch
+        self.offset = None            # this epoch's stream offset (None: epoch not started)
+        self.best_val = float("inf")
+        self.metrics = []
+        self.resets = 0
+        self.train_fp = fingerprint(train_tokens)
+        self.data_paths = []          # the model data files (recorded in the checkpoint)
+        self.validation_path = None
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.stop_requested = False
+        self.chat_data = False        # the model data is in the chat format of MODEL.md §4
+        self.best_path = self.last_path = None
+        # A loss this far above uniform guessing (ln V) means the run has blown up.
+        self.diverged_above = 2.0 * math.log(model_cfg.V) + 1.0
+
+    @property
+    def step_count(self):
+        return self.opt.step
+
+    def message(self, text):
+        """Print a line above the progress display (nothing when quiet)."""
+        self.progress.message(text)
+
+    def _emit(self, event, *args):
+        for cb in self.callbacks:
+            fn = getattr(cb, event, None)
+            if fn is not None:
+                fn(self, *args)
+
+    # ---- checkpoint state ----------------------------------------------------------------
+    def _restore(self, ck):
+        if isinstance(ck.get("training"), dict) and ck["training"].get("weights_only"):
+            raise CheckpointError(
+                "this checkpoint is a weights-only export (no optimiser or run state), which can "
+                "chat and be evaluated but not resume training (resume from the run's last.json)")
+        try:
+            self._restore_state(ck)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise CheckpointError(
+                "the checkpoint's training state is malformed (%s: %s) (the file was edited or "
+                "damaged; use another checkpoint)" % (type(exc).__name__, str(exc)[:120])) from None
+        if not (0 <= self.window <= self.train_win.count and self.epoch >= 0 and
+                (self.offset is None or 0 <= self.offset < self.train_win.n)):
+            raise CheckpointError(
+                "the checkpoint's data position (epoch %r, window %r, offset %r) is outside the "
+                "model data (the file was edited or damaged; use another checkpoint)"
+                % (self.epoch, self.window, self.offset))
+
+    def _restore_state(self, ck):
+        tr = ck["training"]
+        for key in ("epoch", "window"):
+            if not isinstance(tr[key], int) or isinstance(tr[key], bool):
+                raise TypeError("%s must be a whole number, got %r" % (key, tr[key]))
+        if tr["offset"] is not None and (not isinstance(tr["offset"], int)
+                                         or isinstance(tr["offset"], bool)):
+            raise TypeError("offset must be a whole number or null, got %r" % (tr["offset"],))
+        if tr.get("train_fingerprint") != self.train_fp:
+            raise CheckpointError(
+                "the model data differs from the data this checkpoint was trained on "
+                "(resume with the same model_data, or start a new run)", setting="model_data")
+        if ck.get("optimizer") is not None:
+            self.opt.load_state_dict(ck["optimizer"])
+        self.rng.bit_generator.state = tr["rng"]
+        self.epoch, self.window, self.offset = tr["epoch"], tr["window"], tr["offset"]
+        self.best_val = float(tr["best_val"]) if tr["best_val"] is not None else float("inf")
+        self.resets = int(tr.get("state_resets", 0))
+        state = np.asarray(tr["state"], dtype=np.float32)
+        if state.shape != self.h.shape:
+            raise CheckpointError("checkpoint recurrent state has shape %s, expected %s"
+                                  % (state.shape, self.h.shape))
+        self.h[...] = state
+        self.metrics = list(ck.get("metrics", []))
+
+    def checkpoint_dict(self):
+        train_cfg = dict(self.config.to_dict(), threads=self.threads,
+                         bpe_vocab_size=self.config.model.V,        # asked for (model V: trained)
+                         model_data=[os.path.abspath(p) for p in self.data_paths],
+                         validation_data=(os.path.abspath(self.validation_path)
+                                          if self.validation_path else None))
+        return {
+            "config": {"model": self.cfg.to_dict(), "train": train_cfg},
+            "tokenizer": self.tok.to_dict(),
+            "params": self.params,
+            "optimizer": self.opt.state_dict(),
+            "training": {
+                "step": self.opt.step, "epoch": self.epoch, "window": self.window,
+                "offset": self.offset, "rng": self.rng.bit_generator.state,
+                "best_val": None if math.isinf(self.best_val) else self.best_val,
+                "state_resets": self.resets, "train_fingerprint": self.train_fp,
+                "state": self.h.tolist(),
+            },
+            "metrics": self.metrics,
+        }
+
+    def save(self, name):
+        path = os.path.join(self.out_dir, name)
+        save_checkpoint(path, self.checkpoint_dict())
+        self._emit("on_checkpoint", path)
+        return path
+
+    # ---- one optimiser step ---------------------------------------------------------------
+    def _guard_state(self):
+        """Reset training streams whose state is too large or not finite; count them."""
+        self.resets += guard_state(self.h)
+
+    def step(self):
+        """Run `accumulate` windows and one AdamW update. Returns (loss mean, grad norm, lr)."""
+        if self.offset is None:               # a new epoch: new stream offsets, fresh state
+            self.offset = self.train_win.random_offset(self.rng)
+            self.h.fill(0.0)
+        self.net.zero_grads()
+        dscale = 1.0 / (self.B * self.T * self.acc)
+        loss = 0.0
+        for _ in range(self.acc):
+            tokens, targets = self.train_win.window(self.window, self.offset)
+            loss += self.net.forward_backward(tokens, targets, self.h, dscale)
+            self.window += 1
+            self._guard_state()
+        loss /= self.B * self.T * self.acc
+        if not math.isfinite(loss):
+            raise TrainingError(
+                "the loss became %s at step %d (lower lr or grad_clip; the last good "
+                "checkpoint is kept)" % (loss, self.opt.step + 1), setting=("lr", "grad_clip"))
+        if loss > self.diverged_above:
+            raise TrainingError(
+                "training diverged: the loss became %.1f at step %d, far worse than guessing "
+                "uniformly (%.1f) (lower lr or grad_clip; the last good checkpoint is kept)"
+                % (loss, self.opt.step + 1, math.log(self.cfg.V)), setting=("lr", "grad_clip"))
+        self.net.reduce_grads(self.grads)
+        c = self.config
+        lr = lr_at(self.opt.step, c.lr, self.total_steps, self.warmup, c.lr_schedule)
+        norm = self.opt.update(self.params, self.grads, lr, c.grad_clip)
+        if not math.isfinite(norm):
+            raise TrainingError(
+                "the gradient norm became %s at step %d (lower lr; the last good checkpoint is "
+                "kept)" % (norm, self.opt.step + 1), setting="lr")
+        if self.window + self.acc > self.train_win.count:   # epoch done
+            self.epoch += 1
+            self.window = 0
+            self.offset = None
+        return loss, norm, lr
+
+    # ---- validation ---------------------------------------------------------------------------
+    def evaluate(self):
+        """(mean loss, perplexity, bits per character) on the validation tokens."""
+        n = len(self.val_tokens)
+        T = min(self.T, n - 1)
+        B = max(1, min(self.B, (n - 1) // T))
+        win = Windows(self.val_tokens, B, T, "validation data")
+        net = Network(self.cfg, self.params, B, T, min(self.threads, B), train=False)
+        h = np.zeros((self.cfg.L, B, self.cfg.X, self.cfg.H), np.float32)
+        total = 0.0
+        for w in range(win.count):
+            tokens, targets = win.window(w)
+            total += net.forward(tokens, targets, h)
+            guard_state(h)                    # the same guard as in training
+        net.close()
+        count = B * T * win.count
+        loss = total / count
+        chars_per_token = self.val_chars / max(1, n)
+        bpc = loss / math.log(2) / chars_per_token if chars_per_token > 0 else float("nan")
+        return loss, math.exp(min(loss, 50.0)), bpc
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def _on_sigint(self, signum, frame):
+        if self.stop_requested:      # second Ctrl-C: stop now, last.json stays as it was
+            raise KeyboardInterrupt
+        self.stop_requested = True
+
+    def run(self):
+        """Train until total_steps, max_minutes or a stop; True if stopped by Ctrl-C (last.json
+        saved without validating)."""
+        c, prog = self.config, self.progress
+        eval_every = c.eval_every or self.steps_per_epoch
+        prog.start_step = self.opt.step
+        prev = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        tokens_per_step = self.B * self.T * self.acc
+        t_last, step_last, loss_acc, n_acc = time.time(), self.opt.step, 0.0, 0
+        interrupted = False
+        self._emit("on_train_start")
+        try:
+            deadline = time.time() + 60.0 * c.max_minutes if c.max_minutes else None
+            while self.opt.step < self.total_steps:
+                if self.stop_requested:
+                    interrupted = True
+                    break
+                loss, norm, lr = self.step()
+                out_of_time = deadline is not None and time.time() >= deadline
+                loss_acc += loss
+                n_acc += 1
+                step = self.opt.step
+                now = time.time()
+                tps = tokens_per_step * (step - step_last) / max(1e-9, now - t_last)
+                prog.update(step, "loss %.3f lr %.2e %.0f tok/s" % (loss, lr, tps))
+                self._emit("on_step_end", step, {"step": step, "train_loss": loss, "lr": lr,
+                                                 "grad_norm": norm, "tokens_per_s": tps})
+                if step % eval_every == 0 or step == self.total_steps or out_of_time:
+                    val, ppl, bpc = self.evaluate()
+                    if not val <= self.diverged_above:      # NaN, inf or blown up: keep last.json
+                        raise TrainingError(
+                            "training diverged: the validation loss became %.4g at step %d (lower "
+                            "lr or grad_clip; the last good checkpoint is kept)" % (val, step),
+                            setting=("lr", "grad_clip"))
+                    rec = {"step": step, "epoch": self.epoch + self.window / max(1, self.train_win.count),
+                           "train_loss": loss_acc / n_acc, "val_loss": val, "perplexity": ppl,
+                           "bits_per_char": bpc,
+                           "train_bits_per_char": loss_acc / n_acc / math.log(2) * self.train_tokens_per_char,
+                           "lr": lr, "grad_norm": norm,
+                           "tokens_per_s": tps, "state_resets": self.resets,
+                           "time": round(now, 3)}
+                    self.metrics.append(rec)
+                    self._write_metrics()
+                    prog.message("step %d: train loss %.4f, val loss %.4f, ppl %.2f, %.3f bits/char"
+                                 % (step, rec["train_loss"], val, ppl, bpc))
+                    self._emit("on_eval", rec)
+                    if val < self.best_val:
+                        self.best_val = val
+                        self.best_path = self.save("best.json")
+                    self.last_path = self.save("last.json")
+                    t_last, step_last, loss_acc, n_acc = time.time(), step, 0.0, 0
+                if out_of_time:
+                    prog.message("max_minutes %g reached at step %d; resume from last.json"
+                                 % (c.max_minutes, step))
+                    break
+        except KeyboardInterrupt:
+            prog.close()
+            raise
+        finally:
+            if prev is not None:
+                signal.signal(signal.SIGINT, prev)
+            self.net.close()
+        prog.close()
+        if interrupted:
+            self.last_path = self.save("last.json")
+        self._emit("on_train_end")
+        return interrupted
+
+    def _write_metrics(self):
+        """metrics.jsonl: one JSON object per validation, rewritten atomically."""
+        atomic_write_text(os.path.join(self.out_dir, "metrics.jsonl"),
+                          "".join(json.dumps(r) + "\n" for r in self.metrics), "metrics log")
+
+
+def _main_thread():
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+# ---- the entry point --------------------------------------------------------------------------
+def memory_needed(cfg, B, T, threads):
+    """Bytes a training run holds at its peak, roughly: parameters, the summed and per-shard
+    gradients, AdamW m and v, the checkpoint text being written, and the activations."""
+    from .kernels import moegru_sizes
+
+    n = ParamLayout(cfg).n
+    S = max(1, min(threads, B))
+    per_token = cfg.C + cfg.L * cfg.H + 2 * cfg.V + 2 + cfg.C + (cfg.L - 1) * cfg.H + cfg.H
+    acts = B * T * per_token
+    for l in range(cfg.L):
+        a, w = moegru_sizes(B, T, cfg.layer_input(l), cfg.H, cfg.X, cfg.K)
+        acts += a + w
+    return 4 * n * (4 + S) + 64 * n + 4 * acts
+
+
+def physical_memory():
+    """Bytes of RAM in this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(cfg, B, T, threads):
+    """Refuse a run that cannot fit in this machine's memory, before allocating any of it."""
+    need, have = memory_needed(cfg, B, T, threads), physical_memory()
+    if have and need > have:
+        raise ShoestringError(
+            "this run needs about %.1f GB of memory (%s parameters; batch_size %d x "
+            "seq_length %d), more than this machine's %.1f GB (lower C, H, X, L, V, batch_size "
+            "or seq_length)" % (need / 1e9, format(ParamLayout(cfg).n, ","), B, T, have / 1e9),
+            setting=("C", "H", "X", "L", "V", "batch_size", "seq_length"))
+
+
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What shoestring.train returns."""
+    best_checkpoint: str          # path of best.json (None if no validation ran)
+    last_checkpoint: str          # path of last.json (None if nothing was saved)
+    metrics: list                 # the metrics rows, also in metrics.jsonl
+    steps: int                    # optimiser steps done in total (this session and before)
+    tokens: int                   # tokens trained on in this session
+    seconds: float                # wall time of this session's training loop
+    interrupted: bool             # stopped by Ctrl-C (last.json saved without validating)
+    out_dir: str
+    best_val: float               # best validation loss (inf if none)
+    state_resets: int
+    model_config: ModelConfig     # the trained model's (V is the tokenizer's)
+    tokenizer: object
+    params: np.ndarray            # the final parameters (a copy)
+
+
+def _resolve(config, ckpt):
+    """The TrainConfig of this run: `config` (a new run), or the checkpoint's merged with it."""
+    if config is not None and not isinstance(config, TrainConfig):
+        raise ShoestringError("config must be a TrainConfig, got %s" % type(config).__name__)
+    if ckpt is None:
+        return config if config is not None else TrainConfig()
+    if config is None:
+        return resume_config(ckpt["config"])
+    given = {k: v for k, v in config.to_dict().items() if v is not None}
+    return resume_config(ckpt["config"], given, config.model.to_dict())
+
+
+def train(config=None, model_data=None, validation_data=None, out_dir=None, callbacks=(),
+          checkpoint=None, bpe_data=None, quiet=False):
+    """Train a tokenizer (unless resuming) and a model; returns a TrainResult.
+
+    config: a TrainConfig (default: TrainConfig(), or when resuming the checkpoint's own).
+    model_data: text files or folders of .txt files (default: the checkpoint's, else the chat
+    corpus shipped with shoestring). validation_data: a held-out text file (default: the last
+    config.val_fraction of the model data). out_dir: where checkpoints and metrics.jsonl go
+    (default: the checkpoint's folder, else runs/<timestamp>). checkpoint: a path (or a dict from
+    load_checkpoint) to resume from; a config given with it may only change the run's plan.
+    bpe_data: text files for the tokenizer (default: the model data). quiet: no progress display.
+    """
+    progress = Progress(0, quiet=quiet)
+    ckpt_path = None
+    if isinstance(checkpoint, (str, os.PathLike)):
+        ckpt_path = os.fspath(checkpoint)
+        checkpoint = load_checkpoint(ckpt_path)
+    ckpt = checkpoint
+    config = _resolve(config, ckpt)
+    cfg_model = ModelConfig(**ckpt["config"]["model"]) if ckpt is not None else config.model
+    threads = config.threads or default_threads()
+    # before reading data or training a tokenizer: the smallest vocabulary it could produce
+    check_memory(ModelConfig(**dict(cfg_model.to_dict(), V=min(cfg_model.V, 261))),
+                 config.batch_size, config.seq_length, threads)
+
+    # data
+    if isinstance(model_data, (str, os.PathLike)):
+        model_data = [model_data]
+    bundled = False
+    if model_data:
+        model_paths = [os.fspath(p) for p in model_data]
+    elif ckpt is not None and (ckpt["config"].get("train") or {}).get("model_data"):
+        model_paths = ckpt["config"]["train"]["model_data"]
+        if not (isinstance(model_paths, list) and all(isinstance(p, str) for p in model_paths)):
+            raise CheckpointError("the checkpoint's config.train.model_data is not a list of paths "
+                                  "(the file was edited or damaged; pass model_data)",
+                                  setting="model_data")
+    else:
+        model_paths = [default_corpus_path()]
+        bundled = True
+        progress.message("no model data given: training on the bundled chat corpus (%s)"
+                         % model_paths[0])
+    if config.epochs is None:     # the bundled corpus is small: more passes to learn to chat
+        config = config.replace(epochs=BUNDLED_EPOCHS if bundled else DEFAULT_EPOCHS)
+    texts = read_texts(model_paths, config.encoding_errors)
+    data_paths = expand_paths(model_paths)
+
+    if ckpt is not None:
+        from .tokenizer import Tokenizer
+        where = "checkpoint %s" % ckpt_path if ckpt_path else "the checkpoint"
+        try:
+            tok = Tokenizer.from_dict(ckpt["tokenizer"])
+        except ShoestringError as exc:
+            raise CheckpointError("%s: %s (use another checkpoint)" % (where, exc)) from None
+        if tok.vocab_size != cfg_model.V:
+            raise CheckpointError(
+                "%s: its tokenizer has %d tokens but its model has V=%d (the file was edited or "
+                "mixes two runs; use another checkpoint)" % (where, tok.vocab_size, cfg_model.V))
+    else:
+        from .tokenizer import Tokenizer
+        if isinstance(bpe_data, (str, os.PathLike)):
+            bpe_data = [bpe_data]
+        bpe_paths = list(bpe_data) if bpe_data else data_paths
+        t0 = time.time()
+        tok = Tokenizer.train(paths=bpe_paths, vocab_size=config.model.V,
+                              encoding_errors=config.encoding_errors)
+        progress.message("tokenizer: %d tokens trained on %s in %.1f s"
+                         % (tok.vocab_size, ", ".join(os.path.basename(p) for p in bpe_paths),
+                            time.time() - t0))
+    if tok.vocab_size != cfg_model.V:
+        cfg_model = ModelConfig(**dict(cfg_model.to_dict(), V=tok.vocab_size))
+    check_memory(cfg_model, config.batch_size, config.seq_length, threads)
+
+    all_tokens = encode_texts(tok, texts)
+    if validation_data:
+        vtexts = read_texts([validation_data], config.encoding_errors, "validation data")
+        val_tokens = encode_texts(tok, vtexts)
+        val_chars = sum(len(t) for _, t in vtexts)
+        train_tokens = all_tokens
+    else:
+        n_val = int(len(all_tokens) * config.val_fraction)
+        n_val = max(n_val, min(len(all_tokens) // 2, config.seq_length + 1))
+        train_tokens, val_tokens = all_tokens[:-n_val], all_tokens[-n_val:]
+        total_chars = sum(len(t) for _, t in texts)
+        val_chars = total_chars * len(val_tokens) / max(1, len(all_tokens))
+    train_chars = sum(len(t) for _, t in texts) - (0 if validation_data else val_chars)
+    if len(val_tokens) < 2:
+        raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
+
+    if out_dir is None:
+        out_dir = os.path.dirname(os.path.abspath(ckpt_path)) if ckpt_path else \
+            os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    out_dir = os.fspath(out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise ShoestringError("cannot create out_dir %s: %s (choose another folder)"
+                              % (out_dir, exc.strerror or exc), setting="out_dir") from None
+    for name in remove_stale_temp_files(out_dir):      # left by a run killed mid-save
+        progress.message("removed %s, an unfinished save of a killed run" % name)
+
+    params = np.array(ckpt["params"], np.float32) if ckpt is not None else None
+    trainer = Trainer(config, cfg_model, tok, train_tokens, val_tokens, val_chars, params=params,
+                      ckpt=ckpt, out_dir=out_dir, progress=progress, callbacks=callbacks)
+    trainer.data_paths = data_paths
+    trainer.train_tokens_per_char = len(train_tokens) / max(1.0, train_chars)
+    trainer.validation_path = validation_data
+    trainer.chat_data = any("[USER]" in t for _, t in texts)
+    progress.total = trainer.total_steps
+    atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(
+        trainer.checkpoint_dict()["config"], indent=2, sort_keys=True) + "\n")
+    n_par = trainer.layout.n
+    progress.message(
+        "model: %s parameters (V=%d C=%d H=%d L=%d X=%d K=%d); %d training tokens, %d validation "
+        "tokens; %d steps of %d x %d x %d tokens on %d thread%s; writing to %s"
+        % (f"{n_par:,}", cfg_model.V, cfg_model.C, cfg_model.H, cfg_model.L, cfg_model.X,
+           cfg_model.K, len(train_tokens), len(val_tokens), trainer.total_steps, trainer.B,
+           trainer.T, trainer.acc, trainer.threads, "s" if trainer.threads > 1 else "", out_dir))
+    if trainer.opt.step >= trainer.total_steps:
+        progress.message("the checkpoint has already done %d of %d steps (raise epochs to "
+                         "train further)" % (trainer.opt.step, trainer.total_steps))
+    t0 = time.time()
+    step0 = trainer.opt.step
+    interrupted = trainer.run()
+    best = os.path.join(out_dir, "best.json")
+    last = os.path.join(out_dir, "last.json")
+    return TrainResult(
+        best_checkpoint=best if os.path.isfile(best) else None,
+        last_checkpoint=last if os.path.isfile(last) else None,
+        metrics=list(trainer.metrics), steps=trainer.opt.step,
+        tokens=(trainer.opt.step - step0) * trainer.B * trainer.T * trainer.acc,
+        seconds=time.time() - t0, interrupted=interrupted, out_dir=out_dir,
+        best_val=trainer.best_val, state_resets=trainer.resets, model_config=cfg_model,
+        tokenizer=tok, params=trainer.params.copy())

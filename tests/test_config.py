@@ -1,0 +1,134 @@
+"""TrainConfig: typed settings, one check for Python and flags, and what a resume takes from where.
+
+Resuming merges the checkpoint's config with exactly the flags given (argparse's own record of
+them: every setting flag defaults to SUPPRESS), so an abbreviation argparse accepts
+(`--epoch 4`) works as the full flag, and one it cannot resolve is refused.
+"""
+import dataclasses
+
+import pytest
+
+from shoestring import ModelConfig, TrainConfig, UsageError
+from shoestring.checkpoint import load_checkpoint
+from shoestring.cli import build_parser, main
+from shoestring.commands import train_config
+from shoestring.config import FIXED, SESSION, SETTINGS, parse_setting, resume_config
+from shoestring.errors import ShoestringError
+
+SMALL = ["--bpe-vocab-size", "300", "--embedding-dim", "16", "--gru-hidden-size", "16",
+         "--num-experts", "3", "--seq-length", "16", "--batch-size", "4", "--no-chat", "--quiet",
+         "--sample-every", "0"]
+
+# a valid value different from the one the fixture's run used, for every setting
+OTHER = {"seq_length": "8", "batch_size": "2", "accumulate": "2", "epochs": "7",
+         "max_steps": "9", "max_minutes": "1.5", "lr": "0.02", "wd": "0.5", "grad_clip": "0.5",
+         "lr_schedule": "constant", "warmup_steps": "3", "eps_adamw": "1e-6", "seed": "5",
+         "val_fraction": "0.2", "eval_every": "4", "threads": "1", "encoding_errors": "replace"}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from conftest import TINY_CHAT
+    d = tmp_path_factory.mktemp("cfg")
+    corpus = d / "tiny.txt"
+    corpus.write_text(TINY_CHAT, encoding="utf-8")
+    out = d / "run"
+    assert main(["train", "--model-data", str(corpus), "--out-dir", str(out), "--max-steps", "2",
+                 "--epochs", "3", "--lr", "0.004", "--threads", "2"] + SMALL) == 0
+    return str(out / "last.json")
+
+
+def parse(argv):
+    return build_parser().parse_args(argv)
+
+
+def test_every_setting_is_covered_here():
+    assert set(OTHER) == set(SETTINGS)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_resume_with_each_setting_given_and_not_given(ckpt, name):
+    saved = load_checkpoint(ckpt)["config"]
+    train = saved["train"]
+    flag = "--" + name.replace("_", "-")
+    # not given: the checkpoint's value (a session setting: its default)
+    cfg, _ = train_config(parse(["train", "--checkpoint", ckpt]))
+    want = SETTINGS[name]["default"] if SETTINGS[name]["resume"] == SESSION else train[name]
+    assert getattr(cfg, name) == want
+    # given: the value given (a setting fixing the data position may only agree)
+    value = parse_setting(name, OTHER[name])
+    argv = ["train", "--checkpoint", ckpt, flag, OTHER[name]]
+    if SETTINGS[name]["resume"] == FIXED:
+        with pytest.raises(ShoestringError, match="contradicts the checkpoint") as exc:
+            train_config(parse(argv))
+        assert exc.value.settings == (name,)
+        cfg, _ = train_config(parse(["train", "--checkpoint", ckpt, flag, str(train[name])]))
+        assert getattr(cfg, name) == train[name]
+    else:
+        cfg, _ = train_config(parse(argv))
+        assert getattr(cfg, name) == value
+    # nothing else moved
+    base, _ = train_config(parse(["train", "--checkpoint", ckpt]))
+    for other in SETTINGS:
+        if other != name:
+            assert getattr(cfg, other) == getattr(base, other), other
+
+
+def test_an_abbreviated_flag_works_as_the_full_flag(ckpt):
+    """The bug of issue #10: `--epoch 4` was accepted and then silently ignored on resume."""
+    cfg, _ = train_config(parse(["train", "--checkpoint", ckpt, "--epoch", "4"]))
+    assert cfg.epochs == 4
+    cfg, _ = train_config(parse(["train", "--checkpoint", ckpt, "--max-st", "11", "--lr-s",
+                                 "constant"]))
+    assert cfg.max_steps == 11 and cfg.lr_schedule == "constant" and cfg.epochs == 3
+
+
+def test_an_ambiguous_abbreviation_is_refused(ckpt, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--checkpoint", ckpt, "--eps", "1e-6"])
+    assert exc.value.code == 2
+    assert "ambiguous option" in capsys.readouterr().err
+
+
+def test_resume_contradicting_architecture_names_the_flag(ckpt, capsys):
+    assert main(["train", "--checkpoint", ckpt, "--num-experts", "4"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--num-experts 4 contradicts the checkpoint" in err[0], err
+
+
+def test_python_and_flags_share_defaults_and_checks():
+    cfg, ck = train_config(parse(["train"]))
+    assert ck is None and cfg == TrainConfig()
+    for name, spec in SETTINGS.items():
+        assert getattr(TrainConfig(), name) == spec["default"]
+    with pytest.raises(UsageError) as exc:
+        TrainConfig(batch_size=0)
+    assert exc.value.settings == ("batch_size",) and "--" not in str(exc.value)
+    with pytest.raises(UsageError):
+        TrainConfig(lr=float("nan"))
+    with pytest.raises(UsageError):
+        TrainConfig(lr_schedule="linear")
+    with pytest.raises(UsageError):
+        TrainConfig(model=dict(H=4))
+    with pytest.raises(SystemExit):
+        parse(["train", "--batch-size", "0"])
+    assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)
+    cfg, _ = train_config(parse(["train", "--num-experts", "4", "--gru-hidden-size", "32"]))
+    assert cfg.model == ModelConfig(H=32, X=4, K=4)
+
+
+def test_resume_config_from_python(ckpt):
+    saved = load_checkpoint(ckpt)["config"]
+    cfg = resume_config(saved)
+    assert cfg.epochs == 3 and cfg.lr == 0.004 and cfg.threads is None
+    assert resume_config(saved, {"lr": 0.1}).lr == 0.1
+    # the vocabulary asked for (300) agrees even though the tokenizer ended smaller
+    assert resume_config(saved, given_model={"V": 300}).model.V == saved["model"]["V"]
+    with pytest.raises(ShoestringError, match="contradicts"):
+        resume_config(saved, given_model={"H": 32})
+    old = dict(saved, train=dict(saved["train"], max_response=260, temperature=0.8))
+    assert resume_config(old) == cfg                 # version-1 keys that are not settings
+    bad = dict(saved, train=dict(saved["train"], lr=-1))
+    with pytest.raises(ShoestringError, match="config.train.lr"):
+        resume_config(bad)
+    assert dataclasses.replace(cfg, lr=0.5).lr == 0.5
