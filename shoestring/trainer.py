@@ -30,13 +30,13 @@ import numpy as np
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import BUNDLED_EPOCHS, DEFAULT_EPOCHS, TrainConfig, resume_config
 from .data import default_corpus_path
-from .dataset import (Windows, atomic_write_text, expand_paths, read_texts,
-                      remove_stale_temp_files)
+from .dataset import Windows, atomic_write_text, remove_stale_temp_files
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError
 from .model import Network
 from .optim import AdamW, default_warmup, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
 from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
+from .tokens import cached_encode, check_texts, count_chars, encode_files
 
 
 def default_threads():
@@ -46,17 +46,16 @@ def default_threads():
         return max(1, os.cpu_count() or 1)
 
 
-def fingerprint(tokens):
-    return hashlib.sha256(np.ascontiguousarray(tokens, dtype="<i4").tobytes()).hexdigest()[:16]
+def fingerprint(tokens, block=1 << 20):
+    """SHA-256 of the ids as little-endian int32 (whatever their array type), 16 hex digits;
+    hashed a block at a time, so a big corpus is never copied whole."""
+    h = hashlib.sha256()
+    for i in range(0, len(tokens), block):
+        h.update(np.ascontiguousarray(tokens[i:i + block], dtype="<i4").tobytes())
+    return h.hexdigest()[:16]
 
 
 # The progress display (tqdm on a terminal, plain lines in logs) is progress.Progress.
-
-
-# ---- data preparation -----------------------------------------------------------------------
-def encode_texts(tok, texts):
-    parts = [tok.encode_array(t, allow_special=True) for _, t in texts]
-    return np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
 
 
 # ---- the trainer -----------------------------------------------------------------------------
@@ -67,7 +66,7 @@ class Trainer:
     run.params (the flat buffer), run.out_dir, run.metrics, run.step, run.message(text).
     """
 
-    def __init__(self, config, model_cfg, tok, train_tokens, val_tokens, val_chars, params=None,
+    def __init__(self, config, model_cfg, tok, train_tokens, val_tokens, params=None,
                  ckpt=None, out_dir=None, progress=None, callbacks=()):
         self.config = config
         self.cfg, self.tok = model_cfg, tok
@@ -76,7 +75,7 @@ class Trainer:
         self.B, self.T, self.acc = config.batch_size, config.seq_length, config.accumulate
         self.threads = config.threads or default_threads()
         self.train_win = Windows(train_tokens, self.B, self.T, "model data")
-        self.val_tokens, self.val_chars = val_tokens, val_chars
+        self.val_tokens = val_tokens  # what validation scores: at most config.val_tokens + 1
         # tokens per character of the training text (train() sets it; plots convert with it)
         self.train_tokens_per_char = float("nan")
         self.out_dir = out_dir
@@ -235,7 +234,8 @@ class Trainer:
         self.net.reduce_grads(self.grads)
         c = self.config
         lr = lr_at(self.opt.step, c.lr, self.total_steps, self.warmup, c.lr_schedule)
-        norm = self.opt.update(self.params, self.grads, lr, c.grad_clip)
+        norm = self.opt.update(self.params, self.grads, lr, c.grad_clip, self.net.run,
+                               self.net.threads)
         if not math.isfinite(norm):
             raise TrainingError(
                 "the gradient norm became %s at step %d (lower lr; the last good checkpoint is "
@@ -248,23 +248,24 @@ class Trainer:
 
     # ---- validation ---------------------------------------------------------------------------
     def evaluate(self):
-        """(mean loss, perplexity, bits per character) on the validation tokens."""
+        """(mean loss, perplexity, bits per character) on the validation tokens; bits per
+        character are exact for the tokens scored (their characters are counted, not guessed)."""
         n = len(self.val_tokens)
         T = min(self.T, n - 1)
         B = max(1, min(self.B, (n - 1) // T))
         win = Windows(self.val_tokens, B, T, "validation data")
         net = Network(self.cfg, self.params, B, T, min(self.threads, B), train=False)
         h = np.zeros((self.cfg.L, B, self.cfg.X, self.cfg.H), np.float32)
-        total = 0.0
+        total, chars = 0.0, 0
         for w in range(win.count):
             tokens, targets = win.window(w)
             total += net.forward(tokens, targets, h)
+            chars += count_chars(self.tok, targets)
             guard_state(h)                    # the same guard as in training
         net.close()
         count = B * T * win.count
         loss = total / count
-        chars_per_token = self.val_chars / max(1, n)
-        bpc = loss / math.log(2) / chars_per_token if chars_per_token > 0 else float("nan")
+        bpc = total / math.log(2) / chars if chars > 0 else float("nan")
         return loss, math.exp(min(loss, 50.0)), bpc
 
     # ---- the loop -----------------------------------------------------------------------------
@@ -463,8 +464,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
                          % model_paths[0])
     if config.epochs is None:     # the bundled corpus is small: more passes to learn to chat
         config = config.replace(epochs=BUNDLED_EPOCHS if bundled else DEFAULT_EPOCHS)
-    texts = read_texts(model_paths, config.encoding_errors)
-    data_paths = expand_paths(model_paths)
+    data_paths = check_texts(model_paths, config.encoding_errors)   # fails early, holds no text
 
     if ckpt is not None:
         from .tokenizer import Tokenizer
@@ -492,22 +492,6 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         cfg_model = ModelConfig(**dict(cfg_model.to_dict(), V=tok.vocab_size))
     check_memory(cfg_model, config.batch_size, config.seq_length, threads)
 
-    all_tokens = encode_texts(tok, texts)
-    if validation_data:
-        vtexts = read_texts([validation_data], config.encoding_errors, "validation data")
-        val_tokens = encode_texts(tok, vtexts)
-        val_chars = sum(len(t) for _, t in vtexts)
-        train_tokens = all_tokens
-    else:
-        n_val = int(len(all_tokens) * config.val_fraction)
-        n_val = max(n_val, min(len(all_tokens) // 2, config.seq_length + 1))
-        train_tokens, val_tokens = all_tokens[:-n_val], all_tokens[-n_val:]
-        total_chars = sum(len(t) for _, t in texts)
-        val_chars = total_chars * len(val_tokens) / max(1, len(all_tokens))
-    train_chars = sum(len(t) for _, t in texts) - (0 if validation_data else val_chars)
-    if len(val_tokens) < 2:
-        raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
-
     if out_dir is None:
         out_dir = os.path.dirname(os.path.abspath(ckpt_path)) if ckpt_path else \
             os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
@@ -520,13 +504,44 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     for name in remove_stale_temp_files(out_dir):      # left by a run killed mid-save
         progress.message("removed %s, an unfinished save of a killed run" % name)
 
+    # the model data as a compact id array, from the token cache in out_dir when it is current
+    t0 = time.time()
+    enc, how = cached_encode(tok, data_paths, config.encoding_errors, out_dir, progress.message)
+    progress.message("model data: %s tokens %s in %.1f s" % (
+        format(len(enc.ids), ","), "read from the token cache" if how == "cache" else "encoded",
+        time.time() - t0))
+    all_tokens = enc.ids
+    # validation scores at most val_tokens targets (+1: the first id is context only)
+    keep = config.val_tokens + 1 if config.val_tokens else None
+    if validation_data:
+        vfiles = check_texts([validation_data], config.encoding_errors, "validation data")
+        val_tokens = encode_files(tok, vfiles, config.encoding_errors, "validation data",
+                                  limit=keep).ids
+        train_tokens = all_tokens
+    else:
+        n_val = int(len(all_tokens) * config.val_fraction)
+        n_val = max(n_val, min(len(all_tokens) // 2, config.seq_length + 1))
+        train_tokens, val_tokens = all_tokens[:-n_val], all_tokens[-n_val:]
+    train_chars = enc.chars - (0 if validation_data else count_chars(tok, val_tokens))
+    if len(val_tokens) < 2:
+        raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
+    if keep is None or len(val_tokens) < keep:
+        said = "all %s held-out tokens" % format(len(val_tokens) - 1, ",")
+    else:
+        held = "the validation data" if validation_data else \
+            "%s held-out tokens" % format(len(val_tokens) - 1, ",")
+        val_tokens = val_tokens[:keep]
+        said = "the first %s tokens of %s (val_tokens; 0 scores them all)" % (
+            format(keep - 1, ","), held)
+    progress.message("validation scores %s" % said)
+
     params = np.array(ckpt["params"], np.float32) if ckpt is not None else None
-    trainer = Trainer(config, cfg_model, tok, train_tokens, val_tokens, val_chars, params=params,
+    trainer = Trainer(config, cfg_model, tok, train_tokens, val_tokens, params=params,
                       ckpt=ckpt, out_dir=out_dir, progress=progress, callbacks=callbacks)
     trainer.data_paths = data_paths
     trainer.train_tokens_per_char = len(train_tokens) / max(1.0, train_chars)
     trainer.validation_path = validation_data
-    trainer.chat_data = any("[USER]" in t for _, t in texts)
+    trainer.chat_data = enc.chat
     progress.total = trainer.total_steps
     atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(
         trainer.checkpoint_dict()["config"], indent=2, sort_keys=True) + "\n")
