@@ -267,8 +267,9 @@ if [ "$deps" = pypi ]; then
 else
     python3 -m venv --system-site-packages venv
     . venv/bin/activate
-    # pyproject.toml needs setuptools >= 77 (Debian 12 has 66): pure Python, from the index
-    [ -n "$WHEEL" ] || pip install -q --upgrade "setuptools>=77"
+    # pyproject.toml needs setuptools >= 77 (Debian 12 has 66), which needs packaging >= 24.2
+    # (Debian 12 has 23.0) for the SPDX license: both pure Python, from the index
+    [ -n "$WHEEL" ] || pip install -q --upgrade "setuptools>=77" "packaging>=24.2"
     pip install -q --no-build-isolation --no-deps "/work/$name"
     # numpy and cffi stay Debian's; the test tools come from the index (Debian's hypothesis
     # 6.67 predates APIs the tests use).
