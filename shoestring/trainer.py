@@ -471,14 +471,14 @@ class Trainer:
                            "tokens_per_s": tps, "state_resets": self.resets,
                            "time": round(now, 3)}
                     self.metrics.append(rec)
+                    prog.message("step %d: train loss %.4f, val loss %.4f, ppl %.2f, %.3f bits/char"
+                                 % (step, rec["train_loss"], val, ppl, bpc))
+                    self._emit("on_eval", rec)
                     if val < self.best_val:
                         self.best_val = val
                         self.best_path = self.save("best.json")
                     self.last_path = self.save("last.json")
                     self._write_metrics(step)          # after the checkpoints it describes
-                    prog.message("step %d: train loss %.4f, val loss %.4f, ppl %.2f, %.3f bits/char"
-                                 % (step, rec["train_loss"], val, ppl, bpc))
-                    self._emit("on_eval", rec)
                     t_last, step_last, loss_acc, n_acc = time.time(), step, 0.0, 0
                 if self.stop_clean:
                     prog.message("stopped by a callback at step %d" % step)
