@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from .errors import KernelArgumentError, ShoestringError
+from .params import LAYER_KEYS, layer_shapes
 
 try:
     from . import _shoestring_c
@@ -356,22 +357,12 @@ def dropout_backward(dinp, dout, mask):
 # ---- MoE-GRU layer over a whole window (csrc/moegru.c) ------------------------------------------
 # Layouts (batch-major, so a batch slice [b0:b1] of every per-sequence array is contiguous):
 #   inp (B,T,I), out/dout (B,T,H), recurrent state h/dh (B,X,H). Weights and gradients are dicts
-#   with keys Wg (X,I), bg (X), Wz (X,H,I), bz (X,H), Wcx (X,H,I), Wch (X,H,H), bc (X,H),
-#   gamma (H), and Wp (H,I), bp (H) exactly when I != H (absent or None when I == H).
-#   acts and ws are flat float32 buffers of at least moegru_sizes(...) floats; acts is written by
-#   forward and read by the matching backward (same inp, weights, sizes and K).
-MOEGRU_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
-
-
-def _moegru_shapes(I, H, X):
-    """{key: (shape, dims)} of one layer's tensors; Wp/bp only when I != H."""
-    s = {"Wg": ((X, I), "X,I"), "bg": ((X,), "X"), "Wz": ((X, H, I), "X,H,I"),
-         "bz": ((X, H), "X,H"), "Wcx": ((X, H, I), "X,H,I"), "Wch": ((X, H, H), "X,H,H"),
-         "bc": ((X, H), "X,H"), "gamma": ((H,), "H")}
-    if I != H:
-        s["Wp"] = ((H, I), "H,I")
-        s["bp"] = ((H,), "H")
-    return s
+#   with the keys of params.LAYER_SCHEMA (Wg (X,I), bg (X), Wz (X,H,I), bz (X,H), Wcx (X,H,I),
+#   Wch (X,H,H), bc (X,H), gamma (H), and Wp (H,I), bp (H) exactly when I != H; absent or None
+#   when I == H). acts and ws are flat float32 buffers of at least moegru_sizes(...) floats; acts
+#   is written by forward and read by the matching backward (same inp, weights, sizes and K).
+MOEGRU_KEYS = LAYER_KEYS
+_moegru_shapes = layer_shapes          # {key: (shape, dims)} of one layer (I, H, X)
 
 
 def moegru_sizes(B, T, I, H, X, K):
@@ -555,7 +546,6 @@ def moegru_backward(dinp, dh, grads, ws, dout, acts, inp, w, K, eps=1e-5, cap=0.
 # Chat and generation run one token at a time, so everything that can be checked once is checked
 # once: DecodeWeights validates the parameter views and packs the matrices at model load, a Decoder
 # owns its state, workspace and logits, and per token only the token id is checked.
-DECODE_LAYER_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
 
 
 class DecodeWeights:
