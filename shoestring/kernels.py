@@ -157,6 +157,43 @@ def matmul_backward(dinp, dW, db, dout, inp, W):
     lib.ss_matmul_backward(p_dinp, p_dW, p_db, p_dout, p_inp, p_W, N, C, OC)
 
 
+class PackedMatrix:
+    """A W(OC,C) packed by matmul_pack for the instruction set that was active then."""
+
+    def __init__(self, W):
+        fn = "matmul_pack"
+        OC, C = _rows(fn, "W", W)
+        p_W = _arr(fn, "W", W, (OC, C), "OC,C")
+        self.shape, self.isa = (OC, C), isa_active()
+        self.data = np.zeros(max(1, int(lib.ss_matmul_packed_floats(C, OC))), np.float32)
+        lib.ss_matmul_pack(ffi.cast("float *", self.data.ctypes.data), p_W, C, OC)
+
+
+def matmul_pack(W):
+    """W(OC,C) packed once for matmul_forward_packed (pack again after W changes)."""
+    return PackedMatrix(W)
+
+
+def matmul_forward_packed(out, inp, W, packed, b=None):
+    """matmul_forward(out, inp, W, b) from W's packed panels: the same bits, no packing."""
+    fn = "matmul_forward_packed"
+    N, C = _rows(fn, "inp", inp)
+    OC = _rows(fn, "W", W)[0]
+    if not isinstance(packed, PackedMatrix) or packed.shape != (OC, C):
+        raise KernelArgumentError("%s: packed must be matmul_pack(W) of this W (OC,C)=%s"
+                                  % (fn, (OC, C)))
+    if packed.isa != isa_active():
+        raise KernelArgumentError("%s: W was packed for %s but %s is active (pack it again)"
+                                  % (fn, packed.isa, isa_active()))
+    p_out = _out(fn, "out", out, (N, OC), "N,OC")
+    p_inp = _arr(fn, "inp", inp, (N, C), "N,C")
+    p_W = _arr(fn, "W", W, (OC, C), "OC,C")
+    p_b = _arr(fn, "b", b, (OC,), "OC", optional=True)
+    lib.ss_matmul_forward_packed(p_out, p_inp, p_W, ffi.cast("float *", packed.data.ctypes.data),
+                                 p_b, N, C, OC)
+    return out
+
+
 # ---- RMSNorm ------------------------------------------------------------------------------
 def rmsnorm_forward(out, rstd, inp, gain, eps):
     """out(N,H) = gain(H) * inp * rstd(N), rstd = 1/sqrt(mean(inp^2) + eps)."""
