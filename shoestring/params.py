@@ -79,6 +79,7 @@ LAYER_SCHEMA = (
     ("Wp", "H,I", True), ("bp", "H", False),              # residual projection (I != H only)
 )
 LAYER_KEYS = tuple(name for name, _, _ in LAYER_SCHEMA)
+LAYER_MATRICES = tuple(name for name, _, decayed in LAYER_SCHEMA if decayed)   # Wg Wz Wcx Wch Wp
 PROJECTION_KEYS = ("Wp", "bp")
 
 
