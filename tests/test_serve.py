@@ -426,6 +426,7 @@ def _chrome():
 
 
 def test_page_in_a_browser(server, model, tmp_path):
+    pytest.importorskip("selenium.webdriver")  # skip, not fail, where selenium is absent
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
