@@ -18,8 +18,8 @@ import re
 import sys
 
 from .version import __version__
-from .config import (MAX_COUNT, MAX_EXPERTS, MAX_LAYERS, MAX_SEED, MAX_SIZE, MAX_VOCAB,
-                     MAX_WIDTH, SETTINGS, parse_setting)
+from .config import (MAX_COUNT, MAX_EXPERTS, MAX_LAYERS, MAX_SEED, MAX_SIZE, MAX_TEMPERATURE,
+                     MAX_VOCAB, MAX_WIDTH, SETTINGS, parse_setting)
 from .errors import ShoestringError, UsageError
 from .params import ModelConfig
 
@@ -68,7 +68,9 @@ def _float_in(lo, hi, lo_open=False, name="value"):
     return parse
 
 
-nonneg_float = _float_in(0.0, None, name="non-negative number")
+# the temperature flags; config.check_sampling (which generate and chat apply to every value,
+# from here or from Python) has the same bounds and makes temperatures below 1e-6 greedy
+nonneg_float = _float_in(0.0, MAX_TEMPERATURE, name="temperature")
 unit_float = _float_in(0.0, 1.0, lo_open=True, name="number in (0, 1]")
 
 
@@ -82,6 +84,13 @@ def add_sampling_args(p):
                    help="nucleus sampling: smallest set with this total probability (default: 0.95)")
     g.add_argument("-s", "--seed", type=int_in(0, MAX_SEED), default=None,
                    help="random seed for sampling; fixed seed gives the same text (default: random)")
+
+
+def add_int8_arg(p, help=None):
+    p.add_argument("--int8", action="store_true",
+                   help=help or "decode with int8 weights: each matrix quantised per row to 8 "
+                                "bits at load (a quarter of the bytes read per token; an int8 "
+                                "export always loads this way)")
 
 
 def add_checkpoint_args(p, what="checkpoint to load"):
@@ -212,6 +221,7 @@ def build_parser():
     chat.add_argument("-q", "--quiet", action="store_true",
                       help="no banner and no notes on standard error")
     add_sampling_args(chat)
+    add_int8_arg(chat)
 
     gen = sub.add_parser("generate", help="continue a prompt")
     add_checkpoint_args(gen)
@@ -224,6 +234,7 @@ def build_parser():
                           "(a chat model continues `[USER] hi [EOS]\\n[BOT]` with a reply)")
     gen.add_argument("-q", "--quiet", action="store_true", help="no notes on standard error")
     add_sampling_args(gen)
+    add_int8_arg(gen)
 
     srv = sub.add_parser("serve", help="serve a model: OpenAI-compatible API and a chat page")
     add_checkpoint_args(srv, "checkpoint to serve")
@@ -278,6 +289,8 @@ def build_parser():
     exp = sub.add_parser("export", help="a weights-only checkpoint, or safetensors + a "
                                         "HuggingFace tokenizer.json")
     add_checkpoint_args(exp, "checkpoint to export")
+    add_int8_arg(exp, "store the matrices as int8 rows with one scale per row (json format; "
+                      "about a third of the size; chat, generate and eval load it directly)")
     exp.add_argument("-o", "--out", metavar="FILE",
                      help="where to write: FILE.json (json), or FILE.safetensors and "
                           "FILE.tokenizer.json (safetensors) (default: next to the checkpoint, "
@@ -323,7 +336,50 @@ def _quiet_stdout():
         pass
 
 
+def _say(text):
+    """A line on stderr, or nothing when stderr cannot be written."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv=None):
+    """The `shoestring` command. Around the dispatch (_main): closed standard streams become the
+    null device; SIGTERM/SIGHUP unwind like Ctrl-C and exit 128 + the signal (the training loop
+    turns them into a saved stop instead); output that cannot be written (stdout to /dev/full or
+    closed) and any other OS error are one line, never a traceback (#17)."""
+    from .safeio import Terminated, guard_std_streams, os_error_hint, raise_on_termination
+
+    guard_std_streams()
+    restore = raise_on_termination()
+    try:
+        code = _main(argv)
+        sys.stdout.flush()        # a full or closed stdout fails here, not at interpreter exit
+        return code
+    except Terminated as exc:
+        import signal
+        _say("shoestring: stopped by %s" % signal.Signals(exc.signum).name)
+        return 128 + exc.signum
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
+    except OSError as exc:
+        if "--traceback" in (sys.argv[1:] if argv is None else list(argv)):
+            raise
+        if exc.filename is None:          # a standard stream
+            _quiet_stdout()
+            _say("shoestring: error: cannot write the output: %s (%s)"
+                 % (exc.strerror or exc, os_error_hint(exc, "another place for the output")))
+        else:
+            _say("shoestring: error: %s: %s (%s)" % (exc.filename, exc.strerror or exc,
+                                                    os_error_hint(exc)))
+        return 1
+    finally:
+        restore()
+
+
+def _main(argv=None):
     from . import commands
 
     parser = build_parser()

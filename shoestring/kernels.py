@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from .errors import KernelArgumentError, ShoestringError
+from .params import LAYER_KEYS, LAYER_MATRICES, layer_shapes
 
 try:
     from . import _shoestring_c
@@ -397,22 +398,12 @@ def dropout_backward(dinp, dout, mask):
 # ---- MoE-GRU layer over a whole window (csrc/moegru.c) ------------------------------------------
 # Layouts (batch-major, so a batch slice [b0:b1] of every per-sequence array is contiguous):
 #   inp (B,T,I), out/dout (B,T,H), recurrent state h/dh (B,X,H). Weights and gradients are dicts
-#   with keys Wg (X,I), bg (X), Wz (X,H,I), bz (X,H), Wcx (X,H,I), Wch (X,H,H), bc (X,H),
-#   gamma (H), and Wp (H,I), bp (H) exactly when I != H (absent or None when I == H).
-#   acts and ws are flat float32 buffers of at least moegru_sizes(...) floats; acts is written by
-#   forward and read by the matching backward (same inp, weights, sizes and K).
-MOEGRU_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
-
-
-def _moegru_shapes(I, H, X):
-    """{key: (shape, dims)} of one layer's tensors; Wp/bp only when I != H."""
-    s = {"Wg": ((X, I), "X,I"), "bg": ((X,), "X"), "Wz": ((X, H, I), "X,H,I"),
-         "bz": ((X, H), "X,H"), "Wcx": ((X, H, I), "X,H,I"), "Wch": ((X, H, H), "X,H,H"),
-         "bc": ((X, H), "X,H"), "gamma": ((H,), "H")}
-    if I != H:
-        s["Wp"] = ((H, I), "H,I")
-        s["bp"] = ((H,), "H")
-    return s
+#   with the keys of params.LAYER_SCHEMA (Wg (X,I), bg (X), Wz (X,H,I), bz (X,H), Wcx (X,H,I),
+#   Wch (X,H,H), bc (X,H), gamma (H), and Wp (H,I), bp (H) exactly when I != H; absent or None
+#   when I == H). acts and ws are flat float32 buffers of at least moegru_sizes(...) floats; acts
+#   is written by forward and read by the matching backward (same inp, weights, sizes and K).
+MOEGRU_KEYS = LAYER_KEYS
+_moegru_shapes = layer_shapes          # {key: (shape, dims)} of one layer (I, H, X)
 
 
 def moegru_sizes(B, T, I, H, X, K):
@@ -598,8 +589,6 @@ def moegru_backward(dinp, dh, grads, ws, dout, acts, inp, w, K, eps=1e-5, cap=0.
 # once: DecodeWeights validates the parameter views and packs the matrices at model load
 # (ss_decode_pack / ss_decode_pack_q8 and their sizes), a Decoder owns its state, workspace and
 # logits (ss_decode_step), and a Generator runs the whole loop in C (ss_generate).
-DECODE_LAYER_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
-DECODE_MATRICES = ("Wg", "Wz", "Wcx", "Wch", "Wp")       # per layer; plus the head
 Q8_BLOCK = 32
 
 
@@ -615,7 +604,7 @@ def int8_dot_set(on):
 
 
 def int8_info():
-    """One line for `shoestring info`: the int8 decode kernels available here and the one in use."""
+    """For `shoestring info`: the int8 decode kernels available here and the one in use."""
     before = isa_active()
     kinds = []
     try:
@@ -627,7 +616,7 @@ def int8_info():
     finally:
         set_isa(before)
     kinds = list(dict.fromkeys(kinds))
-    return "int8 decode kernels: %s (in use: %s)" % (", ".join(kinds), int8_kernel())
+    return "%s (in use: %s)" % (", ".join(kinds), int8_kernel())
 
 
 def panel_size(OC, C):
@@ -773,23 +762,11 @@ class DecodeWeights:
         self._layers = ffi.new("ss_decode_layer[]", L)
         for l in range(L):
             I = cfg.layer_input(l)
-            ly = self._layers[l]
-            pre = "l%d." % l
-            ly.Wg = ptr(pre + "Wg", (X, I), "X,I")
-            ly.bg = ptr(pre + "bg", (X,), "X")
-            ly.Wz = ptr(pre + "Wz", (X, H, I), "X,H,I")
-            ly.bz = ptr(pre + "bz", (X, H), "X,H")
-            ly.Wcx = ptr(pre + "Wcx", (X, H, I), "X,H,I")
-            ly.Wch = ptr(pre + "Wch", (X, H, H), "X,H,H")
-            ly.bc = ptr(pre + "bc", (X, H), "X,H")
-            ly.gamma = ptr(pre + "gamma", (H,), "H")
-            self._shapes.update({pre + "Wg": ((X, I), "X,I"), pre + "Wz": ((X, H, I), "X,H,I"),
-                                 pre + "Wcx": ((X, H, I), "X,H,I"),
-                                 pre + "Wch": ((X, H, H), "X,H,H")})
-            if I != H:
-                ly.Wp = ptr(pre + "Wp", (H, I), "H,I")
-                ly.bp = ptr(pre + "bp", (H,), "H")
-                self._shapes[pre + "Wp"] = ((H, I), "H,I")
+            ly, pre = self._layers[l], "l%d." % l
+            for key, (shape, dims) in layer_shapes(I, H, X).items():    # params.LAYER_SCHEMA
+                setattr(ly, key, ptr(pre + key, shape, dims))
+                if key in LAYER_MATRICES:
+                    self._shapes[pre + key] = (shape, dims)
         self._shapes["Wo"] = ((V, H), "V,H")
         m = ffi.new("ss_decode_model *")
         m.V, m.C, m.H, m.L, m.X, m.K = V, C, H, L, X, K
@@ -995,11 +972,14 @@ class Generator:
         gen = Generator(decoder, Rng(1), 0.8, 40, 0.95, eos=eos_id)
         for ids in gen.generate(prompt_ids, max_tokens=200):   # lists of ids, chunk by chunk
             ...
+        for tok in gen.tokens(prompt_ids, 200):                # or one id at a time
+            ...
         gen.status        # "eos", "limit" or "stopped" (stop() from another thread)
 
-    Every id yielded has been fed to the decoder (its state is after it); [EOS] ends a run and
-    is neither yielded nor fed. Ctrl-C (KeyboardInterrupt) arrives between chunks of at most
-    `chunk` tokens, with the state consistent with the ids yielded so far."""
+    Every id handed out has been fed to the decoder; [EOS] ends a run and is neither handed out
+    nor fed. C runs ahead by up to `chunk` tokens: when the caller stops early (Ctrl-C, closing
+    a stream), settle() puts the decoder state, logits and generator back to right after the
+    last id handed out, exactly as if the loop had stopped there."""
 
     def __init__(self, decoder, rng, temperature, top_k, top_p, eos=None, chunk=16):
         fn = "Generator"
@@ -1022,6 +1002,9 @@ class Generator:
         self._g = g
         self._out = np.zeros(self.chunk, np.int32)
         self._p_out = ffi.from_buffer("int32_t[]", self._out)
+        self._snap = None          # (state, logits, rng, n_generated) before the last chunk
+        self._given = self._made = 0   # ids of the last chunk handed out / generated
+        self._run = 0                  # runs started by tokens()
 
     @property
     def status(self):
@@ -1031,9 +1014,36 @@ class Generator:
         """Ask the running loop to stop before its next token (safe from another thread)."""
         self._g.stop = 1
 
+    def _call(self, p_ids, n_ids, cap):
+        g, rng = self._g, self.rng
+        g.rng = int(rng.state[0])
+        n = lib.ss_generate(g, p_ids, n_ids, self._p_out, cap)
+        rng.state[0] = g.rng
+        return n
+
     def generate(self, prompt, max_tokens):
         """Feed prompt (a non-empty sequence of ids), then generate up to max_tokens ids;
         yields them as lists, chunk by chunk (never an empty list)."""
+        self._run += 1
+        for ids in self._chunks(prompt, max_tokens):
+            self._given = len(ids)
+            yield ids
+
+    def tokens(self, prompt, max_tokens):
+        """The same ids one at a time. Closing this iterator early (or an exception in the
+        caller's loop) settles the state: see settle()."""
+        self._run += 1
+        run = self._run
+        try:
+            for ids in self._chunks(prompt, max_tokens):
+                for i, t in enumerate(ids):
+                    self._given = i + 1
+                    yield t
+        finally:
+            if self._run == run:           # not a later run on the same decoder
+                self.settle()
+
+    def _chunks(self, prompt, max_tokens):
         fn = "generate"
         V = self.decoder.V
         ids = np.ascontiguousarray(prompt, dtype=np.int64)
@@ -1043,16 +1053,31 @@ class Generator:
             raise KernelArgumentError("%s: prompt has ids outside [0, V) = [0, %d)" % (fn, V))
         max_tokens = _int(fn, "max_tokens", max_tokens, 0)
         ids = ids.astype(np.int32)
-        g, rng = self._g, self.rng
+        g, dec = self._g, self.decoder
         g.max_tokens = max_tokens
         g.stop = 0
-        p_ids, n_ids = ffi.from_buffer("int32_t[]", ids), int(ids.size)
-        while True:
-            g.rng = int(rng.state[0])
-            n = lib.ss_generate(g, p_ids, n_ids, self._p_out, self.chunk)
-            rng.state[0] = g.rng
-            p_ids, n_ids = ffi.NULL, 0
+        self._snap = None
+        self._call(ffi.from_buffer("int32_t[]", ids), int(ids.size), 0)    # the prompt only
+        while g.status == 0:
+            self._snap = (dec.state.copy(), dec.logits.copy(), int(self.rng.state[0]),
+                          g.n_generated)
+            self._given = 0
+            self._made = n = self._call(ffi.NULL, 0, self.chunk)
             if n:
                 yield self._out[:n].tolist()
-            if g.status != 0:
-                return
+        self._snap = None
+
+    def settle(self):
+        """After stopping early: make the decoder state, logits and generator what they would
+        be had the loop stopped right after the last id handed out (no-op when all were)."""
+        if self._snap is None or self._given >= self._made:
+            return
+        g, dec = self._g, self.decoder
+        state, logits, rng, n_gen = self._snap
+        dec.state[...] = state
+        dec.logits[...] = logits
+        self.rng.state[0] = rng
+        g.n_generated, g.status, g.stop = n_gen, 0, 0
+        self._call(ffi.NULL, 0, self._given)       # the same ids again: same state, same draws
+        self._made = self._given
+        g.status = 3
