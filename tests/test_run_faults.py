@@ -52,12 +52,18 @@ def test_term_hup_int_at_random_moments_lose_nothing(tmp_path, corpus):
         sig = sigs[i % 3]
         argv = ["train"] + common + (["--checkpoint", last] if os.path.exists(last) else [])
         p = subprocess.Popen(cmd(argv), cwd=str(tmp_path), stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env=dict(os.environ, PYTHONFAULTHANDLER="1"))
         first = p.stderr.readline()
         assert first, "the run printed nothing"
         time.sleep(rng.uniform(0.0, 1.2))
         p.send_signal(sig)
-        rest = p.communicate(timeout=120)[1]
+        try:
+            rest = p.communicate(timeout=120)[1]
+        except subprocess.TimeoutExpired:     # where it hangs, for the failure message
+            p.send_signal(signal.SIGABRT)
+            raise AssertionError("no exit after %s: %s" % (
+                signal.Signals(sig).name, p.communicate(timeout=30)[1].decode()[-3000:]))
         err = (first + rest).decode("utf-8", "replace")
         assert "Traceback" not in err, err[-2000:]
         m = re.search(r"at step (\d+); saved (\S+)", err)
