@@ -40,25 +40,10 @@ from .params import ModelConfig, ParamLayout, guard_state
 
 def load(path):
     """Load a checkpoint written by `shoestring train` into a Model (raises CheckpointError)."""
-    from .checkpoint import load_checkpoint
-    from .errors import CheckpointError
-    from .tokenizer import Tokenizer
+    from .checkpoint import read_checkpoint
 
-    ckpt = load_checkpoint(path)
-    try:
-        cfg = ModelConfig(**ckpt["config"]["model"])
-    except (KeyError, TypeError, ShoestringError) as exc:
-        raise CheckpointError("%s: the model configuration is unusable (%s) (retrain or use "
-                              "another checkpoint)" % (path, exc)) from None
-    try:
-        tok = Tokenizer.from_dict(ckpt["tokenizer"])
-    except ShoestringError as exc:
-        raise CheckpointError("%s: the tokenizer is unusable (%s) (retrain or use another "
-                              "checkpoint)" % (path, exc)) from None
-    try:
-        return Model(cfg, ckpt["params"], tok)
-    except ShoestringError as exc:
-        raise CheckpointError("%s: %s" % (path, exc)) from None
+    ck = read_checkpoint(path)            # validated there: config, tokenizer, parameters
+    return Model(ck.model, ck.params, ck.tokenizer)
 
 
 def _check_sampling(temperature, top_k, top_p):
