@@ -48,6 +48,10 @@ class ModelConfig:
                                   "(lower K or raise X)" % (self.K, self.X), setting=("K", "X"))
         if not (self.eps_rmsnorm > 0):
             raise ShoestringError("eps_rmsnorm must be positive, got %r" % self.eps_rmsnorm)
+        if not 1e-38 <= self.eps_rmsnorm <= 3.4e38:     # 0 or infinite in float32 (#17)
+            raise ShoestringError("eps_rmsnorm %r is outside what float32, the precision the "
+                                  "model uses, can hold (use a value in [1e-38, 1])"
+                                  % (self.eps_rmsnorm,), setting="eps_rmsnorm")
 
     def layer_input(self, layer):
         """I, the input width of layer `layer`."""
