@@ -114,8 +114,8 @@ def train_config(args):
     given = {k: getattr(args, k) for k in SETTINGS if hasattr(args, k)}
     given_model = {k: getattr(args, k) for k in MODEL_KEYS if hasattr(args, k)}
     if args.checkpoint:
-        from .checkpoint import load_checkpoint
-        ckpt = load_checkpoint(args.checkpoint)
+        from .checkpoint import read_checkpoint
+        ckpt = read_checkpoint(args.checkpoint)
         return resume_config(ckpt["config"], given, given_model), ckpt
     given_model.setdefault("K", given_model.get("X", ModelConfig.X))   # default: dense
     return TrainConfig(model=ModelConfig(**given_model), **given), None
