@@ -403,7 +403,7 @@ def cmd_serve(args):
     from . import serve
 
     path = resolve_checkpoint(args)
-    model = load(path)
+    model = load(path, int8=args.int8)
     model_id = serve.model_id_for(path)
     srv = serve.make_server(model, args.host, args.port, args.api_key, args.cache_mb,
                             args.max_tokens, args.max_body_kb, args.temperature, args.top_k,
