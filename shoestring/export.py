@@ -158,20 +158,24 @@ def _cls(ranges, negate=False):
     return "[%s%s]" % ("^" if negate else "", body)
 
 
-def hf_pretokenizer_regex(specials):
-    """tokenizer.py's pre-token pattern (_compile_pattern) for Oniguruma, classes spelled out."""
+def hf_pretokenizer_regex(specials, bounded=True):
+    """tokenizer.py's pre-token pattern (_compile_pattern) for Oniguruma, classes spelled out;
+    bounded: the shoestring-2 caps (tokenizer.MAX_RUN, MAX_APOS)."""
+    from .tokenizer import MAX_APOS, MAX_RUN
     r = _class_ranges()
     letter, digit, space = _cls(r["L"]), _cls(r["D"]), _cls(r["S"])
     nonspace = _cls(r["S"], negate=True)
     punct = _cls(sorted(r["S"] + r["D"] + r["L"]), negate=True)   # not a letter, digit or space
-    word = " ?%s+(?:['\\x{2019}]%s+)*" % (letter, letter)
-    digits = " ?%s+" % digit
-    ws = "%s+(?!%s)|%s+" % (space, nonspace, space)
+    q = "{1,%d}" % MAX_RUN if bounded else "+"
+    word = " ?%s%s(?:['\\x{2019}]%s%s)%s" % (letter, q, letter, q,
+                                             "{0,%d}" % MAX_APOS if bounded else "*")
+    digits = " ?%s%s" % (digit, q)
+    ws = "%s%s(?!%s)|%s%s" % (space, q, nonspace, space, q)
     if specials:
         alt = _special_alternation(specials)
-        parts = ["(?:%s)" % alt, word, digits, " ?(?:(?!%s)%s)+" % (alt, punct), ws]
+        parts = ["(?:%s)" % alt, word, digits, " ?(?:(?!%s)%s)%s" % (alt, punct, q), ws]
     else:
-        parts = [word, digits, " ?%s+" % punct, ws]
+        parts = [word, digits, " ?%s%s" % (punct, q), ws]
     return "|".join(parts)
 
 
@@ -198,7 +202,8 @@ def hf_tokenizer_dict(tok):
         "added_tokens": [],
         "normalizer": None,
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": hf_pretokenizer_regex(tok.special_tokens)},
+            {"type": "Split", "pattern": {"Regex": hf_pretokenizer_regex(tok.special_tokens,
+                                                                     tok.pretokenizer != "shoestring-1")},
              "behavior": "Isolated", "invert": False},
             byte_level]},
         "post_processor": None,

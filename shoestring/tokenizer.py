@@ -53,7 +53,14 @@ from .safeio import why_missing
 SPECIALS = ("[USER]", "[BOT]", "[EOS]", "[PAD]", "[UNK]")
 FORMAT = "shoestring-bpe"
 VERSION = 1
-PRETOKENIZER = "shoestring-1"        # names the rules above; a change of rules gets a new name
+PRETOKENIZER = "shoestring-2"        # names the rules above; a change of rules gets a new name
+# shoestring-2 bounds every run of one class in a pre-token to MAX_RUN characters (and a word to
+# MAX_APOS inner apostrophes), so a 2 MB line without spaces or a page of Chinese costs training
+# and encoding linear time (#17); shoestring-1 (unbounded) tokenizers still load and encode as
+# they were trained.
+PRETOKENIZERS = ("shoestring-1", "shoestring-2")
+MAX_RUN = 64
+MAX_APOS = 4
 
 _MAX_LOAD_BYTES = 2 * 1024 ** 3     # Tokenizer.load: no tokenizer or checkpoint is larger
 _SNIFF_ABOVE = 16 << 20             # larger files must start like a JSON object to be read
@@ -64,23 +71,36 @@ _CACHE_MAX = 1 << 18                 # pre-token cache entries before the cache 
 _L = r"[^\W\d_]"                     # a letter
 _P = r"(?:[^\s\w]|_)"                # punctuation: not a letter, digit or whitespace
 _APOS = "'\u2019"                    # apostrophes allowed inside words
-_WORD = r" ?%s+(?:[%s]%s+)*" % (_L, _APOS, _L)
-_DIGITS = r" ?\d+"
-_SPACE = r"\s+(?!\S)|\s+"
-_PLAIN_RE = re.compile("|".join([_WORD, _DIGITS, r" ?%s+" % _P, _SPACE]))
+
+
+def _rules(bounded):
+    """(word, digits, punctuation run atom quantifier, space) of the pre-token regex."""
+    q = "{1,%d}" % MAX_RUN if bounded else "+"
+    word = r" ?%s%s(?:[%s]%s%s)%s" % (_L, q, _APOS, _L, q, "{0,%d}" % MAX_APOS if bounded else "*")
+    return word, r" ?\d" + q, q, r"\s%s(?!\S)|\s%s" % (q, q)
+
+
+def _plain(bounded):
+    word, digits, q, space = _rules(bounded)
+    return re.compile("|".join([word, digits, r" ?%s%s" % (_P, q), space]))
+
+
+_PLAIN_RE = _plain(True)
+_PLAIN_RE_1 = _plain(False)
 
 
 def _special_alternation(specials):
     return "|".join(re.escape(s) for s in sorted(specials, key=lambda s: (-len(s), s)))
 
 
-def _compile_pattern(specials):
+def _compile_pattern(specials, bounded=True):
     """The pre-token regex with special tokens recognised (rule 1, and rule 4 stops before one)."""
     if not specials:
-        return _PLAIN_RE
+        return _PLAIN_RE if bounded else _PLAIN_RE_1
+    word, digits, q, space = _rules(bounded)
     alt = _special_alternation(specials)
-    punct = r" ?(?:(?!%s)%s)+" % (alt, _P)
-    return re.compile("|".join(["(?:%s)" % alt, _WORD, _DIGITS, punct, _SPACE]))
+    punct = r" ?(?:(?!%s)%s)%s" % (alt, _P, q)
+    return re.compile("|".join(["(?:%s)" % alt, word, digits, punct, space]))
 
 
 def _char_class(c):
@@ -94,8 +114,11 @@ def _char_class(c):
     return "P"
 
 
-def pretokenize_reference(text, specials=()):
-    """The pre-tokenisation rules of the module docstring, one character at a time (slow twin)."""
+def pretokenize_reference(text, specials=(), bounded=True):
+    """The pre-tokenisation rules of the module docstring, one character at a time (slow twin);
+    bounded: shoestring-2's caps (MAX_RUN characters per run, MAX_APOS apostrophes)."""
+    cap = MAX_RUN if bounded else len(text) + 1
+    apos = MAX_APOS if bounded else len(text) + 1
     specs = sorted(specials, key=lambda s: (-len(s), s))
     n = len(text)
     cls = [_char_class(c) for c in text]
@@ -120,23 +143,25 @@ def pretokenize_reference(text, specials=()):
         c = cls[j]
         k = j + 1
         if c == "L":
+            seg, joins = j, 0
             while True:
-                while k < n and cls[k] == "L":
+                while k < n and cls[k] == "L" and k - seg < cap:
                     k += 1
-                if k + 1 < n and text[k] in _APOS and cls[k + 1] == "L":
+                if joins < apos and k + 1 < n and text[k] in _APOS and cls[k + 1] == "L":
+                    seg, joins = k + 1, joins + 1
                     k += 2
                     continue
                 break
         elif c == "D":
-            while k < n and cls[k] == "D":
+            while k < n and cls[k] == "D" and k - j < cap:
                 k += 1
         elif c == "P":
-            while k < n and cls[k] == "P" and special_at(k) is None:
+            while k < n and cls[k] == "P" and special_at(k) is None and k - j < cap:
                 k += 1
         else:  # whitespace: leave the last one of a run for the word that follows
-            while k < n and cls[k] == "S":
+            while k < n and cls[k] == "S" and k - i < cap:
                 k += 1
-            if k < n and k - i > 1:
+            if k < n and cls[k] != "S" and k - i > 1:
                 k -= 1
         out.append(text[i:k])
         i = k
@@ -253,7 +278,7 @@ class Tokenizer:
 
     SPECIALS = SPECIALS
 
-    def __init__(self, merges=(), special_tokens=SPECIALS):
+    def __init__(self, merges=(), special_tokens=SPECIALS, pretokenizer=PRETOKENIZER):
         specials = _check_specials(special_tokens)
         off = len(specials)
         merges = _check_merges(merges, off)
@@ -268,8 +293,13 @@ class Tokenizer:
         self._bytes = pieces                  # (V,) the bytes of every id
         self._ranks = ranks                   # (a, b) -> merged id (rank order == id order)
         self._special_ids = {s: i for i, s in enumerate(specials)}
-        self._pat_special = _compile_pattern(specials)
-        self._pat_plain = _PLAIN_RE
+        if pretokenizer not in PRETOKENIZERS:
+            raise TokenizerError("pre-tokenizer %r is unknown (this shoestring knows %s)"
+                                 % (pretokenizer, ", ".join(PRETOKENIZERS)))
+        self.pretokenizer = pretokenizer
+        bounded = pretokenizer != "shoestring-1"
+        self._pat_special = _compile_pattern(specials, bounded)
+        self._pat_plain = _PLAIN_RE if bounded else _PLAIN_RE_1
         self._seed_caches()
         self.stats = None                     # training figures, set by train()
 
@@ -399,7 +429,7 @@ class Tokenizer:
         """Slow twin of encode: reference pre-tokeniser, every merge applied in order, no cache."""
         out = []
         specials = self.special_tokens if allow_special else ()
-        for piece in pretokenize_reference(text, specials):
+        for piece in pretokenize_reference(text, specials, self.pretokenizer != "shoestring-1"):
             if piece in specials:
                 out.append(self._special_ids[piece])
                 continue
@@ -525,7 +555,7 @@ class Tokenizer:
     def to_dict(self):
         """A JSON-able description (what checkpoints embed under "tokenizer")."""
         return {
-            "format": FORMAT, "version": VERSION, "pretokenizer": PRETOKENIZER,
+            "format": FORMAT, "version": VERSION, "pretokenizer": self.pretokenizer,
             "special_tokens": list(self.special_tokens), "vocab_size": self.vocab_size,
             "merges": [[a, b] for a, b in self.merges],
         }
@@ -546,7 +576,7 @@ class Tokenizer:
         if d["version"] != VERSION:
             raise bad("version %r is not supported (this shoestring reads version %d)"
                       % (d["version"], VERSION))
-        if d["pretokenizer"] != PRETOKENIZER:
+        if d["pretokenizer"] not in PRETOKENIZERS:
             raise bad("pre-tokenizer %r is unknown (expected %r)" % (d["pretokenizer"], PRETOKENIZER))
         try:
             specials = _check_specials(d["special_tokens"])
@@ -556,7 +586,7 @@ class Tokenizer:
         if not isinstance(merges, list):
             raise bad("merges must be a list of [a, b] id pairs")
         try:
-            tok = cls(merges, specials)
+            tok = cls(merges, specials, d["pretokenizer"])
         except TokenizerError as e:
             raise bad(str(e)) from None
         if "vocab_size" in d and d["vocab_size"] != tok.vocab_size:

@@ -392,3 +392,39 @@ def test_the_c_sampler_is_safe_for_every_temperature():
                 assert got == {3}, (t, top_k, got)
             elif t < 1e-30:                           # one-hot but for the exact tie
                 assert got <= {3, 5}, (t, top_k, got)
+
+
+# ---- tokenizer training stays linear: pre-token runs are bounded (shoestring-2) ----------------
+def test_pretoken_runs_are_bounded_and_lossless():
+    import random as rnd
+    from shoestring.tokenizer import (MAX_RUN, SPECIALS, Tokenizer, _compile_pattern,
+                                      pretokenize_reference)
+    r = rnd.Random(5)
+    alphabet = ["a", "b", "'", "\u2019", " ", "  ", "\n", "7", "9", "-", "!", "\u4e2d", "\u6587",
+                "[EOS]", "_", "\t"]
+    texts = ["x" * 1000, "\u4e2d\u6587" * 700, "1" * 300, "-" * 200, " " * 150 + "b",
+             "a'" * 40 + "a", " " + "q" * 64 + "r" * 70]
+    texts += ["".join(r.choice(alphabet) * r.choice([1, 1, 2, 70]) for _ in range(60))
+              for _ in range(300)]
+    for t in texts:
+        for specials in ((), SPECIALS):
+            got = _compile_pattern(specials).findall(t)
+            assert got == pretokenize_reference(t, specials), t
+            assert "".join(got) == t
+            assert max(len(p) for p in got) <= 5 * (MAX_RUN + 1)
+    tok = Tokenizer.train(texts=texts, vocab_size=400)
+    assert tok.pretokenizer == "shoestring-2"
+    for t in texts[:60]:
+        assert tok.decode(tok.encode(t)) == t
+        assert tok.encode(t) == tok.encode_slow(t)
+
+
+def test_old_tokenizers_keep_their_rules():
+    from shoestring.tokenizer import Tokenizer
+    d = Tokenizer.train(texts=["hello world " * 50], vocab_size=300).to_dict()
+    d["pretokenizer"] = "shoestring-1"
+    old = Tokenizer.from_dict(d)
+    assert old.to_dict()["pretokenizer"] == "shoestring-1"
+    assert old.pretokenize("x" * 500) == ["x" * 500]            # unbounded, as trained
+    assert Tokenizer.from_dict(dict(d, pretokenizer="shoestring-2")).pretokenize("x" * 500) \
+        == ["x" * 64] * 7 + ["x" * 52]
