@@ -33,8 +33,12 @@ MAX_THREADS = 1024
 MAX_COUNT = 10 ** 12        # steps, epochs, intervals
 MAX_SEED = 2 ** 64 - 1
 
-DEFAULT_EPOCHS = 5          # MODEL.md §6
-BUNDLED_EPOCHS = 20         # on the bundled chat corpus (230 KB): about 1,000 steps
+# Without epochs, max_steps or minutes a run gets a time budget (issue #11: the loop plans its
+# schedule to end with the budget and keeps the best validation in best.json).
+DEFAULT_MINUTES = 5.0       # user data
+BUNDLED_MINUTES = 2.0       # the bundled chat corpus
+
+NEW_RUN_CAP = 4.0           # the candidate's soft cap of new models (ModelConfig.cap; issue #11)
 
 # what resuming does with a setting (see resume_config)
 FIXED, PLAN, SESSION = "fixed", "plan", "session"
@@ -77,12 +81,13 @@ def check_setting(name, value, spec):
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run (MODEL.md §2, §6). None means "the trainer chooses"."""
-    model: ModelConfig = field(default_factory=ModelConfig)   # architecture; model.V is the
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(cap=NEW_RUN_CAP))
+                                                              # architecture; model.V is the
                                                               # vocabulary asked of the tokenizer
     seq_length: int = setting(80, int, 1, MAX_SIZE, resume=FIXED)        # T, steps per window
     batch_size: int = setting(16, int, 1, MAX_SIZE, resume=FIXED)        # B, parallel streams
     accumulate: int = setting(1, int, 1, MAX_SIZE, resume=FIXED)         # windows per step
-    epochs: Optional[int] = setting(None, int, 1, MAX_COUNT)   # None: 5, or 20 on the bundled corpus
+    epochs: Optional[int] = setting(None, int, 1, MAX_COUNT)   # None: the time budget decides
     max_steps: Optional[int] = setting(None, int, 1, MAX_COUNT)          # None: no limit
     max_minutes: Optional[float] = setting(None, float, 0.0, 10 ** 6, lo_open=True,
                                            resume=SESSION)     # per session; None: no limit
@@ -97,6 +102,13 @@ class TrainConfig:
     eval_every: Optional[int] = setting(None, int, 1, MAX_COUNT)     # None: once per epoch
     threads: Optional[int] = setting(None, int, 1, MAX_THREADS, resume=SESSION)  # None: all cores
     encoding_errors: str = setting("strict", str, choices=("strict", "replace"), resume=SESSION)
+    # issue #11: regularisers (training only; masks from the seeded generator), weight averaging
+    # and a time budget
+    dropout: float = setting(0.0, float, 0.0, 0.95)            # locked dropout, layer/head inputs
+    embedding_dropout: float = setting(0.0, float, 0.0, 0.95)  # whole vocabulary rows per window
+    weight_drop: float = setting(0.0, float, 0.0, 0.95)        # DropConnect on Wch per step
+    ema: float = setting(0.0, float, 0.0, 0.99999)             # moving-average decay; 0: off
+    minutes: Optional[float] = setting(None, float, 0.0, 10 ** 6, lo_open=True)  # time budget
 
     def __post_init__(self):
         if not isinstance(self.model, ModelConfig):

@@ -11,7 +11,15 @@ run stopped (data position, RNG state, optimiser state, carried recurrent state)
 main thread) finishes the current step, saves last.json and returns with `interrupted` set. A
 non-finite loss or gradient stops training and keeps the last good checkpoint. A stream whose
 recurrent state passes params.STATE_GUARD (or is not finite) is reset to zero; every reset is
-counted and logged (MODEL.md §2, stability hazard). Callbacks (objects with any of the methods
+counted and logged (MODEL.md §2, stability hazard).
+
+Issue #11: dropout masks (locked, embedding rows, DropConnect on Wch) are drawn from the run's
+seeded generator, so a resumed run draws the same ones; `ema` keeps a moving average of the
+weights that validation, best.json and the chat use (the checkpoint's `params`; the weights being
+trained go into its optimizer section); `minutes` plans warm-up + cosine to end when the budget
+does, from the measured steps per second, re-planned every PLAN_EVERY steps, the training time
+spent so far kept in the checkpoint. Validation scores the validation text as one stream
+(evaluate.score_tokens), exactly as `shoestring eval` does. Callbacks (objects with any of the methods
 `on_train_start(run)`, `on_step_end(run, step, metrics)`, `on_eval(run, metrics)`,
 `on_checkpoint(run, path)`, `on_train_end(run)`) see the Trainer as `run`.
 
@@ -30,13 +38,20 @@ import numpy as np
 
 from .checkpoint import (atomic_write_text, load_checkpoint, remove_stale_temp_files,
                          save_checkpoint)
-from .config import BUNDLED_EPOCHS, DEFAULT_EPOCHS, TrainConfig, resume_config
+from .config import BUNDLED_MINUTES, DEFAULT_MINUTES, TrainConfig, resume_config
 from .data import default_corpus_path
 from .dataset import Windows, expand_paths, read_texts
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError
-from .model import Network
+from .evaluate import encode_for_scoring, score_tokens
+from .model import Masks, Network, dropout_mask
 from .optim import AdamW, default_warmup, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
+
+
+PLAN_EVERY = 50            # steps between re-plans of a time budget
+PLAN_AFTER = 20            # steps measured before the first plan
+PROVISIONAL_WARMUP = 200   # warm-up used before the first plan (default_warmup's largest)
+EVALS_PER_BUDGET = 20      # validations in a time-budgeted run without eval_every
 
 
 def default_threads():
@@ -134,17 +149,27 @@ class Trainer:
                 "accumulate, batch_size or seq_length, or use more data)"
                 % (self.acc, self.train_win.count), setting=("accumulate", "batch_size", "seq_length"))
         self.steps_per_epoch = max(1, self.train_win.count // self.acc)
-        total = self.steps_per_epoch * config.epochs
+        self.budget_s = 60.0 * config.minutes if config.minutes else None
+        self.elapsed_s = 0.0          # training seconds of earlier sessions (time budget)
+        self.planned = False          # the time budget's plan was made (warm-up fixed)
+        total = self.steps_per_epoch * config.epochs if config.epochs else 10 ** 12
         if config.max_steps:
             total = min(total, config.max_steps)
         self.total_steps = total
-        self.warmup = config.warmup_steps if config.warmup_steps is not None else default_warmup(total)
+        if self.budget_s is not None and config.warmup_steps is None:
+            self.warmup = PROVISIONAL_WARMUP
+        else:
+            self.warmup = config.warmup_steps if config.warmup_steps is not None else \
+                default_warmup(total)
 
         self.params = params if params is not None else self.layout.init(config.seed)
         self.grads = self.layout.zeros()
+        self.ema = self.params.copy() if config.ema else None     # moving average of params
+        self._ema_tmp = self.layout.zeros() if config.ema else None
         self.opt = AdamW(self.layout.n, self.layout.n_decay, eps=config.eps_adamw,
                          weight_decay=config.wd)
-        self.net = Network(model_cfg, self.params, self.B, self.T, self.threads, train=True)
+        self.net = Network(model_cfg, self.params, self.B, self.T, self.threads, train=True,
+                           weight_drop=config.weight_drop > 0)
         self.h = np.zeros((model_cfg.L, self.B, model_cfg.X, model_cfg.H), np.float32)  # (L,B,X,H)
         # run state (all of it goes into the checkpoint)
         self.rng = np.random.default_rng(config.seed)
@@ -218,6 +243,14 @@ class Trainer:
                                   % (state.shape, self.h.shape))
         self.h[...] = state
         self.metrics = list(ck.get("metrics", []))
+        opt = ck.get("optimizer") or {}
+        if self.ema is not None and "train_params" in opt:
+            self.ema[...] = ck["params"]          # params holds the average, see checkpoint_dict
+        self.elapsed_s = float(tr.get("elapsed_s", 0.0))
+        if self.budget_s is not None and tr.get("planned_total") is not None:
+            self.total_steps = int(tr["planned_total"])
+            self.warmup = int(tr["warmup"])
+            self.planned = True
 
     def checkpoint_dict(self):
         train_cfg = dict(self.config.to_dict(), threads=self.threads,
@@ -225,17 +258,23 @@ class Trainer:
                          model_data=[os.path.abspath(p) for p in self.data_paths],
                          validation_data=(os.path.abspath(self.validation_path)
                                           if self.validation_path else None))
+        opt = self.opt.state_dict()
+        if self.ema is not None:              # params: the average; the trained weights kept too
+            opt = dict(opt, train_params=self.params)
         return {
             "config": {"model": self.cfg.to_dict(), "train": train_cfg},
             "tokenizer": self.tok.to_dict(),
-            "params": self.params,
-            "optimizer": self.opt.state_dict(),
+            "params": self.eval_params,
+            "optimizer": opt,
             "training": {
                 "step": self.opt.step, "epoch": self.epoch, "window": self.window,
                 "offset": self.offset, "rng": self.rng.bit_generator.state,
                 "best_val": None if math.isinf(self.best_val) else self.best_val,
                 "state_resets": self.resets, "train_fingerprint": self.train_fp,
                 "state": self.h.tolist(),
+                "elapsed_s": round(self.elapsed(), 3),
+                "planned_total": self.total_steps if self.planned else None,
+                "warmup": self.warmup,
             },
             "metrics": self.metrics,
         }
@@ -251,17 +290,45 @@ class Trainer:
         """Reset training streams whose state is too large or not finite; count them."""
         self.resets += guard_state(self.h)
 
+    @property
+    def eval_params(self):
+        """The weights validation, best.json and the chat use: the average when ema is on."""
+        return self.ema if self.ema is not None else self.params
+
+    def elapsed(self):
+        """Training seconds of this run so far (all sessions)."""
+        t0 = getattr(self, "_session_t0", None)
+        return self.elapsed_s + (time.time() - t0 if t0 is not None else 0.0)
+
+    def _window_masks(self):
+        """This window's dropout masks from the run's generator (None when dropout is off)."""
+        c, cfg = self.config, self.cfg
+        if not (c.dropout or c.embedding_dropout):
+            return None
+        r, p = self.rng, c.dropout
+        return Masks(
+            embedding=dropout_mask(r, (cfg.V,), c.embedding_dropout) if c.embedding_dropout else None,
+            inputs=[dropout_mask(r, (self.B, cfg.layer_input(l)), p) if p else None
+                    for l in range(cfg.L)],
+            head=dropout_mask(r, (self.B, cfg.H), p) if p else None)
+
     def step(self):
         """Run `accumulate` windows and one AdamW update. Returns (loss mean, grad norm, lr)."""
         if self.offset is None:               # a new epoch: new stream offsets, fresh state
             self.offset = self.train_win.random_offset(self.rng)
             self.h.fill(0.0)
         self.net.zero_grads()
+        if self.config.weight_drop:           # one DropConnect mask per layer for this step
+            cfg = self.cfg
+            self.net.set_weight_masks([dropout_mask(self.rng, (cfg.X, cfg.H, cfg.H),
+                                                    self.config.weight_drop)
+                                       for _ in range(cfg.L)])
         dscale = 1.0 / (self.B * self.T * self.acc)
         loss = 0.0
         for _ in range(self.acc):
             tokens, targets = self.train_win.window(self.window, self.offset)
-            loss += self.net.forward_backward(tokens, targets, self.h, dscale)
+            loss += self.net.forward_backward(tokens, targets, self.h, dscale,
+                                              self._window_masks())
             self.window += 1
             self._guard_state()
         loss /= self.B * self.T * self.acc
@@ -282,6 +349,12 @@ class Trainer:
             raise TrainingError(
                 "the gradient norm became %s at step %d (lower lr; the last good checkpoint is "
                 "kept)" % (norm, self.opt.step + 1), setting="lr")
+        if self.ema is not None:              # warm-up: early steps average over fewer
+            t = self.opt.step
+            d = min(c.ema, (1.0 + t) / (10.0 + t))
+            self.ema *= np.float32(d)
+            np.multiply(self.params, np.float32(1.0 - d), out=self._ema_tmp)
+            self.ema += self._ema_tmp
         if self.window + self.acc > self.train_win.count:   # epoch done
             self.epoch += 1
             self.window = 0
@@ -290,24 +363,28 @@ class Trainer:
 
     # ---- validation ---------------------------------------------------------------------------
     def evaluate(self):
-        """(mean loss, perplexity, bits per character) on the validation tokens."""
-        n = len(self.val_tokens)
-        T = min(self.T, n - 1)
-        B = max(1, min(self.B, (n - 1) // T))
-        win = Windows(self.val_tokens, B, T, "validation data")
-        net = Network(self.cfg, self.params, B, T, min(self.threads, B), train=False)
-        h = np.zeros((self.cfg.L, B, self.cfg.X, self.cfg.H), np.float32)
-        total = 0.0
-        for w in range(win.count):
-            tokens, targets = win.window(w)
-            total += net.forward(tokens, targets, h)
-            guard_state(h)                    # the same guard as in training
-        net.close()
-        count = B * T * win.count
-        loss = total / count
-        chars_per_token = self.val_chars / max(1, n)
-        bpc = loss / math.log(2) / chars_per_token if chars_per_token > 0 else float("nan")
-        return loss, math.exp(min(loss, 50.0)), bpc
+        """(mean loss, perplexity, bits per character) on the validation text, scored as one
+        stream from [EOS] (evaluate.score_tokens, what `shoestring eval` reports), with the
+        weights eval_params; state resets there are counted too."""
+        r = score_tokens(self.cfg, self.eval_params, self.val_tokens, self.val_chars)
+        self.resets += r["state_resets"]
+        return r["nats_per_token"], r["perplexity"], r["bits_per_char"]
+
+    # ---- the time budget ----------------------------------------------------------------------
+    def _plan(self, session_steps, session_s):
+        """Fit warm-up + cosine into the time left, from the steps per second measured in this
+        session (validation included); the warm-up is fixed by the first plan."""
+        rate = session_steps / max(1e-9, session_s)
+        left = max(0.0, self.budget_s - self.elapsed())
+        total = self.opt.step + max(1, int(left * rate))
+        if self.config.max_steps:
+            total = min(total, self.config.max_steps)
+        self.total_steps = max(total, self.opt.step + 1)
+        if not self.planned:
+            self.planned = True
+            if self.config.warmup_steps is None:
+                self.warmup = default_warmup(self.total_steps)
+        self.progress.total = self.total_steps
 
     # ---- the loop -----------------------------------------------------------------------------
     def _on_sigint(self, signum, frame):
@@ -319,8 +396,18 @@ class Trainer:
         """Train until total_steps, max_minutes or a stop; True if stopped by Ctrl-C (last.json
         saved without validating)."""
         c, prog = self.config, self.progress
-        eval_every = c.eval_every or self.steps_per_epoch
+        budget = self.budget_s is not None
+
+        def cadence():
+            if c.eval_every:
+                return c.eval_every
+            if budget:
+                return max(1, self.total_steps // EVALS_PER_BUDGET)
+            return self.steps_per_epoch
+        eval_every = cadence()
         prog.start_step = self.opt.step
+        self._session_t0 = time.time()
+        session_step0 = self.opt.step
         prev = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
         tokens_per_step = self.B * self.T * self.acc
         t_last, step_last, loss_acc, n_acc = time.time(), self.opt.step, 0.0, 0
@@ -334,6 +421,12 @@ class Trainer:
                     break
                 loss, norm, lr = self.step()
                 out_of_time = deadline is not None and time.time() >= deadline
+                done = self.opt.step - session_step0
+                if budget and (done == PLAN_AFTER or (done > PLAN_AFTER and done % PLAN_EVERY == 0)):
+                    self._plan(done, time.time() - self._session_t0)
+                    eval_every = cadence()
+                budget_over = budget and self.elapsed() >= self.budget_s
+                out_of_time = out_of_time or budget_over
                 loss_acc += loss
                 n_acc += 1
                 step = self.opt.step
@@ -364,6 +457,10 @@ class Trainer:
                         self.best_path = self.save("best.json")
                     self.last_path = self.save("last.json")
                     t_last, step_last, loss_acc, n_acc = time.time(), step, 0.0, 0
+                if budget_over:
+                    prog.message("the time budget of %g minutes is spent at step %d"
+                                 % (c.minutes, step))
+                    break
                 if out_of_time:
                     prog.message("max_minutes %g reached at step %d; resume from last.json"
                                  % (c.max_minutes, step))
@@ -375,6 +472,8 @@ class Trainer:
             if prev is not None:
                 signal.signal(signal.SIGINT, prev)
             self.net.close()
+            self.elapsed_s = self.elapsed()
+            self._session_t0 = None
         prog.close()
         if interrupted:
             self.last_path = self.save("last.json")
@@ -506,8 +605,8 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         bundled = True
         progress.message("no model data given: training on the bundled chat corpus (%s)"
                          % model_paths[0])
-    if config.epochs is None:     # the bundled corpus is small: more passes to learn to chat
-        config = config.replace(epochs=BUNDLED_EPOCHS if bundled else DEFAULT_EPOCHS)
+    if config.epochs is None and config.minutes is None and config.max_steps is None:
+        config = config.replace(minutes=BUNDLED_MINUTES if bundled else DEFAULT_MINUTES)
     texts = read_texts(model_paths, config.encoding_errors)
     data_paths = expand_paths(model_paths)
 
@@ -538,17 +637,20 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     check_memory(cfg_model, config.batch_size, config.seq_length, threads)
 
     all_tokens = encode_texts(tok, texts)
+    # validation ids start with [EOS], the context of the first prediction (evaluate.py)
     if validation_data:
         vtexts = read_texts([validation_data], config.encoding_errors, "validation data")
-        val_tokens = encode_texts(tok, vtexts)
-        val_chars = sum(len(t) for _, t in vtexts)
+        vtext = "".join(t for _, t in vtexts)
+        val_tokens = encode_for_scoring(tok, vtext)
+        val_chars = len(vtext)
         train_tokens = all_tokens
     else:
         n_val = int(len(all_tokens) * config.val_fraction)
         n_val = max(n_val, min(len(all_tokens) // 2, config.seq_length + 1))
-        train_tokens, val_tokens = all_tokens[:-n_val], all_tokens[-n_val:]
+        train_tokens, tail = all_tokens[:-n_val], all_tokens[-n_val:]
+        val_tokens = np.concatenate([np.array([tok.special_id("[EOS]")], np.int32), tail])
         total_chars = sum(len(t) for _, t in texts)
-        val_chars = total_chars * len(val_tokens) / max(1, len(all_tokens))
+        val_chars = total_chars * len(tail) / max(1, len(all_tokens))
     if len(val_tokens) < 2:
         raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
 
@@ -564,7 +666,10 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     for name in remove_stale_temp_files(out_dir):      # left by a run killed mid-save
         progress.message("removed %s, an unfinished save of a killed run" % name)
 
-    params = np.array(ckpt["params"], np.float32) if ckpt is not None else None
+    params = None
+    if ckpt is not None:          # with ema, params is the average; the trained weights are kept
+        opt = ckpt.get("optimizer") or {}
+        params = np.array(opt.get("train_params", ckpt["params"]), np.float32)
     trainer = Trainer(config, cfg_model, tok, train_tokens, val_tokens, val_chars, params=params,
                       ckpt=ckpt, out_dir=out_dir, progress=progress, callbacks=callbacks)
     trainer.data_paths = data_paths
@@ -595,4 +700,4 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         tokens=(trainer.opt.step - step0) * trainer.B * trainer.T * trainer.acc,
         seconds=time.time() - t0, interrupted=interrupted, out_dir=out_dir,
         best_val=trainer.best_val, state_resets=trainer.resets, model_config=cfg_model,
-        tokenizer=tok, params=trainer.params.copy())
+        tokenizer=tok, params=trainer.eval_params.copy())
