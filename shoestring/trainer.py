@@ -651,7 +651,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         val_tokens = np.concatenate([np.array([tok.special_id("[EOS]")], np.int32), tail])
         total_chars = sum(len(t) for _, t in texts)
         val_chars = total_chars * len(tail) / max(1, len(all_tokens))
-    if len(val_tokens) < 2:
+    if len(val_tokens) < 3:          # [EOS] and at least 2 tokens of text
         raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
 
     if out_dir is None:
