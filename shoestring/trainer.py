@@ -247,7 +247,9 @@ class Trainer:
         if self.ema is not None and "train_params" in opt:
             self.ema[...] = ck["params"]          # params holds the average, see checkpoint_dict
         self.elapsed_s = float(tr.get("elapsed_s", 0.0))
-        if self.budget_s is not None and tr.get("planned_total") is not None:
+        saved_minutes = (ck.get("config", {}).get("train") or {}).get("minutes")
+        if (self.budget_s is not None and tr.get("planned_total") is not None
+                and saved_minutes == self.config.minutes):      # the same budget: the same plan
             self.total_steps = int(tr["planned_total"])
             self.warmup = int(tr["warmup"])
             self.planned = True
@@ -415,7 +417,8 @@ class Trainer:
         self._emit("on_train_start")
         try:
             deadline = time.time() + 60.0 * c.max_minutes if c.max_minutes else None
-            while self.opt.step < self.total_steps:
+            while self.opt.step < self.total_steps and not (
+                    budget and self.elapsed() >= self.budget_s):
                 if self.stop_requested:
                     interrupted = True
                     break
@@ -679,13 +682,28 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(
         trainer.checkpoint_dict()["config"], indent=2, sort_keys=True) + "\n")
     n_par = trainer.layout.n
+    if trainer.budget_s is not None:
+        length = "%s of training (%s left), the schedule planned from the measured speed" % (
+            fmt_seconds(trainer.budget_s), fmt_seconds(max(0.0, trainer.budget_s - trainer.elapsed_s)))
+        if config.max_steps:
+            length += ", at most %d steps" % config.max_steps
+    else:
+        length = "%d steps" % trainer.total_steps
+    regs = ", ".join("%s %g" % (n, getattr(config, n)) for n in
+                     ("dropout", "embedding_dropout", "weight_drop", "ema") if getattr(config, n))
     progress.message(
-        "model: %s parameters (V=%d C=%d H=%d L=%d X=%d K=%d); %d training tokens, %d validation "
-        "tokens; %d steps of %d x %d x %d tokens on %d thread%s; writing to %s"
+        "model: %s parameters (V=%d C=%d H=%d L=%d X=%d K=%d%s%s); %d training tokens, %d "
+        "validation tokens; %s of %d x %d x %d tokens on %d thread%s%s; writing to %s"
         % (f"{n_par:,}", cfg_model.V, cfg_model.C, cfg_model.H, cfg_model.L, cfg_model.X,
-           cfg_model.K, len(train_tokens), len(val_tokens), trainer.total_steps, trainer.B,
-           trainer.T, trainer.acc, trainer.threads, "s" if trainer.threads > 1 else "", out_dir))
-    if trainer.opt.step >= trainer.total_steps:
+           cfg_model.K, ", cap %g" % cfg_model.cap if cfg_model.cap else "",
+           ", tied embeddings" if cfg_model.tie_embeddings else "",
+           len(train_tokens), len(val_tokens) - 1, length, trainer.B, trainer.T, trainer.acc,
+           trainer.threads, "s" if trainer.threads > 1 else "", "; " + regs if regs else "",
+           out_dir))
+    if trainer.budget_s is not None and trainer.elapsed_s >= trainer.budget_s:
+        progress.message("the checkpoint has already spent its %g-minute budget (give --minutes "
+                         "to train further)" % config.minutes)
+    elif trainer.opt.step >= trainer.total_steps:
         progress.message("the checkpoint has already done %d of %d steps (raise epochs to "
                          "train further)" % (trainer.opt.step, trainer.total_steps))
     t0 = time.time()

@@ -148,6 +148,15 @@ def test_time_budget_plans_the_schedule_and_resume_keeps_it(tmp_path, tiny_corpu
     assert len(rows) >= 15                    # about 20 validations in a budget
     assert rows[-1]["lr"] == pytest.approx(0.1 * 0.001, rel=0.2)   # the cosine ended at the floor
     assert ck["config"]["train"]["minutes"] == 0.1
+    # resuming a spent budget trains nothing; a larger budget is planned again from where it is
+    resume = ["train", "--checkpoint", os.path.join(out, "last.json"), "--no-chat", "--quiet",
+              "--sample-every", "0"]
+    assert main(resume) == 0
+    assert load_checkpoint(os.path.join(out, "last.json"))["training"]["step"] == tr["step"]
+    assert main(resume + ["--minutes", "0.2"]) == 0
+    tr2 = load_checkpoint(os.path.join(out, "last.json"))["training"]
+    assert tr2["step"] == pytest.approx(200, abs=8)
+    assert tr2["elapsed_s"] == pytest.approx(12.0, abs=0.5)
 
 
 def test_cap_keeps_the_state_bounded_in_training(tmp_path, tiny_corpus):
