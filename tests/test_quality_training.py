@@ -13,7 +13,7 @@ from shoestring.checkpoint import load_checkpoint
 from shoestring.cli import main
 from shoestring.model import Masks, Network, dropout_mask
 from shoestring.params import ModelConfig, ParamLayout
-from test_train import SMALL, _setup, _train
+from test_train import _setup, _train, straight_and_resumed
 
 REG = ["--dropout", "0.3", "--embedding-dropout", "0.1", "--weight-drop", "0.3", "--ema", "0.9"]
 
@@ -70,23 +70,7 @@ def test_tied_embeddings_need_equal_widths():
 def test_resume_with_regularisers_and_ema_is_bitwise(tmp_path, tiny_corpus, threads, monkeypatch):
     common = ["--epochs", "3", "--threads", str(threads), "--lr", "0.005", "--eval-every", "5",
               "--max-steps", "12"] + REG
-    rc, straight = _train(tmp_path, tiny_corpus, "straight", common)
-    assert rc == 0
-    real_step = train_mod.Trainer.step
-
-    def step_then_interrupt(self):
-        out = real_step(self)
-        if self.opt.step == 7:
-            self.stop_requested = True
-        return out
-
-    monkeypatch.setattr(train_mod.Trainer, "step", step_then_interrupt)
-    rc, half = _train(tmp_path, tiny_corpus, "half", common)
-    assert rc == 130
-    monkeypatch.setattr(train_mod.Trainer, "step", real_step)
-    rc = main(["train", "--checkpoint", os.path.join(half, "last.json"), "--no-chat", "--quiet",
-               "--sample-every", "0", "--threads", str(threads)])
-    assert rc == 0
+    straight, half = straight_and_resumed(tmp_path, tiny_corpus, common, threads, monkeypatch, 7)
     a = load_checkpoint(os.path.join(straight, "last.json"))
     b = load_checkpoint(os.path.join(half, "last.json"))
     for key in ("m", "v", "train_params"):
