@@ -198,7 +198,30 @@ def c_string(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# pyproject.toml's SPDX `license` string and `license-files` need setuptools 77 (PEP 639). An
+# isolated build (plain `pip install .`, `python -m build`) gets it from build-system.requires; a
+# build without isolation uses the environment's setuptools, which may be older.
+MIN_SETUPTOOLS = (77, 0)
+
+
+def setuptools_too_old(version):
+    """A one-line error when setuptools `version` cannot read pyproject.toml, else None."""
+    parts = []
+    for p in version.split(".")[:2]:
+        digits = "".join(c for c in p if c.isdigit()) or "0"
+        parts.append(int(digits))
+    if tuple(parts) >= MIN_SETUPTOOLS:
+        return None
+    return ("shoestring: setuptools %s is too old to build this package (pyproject.toml's SPDX"
+            " license needs setuptools >= 77): pip install --upgrade 'setuptools>=77', or build"
+            " with isolation (plain `pip install .`)" % version)
+
+
 if __name__ == "__main__":  # setuptools runs this file as __main__; tests import its helpers
+    import setuptools
+    _err = setuptools_too_old(setuptools.__version__)
+    if _err:
+        sys.exit(_err)
     setup(
         cffi_modules=["build_ffi.py:ffibuilder"],
         cmdclass={"build_ext": BuildExt},

@@ -43,9 +43,9 @@ def _read_line(stdin, stdout, prompt, interactive):
 
 
 def run_chat(model, max_response=260, temperature=0.8, top_k=40, top_p=0.95, seed=None,
-             stdin=None, stdout=None):
+             stdin=None, stdout=None, banner=True):
     """Chat with `model` over stdin/stdout until the user leaves; returns the exit status
-    (0, or 130 after Ctrl-C at the prompt)."""
+    (0, or 130 after Ctrl-C at the prompt). banner=False: no banner on a terminal."""
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
     try:
@@ -54,7 +54,7 @@ def run_chat(model, max_response=260, temperature=0.8, top_k=40, top_p=0.95, see
         interactive = False
     session = model.chat(max_response=max_response, temperature=temperature, top_k=top_k,
                          top_p=top_p, seed=seed)
-    if interactive:
+    if interactive and banner:
         stdout.write("shoestring chat: %s\n" % model.describe())
         stdout.write("Type a message and press Enter; /help for commands; exit or Ctrl-D to leave.\n")
         stdout.flush()

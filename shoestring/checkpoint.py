@@ -34,15 +34,13 @@ import datetime
 import json
 import math
 import os
-import re
-import secrets
 import stat
-import time
 import zlib
 
 import numpy as np
 
 from .version import __version__
+from .dataset import atomic_write_bytes
 from .errors import CheckpointError, ShoestringError
 from .params import ModelConfig, ParamLayout, layout
 
@@ -66,126 +64,7 @@ _TAG_FLOAT = "$float"
 _TAG_DICT = "$dict"
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
-_DISK_HINT = "free some disk space or choose another --out-dir"
 _DAMAGED = "the file was edited or damaged; use another checkpoint"
-
-
-# ---------------------------------------------------------------------------------------------
-# Atomic writes
-# ---------------------------------------------------------------------------------------------
-
-def _fsync_dir(dirname):
-    """Make the rename durable: fsync the directory (POSIX); silently skipped where impossible."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-    try:
-        fd = os.open(dirname, flags)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def atomic_write_bytes(path, data, what="file"):
-    """Write `data` to `path` so that readers see the old file or the new one, never a mix.
-
-    A temp file in the same directory is written, flushed to disk and renamed onto `path`. On
-    OSError the previous file is untouched, the temp file is removed and CheckpointError raised;
-    on any other interruption (Ctrl-C) the temp file is removed and the exception propagates.
-    """
-    path = os.fspath(path)
-    dirname = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    tmp = None
-    try:
-        for _ in range(100):
-            tmp = os.path.join(dirname, ".%s.%d.%s.tmp" % (base, os.getpid(), secrets.token_hex(4)))
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                             0o666)
-                break
-            except FileExistsError:
-                tmp = None
-        else:
-            raise FileExistsError("could not create a unique temporary file in %s" % dirname)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        tmp = None
-    except BaseException as e:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        if isinstance(e, OSError):
-            reason = e.strerror or str(e)
-            raise CheckpointError("could not write %s %s: %s (%s)" % (what, path, reason, _DISK_HINT)) \
-                from e
-        raise
-    _fsync_dir(dirname)
-
-
-_TMP_NAME = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
-
-
-def remove_stale_temp_files(dirname):
-    """Delete temp files that atomic_write_bytes left behind when its process was killed
-    mid-write (SIGKILL, power loss): `.<name>.<pid>.<hex>.tmp` whose process no longer runs
-    (on Windows, where a pid cannot be probed safely: older than a day). Returns their names."""
-    removed = []
-    try:
-        names = os.listdir(dirname)
-    except OSError:
-        return removed
-    for name in names:
-        m = _TMP_NAME.match(name)
-        if not m:
-            continue
-        path = os.path.join(dirname, name)
-        if os.name == "posix":
-            try:
-                os.kill(int(m.group(1)), 0)
-                continue                      # its writer is alive: not ours to touch
-            except ProcessLookupError:
-                pass
-            except (PermissionError, OverflowError, ValueError):
-                continue
-        else:
-            try:
-                if time.time() - os.path.getmtime(path) < 86400:
-                    continue
-            except OSError:
-                continue
-        try:
-            os.unlink(path)
-            removed.append(name)
-        except OSError:
-            pass
-    return removed
-
-
-def atomic_write_text(path, text, what="file"):
-    """atomic_write_bytes of `text` encoded as UTF-8 (encoded before anything is touched)."""
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise CheckpointError("could not write %s %s: the text cannot be encoded as UTF-8 (%s)"
-                              % (what, os.fspath(path), e)) from e
-    atomic_write_bytes(path, data, what=what)
 
 
 # ---------------------------------------------------------------------------------------------

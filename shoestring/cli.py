@@ -1,9 +1,12 @@
 """cli.py: the `shoestring` command: the parser, the dispatch, errors turned into one line.
 
-Subcommands: info, tokenizer, train, chat, generate; their handlers are commands.cmd_<name>.
-Errors: a ShoestringError prints `shoestring: error: <what> (<hint>)` and exits 1, a UsageError
-exits 2, Ctrl-C exits 130; the settings an error names (`batch_size`) are shown as the flags that
-set them (`--batch-size`). `--traceback` shows the full traceback instead.
+Subcommands: info, tokenizer, train, chat, generate, plot, inspect, prepare, export; their
+handlers are commands.cmd_<name>. Errors: a ShoestringError prints `shoestring: error: <what>
+(<hint>)` and exits 1; a usage error (a bad flag, or a UsageError) is ONE line, `shoestring <cmd>:
+error: <what> (see shoestring <cmd> -h)`, exit 2; Ctrl-C exits 130; a closed standard output
+(`| head`) ends quietly with status 0. The settings an error names (`batch_size`) are shown as the
+flags that set them (`--batch-size`). `--traceback`, anywhere on the line, shows the full
+traceback instead.
 
 The training flags are TrainConfig's settings: each parses with config.parse_setting (the same
 check as TrainConfig itself), shows TrainConfig's default, and defaults to argparse.SUPPRESS, so
@@ -22,6 +25,14 @@ from .params import ModelConfig
 MODEL_FLAGS = {"V": "--bpe-vocab-size", "C": "--embedding-dim", "H": "--gru-hidden-size",
                "L": "--gru-layers", "X": "--num-experts", "K": "--active-experts",
                "eps_rmsnorm": "--eps-rmsnorm"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: the problem and where the help is, exit 2 (argparse
+    prints the whole usage block first, burying the line that matters)."""
+
+    def error(self, message):
+        self.exit(2, "%s: error: %s (see %s -h)\n" % (self.prog, message, self.prog))
 
 
 def int_in(lo, hi, name="whole number"):
@@ -62,18 +73,27 @@ unit_float = _float_in(0.0, 1.0, lo_open=True, name="number in (0, 1]")
 
 def add_sampling_args(p):
     g = p.add_argument_group("sampling")
-    g.add_argument("--temperature", type=nonneg_float, default=0.8,
+    g.add_argument("-t", "--temperature", type=nonneg_float, default=0.8,
                    help="softmax temperature; 0 is greedy (default: 0.8)")
     g.add_argument("--top-k", type=int_in(0, MAX_VOCAB), default=40,
                    help="sample among the k most likely tokens; 0 disables (default: 40)")
     g.add_argument("--top-p", type=unit_float, default=0.95,
                    help="nucleus sampling: smallest set with this total probability (default: 0.95)")
-    g.add_argument("--seed", type=int_in(0, MAX_SEED), default=None,
+    g.add_argument("-s", "--seed", type=int_in(0, MAX_SEED), default=None,
                    help="random seed for sampling; fixed seed gives the same text (default: random)")
 
 
-def add_setting(group, name, help, default_text=None):
-    """A flag for the TrainConfig setting `name`: --<name with dashes>."""
+def add_checkpoint_args(p, what="checkpoint to load"):
+    """CHECKPOINT as a positional argument or -m/--checkpoint; a run folder means its best.json;
+    neither: the newest run under runs/ (commands.resolve_checkpoint)."""
+    p.add_argument("checkpoint_pos", nargs="?", metavar="CHECKPOINT",
+                   help="%s: a .json file or a run folder (its best.json); default: the newest "
+                        "run under runs/" % what)
+    p.add_argument("-m", "--checkpoint", metavar="CHECKPOINT", help="the same, as a flag")
+
+
+def add_setting(group, name, help, default_text=None, short=None):
+    """A flag for the TrainConfig setting `name`: --<name with dashes> (and `short`, like -s)."""
     def parse(text):
         try:
             return parse_setting(name, text)
@@ -86,7 +106,8 @@ def add_setting(group, name, help, default_text=None):
     if default_text is None:
         default_text = str(spec["default"])
     kw = {"choices": spec["choices"]} if spec["choices"] else {"type": parse}
-    group.add_argument("--" + name.replace("_", "-"), default=argparse.SUPPRESS,
+    flags = ([short] if short else []) + ["--" + name.replace("_", "-")]
+    group.add_argument(*flags, default=argparse.SUPPRESS,
                        help="%s (default: %s)" % (help, default_text), **kw)
 
 
@@ -156,7 +177,7 @@ def add_train_args(p):
     add_setting(t, "ema", "decay of the moving average of the weights that validation, "
                 "best.json and the chat use; 0 disables")
     add_setting(t, "threads", "worker threads", "all cores")
-    add_setting(t, "seed", "random seed")
+    add_setting(t, "seed", "random seed", short="-s")
     o = p.add_argument_group("output")
     o.add_argument("--out-dir", metavar="DIR",
                    help="folder for checkpoints and metrics (default: runs/<timestamp>, or the "
@@ -166,10 +187,11 @@ def add_train_args(p):
     o.add_argument("--sample-every", type=int_in(0, MAX_COUNT), default=200,
                    help="print a short generated sample every N steps; 0 disables (default: 200)")
     o.add_argument("--no-chat", action="store_true", help="do not open the chat when training ends")
-    o.add_argument("--quiet", action="store_true", help="no progress bar or samples")
+    o.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar, samples or chart; only where the checkpoints went")
     c = p.add_argument_group("chat after training")
-    c.add_argument("--max-response", type=int_in(1, MAX_SIZE), default=260,
-                   help="most tokens in one reply (default: 260)")
+    c.add_argument("--max-tokens", "--max-response", dest="max_tokens", type=int_in(1, MAX_SIZE),
+                   default=260, help="most tokens in one reply (default: 260)")
     c.add_argument("--temperature", type=nonneg_float, default=0.8,
                    help="sampling temperature; 0 is greedy (default: 0.8)")
     c.add_argument("--top-k", type=int_in(0, MAX_VOCAB), default=40, help="top-k sampling; 0 disables (default: 40)")
@@ -177,7 +199,7 @@ def add_train_args(p):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="shoestring",
         description="Train and chat with a tiny mixture-of-experts GRU language model.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -202,13 +224,16 @@ def build_parser():
     add_train_args(train)
 
     chat = sub.add_parser("chat", help="chat with a trained model")
-    chat.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint to load")
-    chat.add_argument("--max-response", type=int_in(1, MAX_SIZE), default=260,
+    add_checkpoint_args(chat)
+    chat.add_argument("-n", "--max-tokens", "--max-response", dest="max_tokens",
+                      type=int_in(1, MAX_SIZE), default=260,
                       help="most tokens in one reply (default: 260)")
+    chat.add_argument("-q", "--quiet", action="store_true",
+                      help="no banner and no notes on standard error")
     add_sampling_args(chat)
 
     ev = sub.add_parser("eval", help="bits per character of a checkpoint on a text file")
-    ev.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint to score")
+    add_checkpoint_args(ev, "checkpoint to score")
     ev.add_argument("--data", required=True, metavar="FILE",
                     help="text to score, as one stream with the state carried through it, every "
                          "token predicted once (the first from [EOS])")
@@ -218,11 +243,60 @@ def build_parser():
                     help="what to do with bytes that are not UTF-8 (default: strict)")
 
     gen = sub.add_parser("generate", help="continue a prompt")
-    gen.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint to load")
-    gen.add_argument("--prompt", metavar="TEXT", help="text to continue (default: read stdin)")
-    gen.add_argument("--max-tokens", type=int_in(1, MAX_SIZE), default=200,
-                     help="tokens to generate (default: 200)")
+    add_checkpoint_args(gen)
+    gen.add_argument("-p", "--prompt", metavar="TEXT", help="text to continue (default: read stdin)")
+    gen.add_argument("-n", "--max-tokens", "--max-response", dest="max_tokens",
+                     type=int_in(1, MAX_SIZE), default=200,
+                     help="most tokens to generate (default: 200)")
+    gen.add_argument("--special", action="store_true",
+                     help="read [USER], [BOT] and [EOS] in the prompt as the special tokens "
+                          "(a chat model continues `[USER] hi [EOS]\\n[BOT]` with a reply)")
+    gen.add_argument("-q", "--quiet", action="store_true", help="no notes on standard error")
     add_sampling_args(gen)
+
+    plot = sub.add_parser("plot", help="loss curves of a run: a chart here, or an SVG/PNG file")
+    plot.add_argument("run", nargs="?", metavar="RUN",
+                      help="a run folder (its metrics.jsonl), a metrics .jsonl file or a "
+                           "checkpoint; default: the newest run under runs/")
+    plot.add_argument("-o", "--out", metavar="FILE",
+                      help="write the curves to FILE.svg (no dependencies) or FILE.png (needs "
+                           "matplotlib: pip install 'shoestring[plot]'); default: a chart here")
+    plot.add_argument("--width", type=int_in(20, 1000), default=None,
+                      help="width of the chart in characters (default: the terminal's, at most 100)")
+
+    ins = sub.add_parser("inspect", help="what a checkpoint holds: model, tokenizer, progress, "
+                                         "best figures, data, file parts")
+    add_checkpoint_args(ins, "checkpoint to describe")
+    ins.add_argument("--json", action="store_true", help="print the description as JSON")
+
+    prep = sub.add_parser(
+        "prepare", help="turn chat data (JSONL messages, CSV, text) into the training corpus format",
+        description="Turn chat data into the [USER]/[BOT] corpus format that `shoestring train "
+                    "--model-data` reads. Input forms, by extension: .jsonl/.json (one object per "
+                    "line: {\"messages\": [{\"role\": \"user\", \"content\": ...}, ...]}), .csv/.tsv "
+                    "(two columns: user, bot; one exchange per row), anything else (plain text: "
+                    "dialogues are blocks separated by blank lines, lines alternate user, bot). "
+                    "System messages are dropped; special-token text such as [EOS] inside a "
+                    "message becomes (EOS); every problem is reported as file:line.")
+    prep.add_argument("inputs", nargs="+", metavar="INPUT", help="chat data files")
+    prep.add_argument("-o", "--out", required=True, metavar="FILE",
+                      help="the corpus file to write ('-': standard output)")
+    prep.add_argument("--format", choices=["jsonl", "csv", "text"], default=None,
+                      help="read every input in this form (default: by file extension)")
+    prep.add_argument("--max-problems", type=int_in(0, MAX_COUNT), default=20,
+                      help="problems shown per file; 0 shows all (default: 20)")
+
+    exp = sub.add_parser("export", help="a weights-only checkpoint, or safetensors + a "
+                                        "HuggingFace tokenizer.json")
+    add_checkpoint_args(exp, "checkpoint to export")
+    exp.add_argument("-o", "--out", metavar="FILE",
+                     help="where to write: FILE.json (json), or FILE.safetensors and "
+                          "FILE.tokenizer.json (safetensors) (default: next to the checkpoint, "
+                          "named after it)")
+    exp.add_argument("--format", choices=["json", "safetensors"], default="json",
+                     help="json: a shoestring checkpoint without the optimiser state (chat, "
+                          "generate and eval load it); safetensors: the tensors and the "
+                          "tokenizer for other tools (default: json)")
     return parser
 
 
@@ -241,20 +315,50 @@ def as_flags(exc, flags):
     return msg
 
 
+def split_traceback(argv):
+    """(argv without --traceback, whether it was there): the flag works anywhere on the line
+    (before a `--` that ends the options)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    found = "--traceback" in argv[:end]
+    return [a for i, a in enumerate(argv) if i >= end or a != "--traceback"], found
+
+
+def _quiet_stdout():
+    """Standard output was closed by its reader (`| head`): send what is still buffered
+    nowhere, so that Python's exit does not complain, and end with status 0."""
+    try:
+        import os
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv=None):
     from . import commands
 
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    argv, traceback = split_traceback(sys.argv[1:] if argv is None else list(argv))
+    args, extra = parser.parse_known_args(argv)
+    if extra:           # said by the subcommand's parser: its name and its help
+        subs = next(a for a in parser._actions if a.dest == "command").choices
+        subs.get(args.command, parser).error("unrecognized arguments: %s" % " ".join(extra))
+    args.traceback = args.traceback or traceback
     if args.command is None:
         parser.print_help()
         return 2
     try:
         return getattr(commands, "cmd_" + args.command)(args) or 0
+    except BrokenPipeError:
+        if args.traceback:
+            raise
+        _quiet_stdout()
+        return 0
     except UsageError as exc:
         if args.traceback:
             raise
-        print("shoestring %s: error: %s" % (args.command, as_flags(exc, flag_names(parser, args.command))),
+        print("shoestring %s: error: %s (see shoestring %s -h)"
+              % (args.command, as_flags(exc, flag_names(parser, args.command)), args.command),
               file=sys.stderr)
         return 2
     except ShoestringError as exc:
@@ -273,6 +377,4 @@ def main(argv=None):
             raise
         print("shoestring: error: out of memory (use a smaller model, --batch-size or "
               "--seq-length, or a machine with more memory)", file=sys.stderr)
-        return 1
-    except BrokenPipeError:
         return 1

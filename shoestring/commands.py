@@ -107,6 +107,11 @@ class PrintSamples:
         return text.replace("\n", " ")[:200]
 
 
+def _columns():
+    import shutil
+    return shutil.get_terminal_size((80, 24)).columns
+
+
 def cmd_train(args):
     from .trainer import fmt_seconds, train
 
@@ -124,23 +129,30 @@ def cmd_train(args):
               "`shoestring train --checkpoint %s`)" % (result.steps, path, path), file=sys.stderr)
         return 130
     if not args.quiet:
+        from .plot import text_chart
+        chart = text_chart(result.metrics, width=min(100, _columns()) - 1, height=10) \
+            if len(result.metrics) >= 2 else ""
+        if chart:
+            print(chart, file=sys.stderr)
         per_step = config.batch_size * config.seq_length * config.accumulate
         summary = "done: %d steps in %s" % (result.tokens // per_step, fmt_seconds(result.seconds))
         if result.metrics:
             last = result.metrics[-1]
-            summary += ("; val loss %.4f (best %.4f), %.3f bits/char; %d state resets; "
-                        "checkpoints in %s" % (last["val_loss"], result.best_val,
-                                               last["bits_per_char"], result.state_resets,
-                                               result.out_dir))
+            summary += ("; val loss %.4f (best %.4f), %.3f bits/char; %d state resets"
+                        % (last["val_loss"], result.best_val, last["bits_per_char"],
+                           result.state_resets))
         print(summary, file=sys.stderr)
+    # even with --quiet: where the run went (and how to see it)
+    print("checkpoints in %s (best.json, last.json); curves: shoestring plot %s"
+          % (result.out_dir, result.out_dir), file=sys.stderr)
     if not args.no_chat and sys.stdin.isatty() and sys.stdout.isatty():
         from .chat import run_chat
         from .inference import Model
         model = Model(result.model_config, result.params, result.tokenizer)
         if not args.quiet:
-            print("opening the chat (leave with `exit` or Ctrl-D); later: shoestring chat "
-                  "--checkpoint %s" % os.path.join(result.out_dir, "best.json"), file=sys.stderr)
-        return run_chat(model, args.max_response, args.temperature, args.top_k, args.top_p, None)
+            print("opening the chat (leave with `exit` or Ctrl-D); later: shoestring chat %s"
+                  % result.out_dir, file=sys.stderr)
+        return run_chat(model, args.max_tokens, args.temperature, args.top_k, args.top_p, None)
     return 0
 
 
@@ -153,7 +165,7 @@ def cmd_eval(args):
     from .evaluate import score_text
     from .inference import load
 
-    model = load(args.checkpoint)
+    model = load(resolve_checkpoint(args, note=not args.json))
     text = "".join(t for _, t in read_texts([args.data], args.encoding_errors, "evaluation data"))
     r = score_text(model.cfg, model.params, model.tokenizer, text)
     if args.json:
@@ -166,13 +178,102 @@ def cmd_eval(args):
     return 0
 
 
+# ---- which checkpoint ---------------------------------------------------------------------------
+RUNS_DIR = "runs"
+CHECKPOINT_NAMES = ("best.json", "last.json")
+
+
+def newest_run(root=RUNS_DIR):
+    """The newest run folder under `root` (the one whose checkpoint was written last), or None."""
+    best, when = None, None
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return None
+    for name in names:
+        folder = os.path.join(root, name)
+        for ck in CHECKPOINT_NAMES:
+            try:
+                t = os.path.getmtime(os.path.join(folder, ck))
+            except OSError:
+                continue
+            if when is None or t > when:
+                best, when = folder, t
+    return best
+
+
+def run_checkpoint(folder):
+    """The checkpoint a run folder stands for: its best.json, else its last.json."""
+    for ck in CHECKPOINT_NAMES:
+        path = os.path.join(folder, ck)
+        if os.path.isfile(path):
+            return path
+    from .errors import CheckpointError
+    raise CheckpointError("%s is a folder without best.json or last.json (give a checkpoint file, "
+                          "or a folder that `shoestring train` wrote)" % folder)
+
+
+def resolve_checkpoint(args, note=True):
+    """The checkpoint file of a command: CHECKPOINT or -m/--checkpoint; a run folder means its
+    best.json; neither means the newest run under runs/ (said on standard error when `note`)."""
+    pos, flag = getattr(args, "checkpoint_pos", None), getattr(args, "checkpoint", None)
+    if pos and flag and pos != flag:
+        raise UsageError("two checkpoints given (%s and -m %s): give one" % (pos, flag))
+    path = pos or flag
+    if path is None:
+        folder = newest_run()
+        if folder is None:
+            raise UsageError("no checkpoint given and no run under %s/ here (give CHECKPOINT, "
+                             "or train one with `shoestring train`)" % RUNS_DIR)
+        path = run_checkpoint(folder)
+        if note:
+            print("shoestring: using %s, the newest run under %s/ (give a checkpoint to choose "
+                  "another)" % (path, RUNS_DIR), file=sys.stderr)
+        return path
+    if os.path.isdir(path):
+        return run_checkpoint(path)
+    return path
+
+
+# ---- standard input -----------------------------------------------------------------------------
+_STDIN_ERRORS = "shoestring-stdin"
+_stdin_warned = []
+
+
+def _stdin_replace(exc):
+    """Codec error handler: an undecodable byte becomes U+FFFD; the first one says so."""
+    if not _stdin_warned:
+        _stdin_warned.append(True)
+        sys.stderr.write("shoestring: warning: standard input is not valid %s; undecodable "
+                         "bytes are read as U+FFFD\n" % (getattr(sys.stdin, "encoding", None)
+                                                          or "UTF-8"))
+        sys.stderr.flush()
+    return "\ufffd", exc.end
+
+
+def tolerant_stdin():
+    """Make undecodable bytes on standard input U+FFFD (one warning line) instead of an error
+    that ends the session."""
+    import codecs
+    try:
+        codecs.lookup_error(_STDIN_ERRORS)
+    except LookupError:
+        codecs.register_error(_STDIN_ERRORS, _stdin_replace)
+    try:
+        sys.stdin.reconfigure(errors=_STDIN_ERRORS)
+    except (AttributeError, ValueError, OSError):
+        pass
+
+
 # ---- chat, generate -----------------------------------------------------------------------------
 def cmd_chat(args):
     from .chat import run_chat
     from .inference import load
 
-    model = load(args.checkpoint)
-    return run_chat(model, args.max_response, args.temperature, args.top_k, args.top_p, args.seed)
+    model = load(resolve_checkpoint(args, note=not args.quiet))
+    tolerant_stdin()
+    return run_chat(model, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed,
+                    banner=not args.quiet)
 
 
 def cmd_generate(args):
@@ -180,19 +281,99 @@ def cmd_generate(args):
     that `echo` adds) as it streams, stopping early at [EOS]."""
     from .inference import load
 
-    model = load(args.checkpoint)
+    model = load(resolve_checkpoint(args, note=not args.quiet))
     prompt = args.prompt
     if prompt is None:
-        if sys.stdin.isatty():
+        tolerant_stdin()
+        if sys.stdin.isatty() and not args.quiet:
             sys.stderr.write("(reading the prompt from standard input; end it with Ctrl-D)\n")
         prompt = sys.stdin.read()
         if prompt.endswith("\n"):        # `echo text |` adds one; it is not part of the prompt
             prompt = prompt[:-2] if prompt.endswith("\r\n") else prompt[:-1]
+    elif args.special:
+        prompt = prompt.replace("\\n", "\n")    # `-p '[USER] hi [EOS]\n[BOT]'` as typed
     out = sys.stdout
     for piece in model.generate(prompt, max_tokens=args.max_tokens, temperature=args.temperature,
-                                top_k=args.top_k, top_p=args.top_p, seed=args.seed, stream=True):
+                                top_k=args.top_k, top_p=args.top_p, seed=args.seed, stream=True,
+                                allow_special=args.special):
         out.write(piece)
         out.flush()
     out.write("\n")
     out.flush()
+    return 0
+
+
+# ---- plot, inspect, prepare, export ---------------------------------------------------------------
+def cmd_plot(args):
+    """The run's curves: a terminal chart, or an SVG/PNG file with --out."""
+    from .plot import load_metrics, text_chart, write_plot
+
+    run = args.run
+    if run is None:
+        run = newest_run()
+        if run is None:
+            raise UsageError("no run given and no run under %s/ here (give RUN, a folder that "
+                             "`shoestring train` wrote)" % RUNS_DIR)
+        print("shoestring: plotting %s, the newest run under %s/" % (run, RUNS_DIR),
+              file=sys.stderr)
+
+    def warn(msg):
+        print("shoestring: warning: %s" % msg, file=sys.stderr)
+
+    rows = load_metrics(run, warn=warn)
+    if args.out:
+        title = os.path.basename(os.path.normpath(run if os.path.isdir(run) else os.path.dirname(run) or "."))
+        write_plot(rows, args.out, title=title)
+        print("wrote %s (%d evaluation%s)" % (args.out, len(rows), "" if len(rows) == 1 else "s"))
+        return 0
+    width = args.width or min(100, _columns())
+    chart = text_chart(rows, width=width - 1)
+    if not chart:
+        raise UsageError("%s has no bits/char figures to plot yet" % run)
+    print(chart)
+    return 0
+
+
+def cmd_inspect(args):
+    from .inspector import describe, format_text, to_json
+
+    info = describe(resolve_checkpoint(args))
+    print(to_json(info) if args.json else format_text(info))
+    return 0
+
+
+def cmd_prepare(args):
+    from .dataset import atomic_write_text
+    from .prepare import check_usable, format_corpus, format_problems, prepare, summary
+
+    res = prepare(args.inputs, fmt=args.format)
+    for line in format_problems(res, limit=args.max_problems):
+        print(line, file=sys.stderr)
+    check_usable(res)
+    text = format_corpus(res.dialogues)
+    if args.out == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        where = "standard output"
+    else:
+        atomic_write_text(args.out, text, what="corpus")
+        where = args.out
+    for line in summary(res, where, len(text)):
+        print(line, file=sys.stderr)
+    if args.out != "-":
+        print("train on it: shoestring train --model-data %s" % args.out, file=sys.stderr)
+    return 0
+
+
+def cmd_export(args):
+    from .export import export, summary
+
+    src = resolve_checkpoint(args)
+    out = args.out
+    if out is None:
+        stem = os.path.splitext(src)[0]
+        out = stem + (".weights.json" if args.format == "json" else "")
+    written = export(src, out, fmt=args.format)
+    for line in summary(src, written):
+        print(line)
     return 0

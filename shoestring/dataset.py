@@ -1,56 +1,96 @@
-"""dataset.py: reading model data and cutting the token stream into (B, T) windows.
+"""dataset.py: text files in and out, and the (B, T) windows training reads.
 
-Model data is one or more UTF-8 files, or folders whose `.txt` files are read in sorted order.
-MODEL.md §2: the token stream is cut into B contiguous streams; each step takes the next T tokens
-of every stream; the stream boundaries move by a random offset each epoch (the stream is read as
-a ring, so every epoch has the same number of windows and covers the whole corpus once).
+- The one text reader (`read_text_chunks`, and `read_text`/`read_texts` on top), used by the
+  tokenizer and the training data alike: paths or folders (a folder stands for its .txt files in
+  sorted order), read in chunks never splitting a character, UTF-8 with `encoding_errors`
+  "strict" (an error naming the file and byte offset) or "replace" (U+FFFD), a leading BOM
+  dropped, a file with a NUL byte refused as binary.
+- The one atomic writer (`atomic_write_bytes`/`atomic_write_text`), used by checkpoints,
+  tokenizer files and the metrics log: readers see the old file or the new one, never a mix.
+- `Windows`: MODEL.md §2: the token stream is cut into B contiguous streams; each step takes the
+  next T tokens of every stream; the stream boundaries move by a random offset each epoch (the
+  stream is read as a ring, so every epoch has the same number of windows and covers the whole
+  corpus once).
 """
+import codecs
 import os
+import re
+import secrets
+import time
 
 import numpy as np
 
-from .errors import DataError
+from .errors import CheckpointError, DataError
+
+CHUNK_BYTES = 1 << 20               # text files are read this many bytes at a time
 
 
-def expand_paths(paths, what="model data"):
+def expand_paths(paths, what="model data", error=DataError):
     """Files as given; a folder stands for its .txt files in sorted order."""
     out = []
     for p in paths:
+        p = os.fspath(p)
         if os.path.isdir(p):
             found = sorted(os.path.join(p, f) for f in os.listdir(p)
                            if f.endswith(".txt") and os.path.isfile(os.path.join(p, f)))
             if not found:
-                raise DataError("%s folder %s has no .txt files (put UTF-8 text files ending "
-                                "in .txt there)" % (what, p))
+                raise error("%s folder %s has no .txt files (put UTF-8 text files ending "
+                            "in .txt there)" % (what, p))
             out += found
         elif os.path.isfile(p):
             out.append(p)
         elif os.path.exists(p):
-            raise DataError("%s %s is not a regular file (pass a text file or a folder)" % (what, p))
+            raise error("%s %s is not a regular file (pass a text file or a folder)" % (what, p))
         else:
-            raise DataError("%s file not found: %s (check the path)" % (what, p))
+            raise error("%s file not found: %s (check the path)" % (what, p))
     return out
 
 
-def read_text(path, encoding_errors="strict", what="model data"):
-    """The file's text; a clear DataError for unreadable, binary, non-UTF-8 or empty files."""
+def read_text_chunks(path, encoding_errors="strict", what="model data", error=DataError,
+                     chunk_bytes=CHUNK_BYTES):
+    """Yield the text of one UTF-8 file in pieces of about chunk_bytes, never splitting a
+    character; `error` (an exception class) for an unreadable, binary or non-UTF-8 file."""
+    if encoding_errors not in ("strict", "replace"):
+        raise error("encoding_errors must be 'strict' or 'replace', got %r" % (encoding_errors,),
+                    setting="encoding_errors")
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        f = open(path, "rb")
     except OSError as exc:
-        raise DataError("cannot read %s %s: %s" % (what, path, exc.strerror or exc))
-    if b"\x00" in raw:
-        raise DataError("%s %s looks binary (it contains NUL bytes; pass a UTF-8 text file)"
-                        % (what, path))
-    try:
-        text = raw.decode("utf-8", errors=encoding_errors)
-    except UnicodeDecodeError as exc:
-        raise DataError("%s %s is not valid UTF-8 at byte offset %d (fix the file or pass "
-                        "encoding_errors replace)" % (what, path, exc.start),
-                        setting="encoding_errors")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    return text
+        raise error("cannot read %s %s: %s" % (what, path, exc.strerror or exc)) from None
+    with f:
+        dec = codecs.getincrementaldecoder("utf-8")(encoding_errors)
+        base, first = 0, True          # base: file offset of the decoder's pending bytes
+        while True:
+            try:
+                block = f.read(chunk_bytes)
+            except OSError as exc:
+                raise error("cannot read %s %s: %s" % (what, path, exc.strerror or exc)) from None
+            if b"\x00" in block:
+                raise error("%s %s looks binary (it contains NUL bytes; pass a UTF-8 text file)"
+                            % (what, path))
+            pending = dec.getstate()[0]
+            try:
+                text = dec.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                data = pending + block
+                bad = ("a truncated character" if not block
+                       else "byte 0x%02x" % data[exc.start])
+                raise error("%s %s is not valid UTF-8: %s at byte offset %d (fix the file, or use "
+                            "encoding_errors replace to read bad bytes as U+FFFD)"
+                            % (what, path, bad, base - len(pending) + exc.start),
+                            setting="encoding_errors") from None
+            base += len(block)
+            if first and text:
+                text, first = (text[1:] if text.startswith("\ufeff") else text), False
+            if text:
+                yield text
+            if not block:
+                return
+
+
+def read_text(path, encoding_errors="strict", what="model data", error=DataError):
+    """The whole text of one file (see read_text_chunks)."""
+    return "".join(read_text_chunks(path, encoding_errors, what, error))
 
 
 def read_texts(paths, encoding_errors="strict", what="model data"):
@@ -60,6 +100,120 @@ def read_texts(paths, encoding_errors="strict", what="model data"):
     if not any(t.strip() for _, t in texts):
         raise DataError("%s is empty: %s (give a file with text in it)" % (what, ", ".join(files)))
     return texts
+
+
+def _fsync_dir(dirname):
+    """Make the rename durable: fsync the directory (POSIX); silently skipped where impossible."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(dirname, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def atomic_write_bytes(path, data, what="file", error=CheckpointError):
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix.
+
+    A temp file in the same directory is written, flushed to disk and renamed onto `path`. On
+    OSError the previous file is untouched, the temp file is removed and `error` raised; on any
+    other interruption (Ctrl-C) the temp file is removed and the exception propagates.
+    """
+    path = os.fspath(path)
+    dirname = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    tmp = None
+    try:
+        for _ in range(100):
+            tmp = os.path.join(dirname, ".%s.%d.%s.tmp" % (base, os.getpid(), secrets.token_hex(4)))
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                             0o666)
+                break
+            except FileExistsError:
+                tmp = None
+        else:
+            raise FileExistsError("could not create a unique temporary file in %s" % dirname)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        tmp = None
+    except BaseException as e:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(e, OSError):
+            reason = e.strerror or str(e)
+            raise error("could not write %s %s: %s (free some disk space or choose another "
+                        "folder)" % (what, path, reason)) from e
+        raise
+    _fsync_dir(dirname)
+
+
+_TMP_NAME = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
+
+
+def remove_stale_temp_files(dirname):
+    """Delete temp files that atomic_write_bytes left behind when its process was killed
+    mid-write (SIGKILL, power loss): `.<name>.<pid>.<hex>.tmp` whose process no longer runs
+    (on Windows, where a pid cannot be probed safely: older than a day). Returns their names."""
+    removed = []
+    try:
+        names = os.listdir(dirname)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TMP_NAME.match(name)
+        if not m:
+            continue
+        path = os.path.join(dirname, name)
+        if os.name == "posix":
+            try:
+                os.kill(int(m.group(1)), 0)
+                continue                      # its writer is alive: not ours to touch
+            except ProcessLookupError:
+                pass
+            except (PermissionError, OverflowError, ValueError):
+                continue
+        else:
+            try:
+                if time.time() - os.path.getmtime(path) < 86400:
+                    continue
+            except OSError:
+                continue
+        try:
+            os.unlink(path)
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
+def atomic_write_text(path, text, what="file", error=CheckpointError):
+    """atomic_write_bytes of `text` encoded as UTF-8 (encoded before anything is touched)."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise error("could not write %s %s: the text cannot be encoded as UTF-8 (%s)"
+                    % (what, os.fspath(path), e)) from e
+    atomic_write_bytes(path, data, what=what, error=error)
 
 
 class Windows:

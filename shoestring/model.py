@@ -23,10 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import kernels
-from .params import ParamLayout
-
-LAYER_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
-
+from .params import ParamLayout, layer_views
 
 def split_batch(B, S):
     """[(b0, b1)] cutting B rows into S nearly equal contiguous shards (no empty shard)."""
@@ -55,12 +52,6 @@ def dropout_mask(rng, shape, p):
 def head_weight(views):
     """The head's (V,H) weight: Wo, or WE when the embeddings are tied (no Wo in the layout)."""
     return views["Wo"] if "Wo" in views else views["WE"]
-
-
-def layer_views(views, l):
-    """The per-layer dict of one layer's tensors (without the `l<l>.` prefix)."""
-    pre = "l%d." % l
-    return {k: views[pre + k] for k in LAYER_KEYS if pre + k in views}
 
 
 class _Shard:

@@ -77,23 +77,46 @@ class ModelConfig:
         return asdict(self)
 
 
+# One MoE-GRU layer's tensors (MODEL.md §1): name, dimension letters, weight-decayed; in the
+# order of the C structs ss_moegru_weights and ss_decode_layer. I is the layer's input width (C
+# for layer 0, H after); the residual projection Wp, bp exists only where I != H. This schema
+# drives the layout, the per-layer views, the reference and the kernel bindings: adding a tensor
+# to a layer is a line here and its field in the C structs.
+LAYER_SCHEMA = (
+    ("Wg", "X,I", True), ("bg", "X", False),              # router
+    ("Wz", "X,H,I", True), ("bz", "X,H", False),          # update gate (input only)
+    ("Wcx", "X,H,I", True), ("Wch", "X,H,H", True), ("bc", "X,H", False),    # candidate
+    ("gamma", "H", False),                                # RMSNorm gain
+    ("Wp", "H,I", True), ("bp", "H", False),              # residual projection (I != H only)
+)
+LAYER_KEYS = tuple(name for name, _, _ in LAYER_SCHEMA)
+PROJECTION_KEYS = ("Wp", "bp")
+
+
+def layer_shapes(I, H, X):
+    """{name: (shape, dims)} of one layer's tensors in schema order; Wp, bp only when I != H."""
+    size = {"I": I, "H": H, "X": X}
+    return {name: (tuple(size[d] for d in dims.split(",")), dims)
+            for name, dims, _ in LAYER_SCHEMA if I != H or name not in PROJECTION_KEYS}
+
+
+def layer_views(views, l):
+    """Layer l's tensors {name without the `l<l>.` prefix: view} from the named views."""
+    pre = "l%d." % l
+    return {k: views[pre + k] for k in LAYER_KEYS if pre + k in views}
+
+
 def layout(cfg):
-    """[(name, shape, decayed)] in buffer order: decayed matrices first."""
-    V, C, H, X = cfg.V, cfg.C, cfg.H, cfg.X
+    """[(name, shape, decayed)] in buffer order: every layer's decayed matrices, the head Wo;
+    then WE, every layer's biases and gains, the head bias bo."""
     mats, rest = [], []
     for l in range(cfg.L):
-        I = cfg.layer_input(l)
-        mats += [("l%d.Wg" % l, (X, I)), ("l%d.Wz" % l, (X, H, I)),
-                 ("l%d.Wcx" % l, (X, H, I)), ("l%d.Wch" % l, (X, H, H))]
-        if l == 0 and cfg.has_proj:
-            mats.append(("l0.Wp", (H, C)))
-        rest += [("l%d.bg" % l, (X,)), ("l%d.bz" % l, (X, H)), ("l%d.bc" % l, (X, H)),
-                 ("l%d.gamma" % l, (H,))]
-        if l == 0 and cfg.has_proj:
-            rest.append(("l0.bp", (H,)))
+        for name, (shape, _) in layer_shapes(cfg.layer_input(l), cfg.H, cfg.X).items():
+            decayed = LAYER_SCHEMA[LAYER_KEYS.index(name)][2]
+            (mats if decayed else rest).append(("l%d.%s" % (l, name), shape))
     if not cfg.tie_embeddings:
-        mats.append(("Wo", (V, H)))
-    rest = [("WE", (V, C))] + rest + [("bo", (V,))]
+        mats.append(("Wo", (cfg.V, cfg.H)))
+    rest = [("WE", (cfg.V, cfg.C))] + rest + [("bo", (cfg.V,))]
     return [(n, s, True) for n, s in mats] + [(n, s, False) for n, s in rest]
 
 

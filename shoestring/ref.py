@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from .params import layer_views
+
 # ============================================================================================
 # Foundation kernels: matmul, RMSNorm, AdamW, elementwise
 # ============================================================================================
@@ -135,7 +137,6 @@ def softcap(c, cap):
 # MoE-GRU layer and whole model (see MODEL.md §1)
 # ============================================================================================
 
-MOEGRU_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
 
 
 def topk_select(g, K):
@@ -259,12 +260,6 @@ def moegru_backward(dout, cache, dhT=None):
     return dinp, grads, dh
 
 
-def layer_weights(P, l):
-    """The per-layer weight dict (keys without the `l<l>.` prefix) from the named views P."""
-    pre = "l%d." % l
-    return {k: P[pre + k] for k in MOEGRU_KEYS if pre + k in P}
-
-
 def model_forward(P, cfg, tokens, h0, masks=None):
     """Whole model: embedding -> L MoE-GRU layers -> head.
 
@@ -284,7 +279,7 @@ def model_forward(P, cfg, tokens, h0, masks=None):
     for l in range(cfg.L):
         if inputs[l] is not None:
             x = dropout_forward(x, inputs[l])
-        w = layer_weights(P, l)
+        w = layer_views(P, l)
         if wch[l] is not None:
             w = dict(w, Wch=w["Wch"] * wch[l])                     # DropConnect on Wch
         x, hT[l], cl = moegru_forward(x, h0[l], w, cfg.K, cfg.eps_rmsnorm, cap)

@@ -39,13 +39,13 @@ import heapq
 import json
 import os
 import re
-import tempfile
 import time
 from collections import Counter
 from itertools import chain
 
 import numpy as np
 
+from .dataset import CHUNK_BYTES, atomic_write_text, expand_paths, read_text_chunks
 from .errors import TokenizerError
 
 SPECIALS = ("[USER]", "[BOT]", "[EOS]", "[PAD]", "[UNK]")
@@ -53,7 +53,6 @@ FORMAT = "shoestring-bpe"
 VERSION = 1
 PRETOKENIZER = "shoestring-1"        # names the rules above; a change of rules gets a new name
 
-_CHUNK_BYTES = 1 << 20               # training reads files this many bytes at a time
 _ENCODE_CHUNK_CHARS = 1 << 20        # encode_array pre-tokenises texts this long at a time
 _CACHE_MAX = 1 << 18                 # pre-token cache entries before the cache is cleared
 
@@ -231,54 +230,6 @@ def _check_errors(encoding_errors):
                              % (encoding_errors,))
 
 
-def _check_file(path):
-    name = os.fspath(path)
-    if not os.path.exists(name):
-        raise TokenizerError("file not found: %s (check the path)" % name)
-    if os.path.isdir(name):
-        raise TokenizerError("%s is a folder, not a text file (give the text files inside it)"
-                             % name)
-    return name
-
-
-def read_text_chunks(path, encoding_errors="strict", chunk_bytes=_CHUNK_BYTES):
-    """Yield the text of a UTF-8 file in pieces of about chunk_bytes, never splitting a character.
-
-    encoding_errors "strict" raises TokenizerError naming the file and byte offset of the first
-    invalid byte; "replace" turns invalid bytes into U+FFFD exactly as one bytes.decode would.
-    """
-    _check_errors(encoding_errors)
-    name = _check_file(path)
-    try:
-        f = open(name, "rb")
-    except OSError as e:
-        raise TokenizerError("cannot read %s: %s" % (name, e.strerror or e)) from None
-    with f:
-        base, rest = 0, b""          # base: file offset of rest[0]
-        while True:
-            try:
-                block = f.read(chunk_bytes)
-            except OSError as e:
-                raise TokenizerError("cannot read %s: %s" % (name, e.strerror or e)) from None
-            buf = rest + block
-            cut = _utf8_cut(buf) if block else len(buf)
-            try:
-                text = buf[:cut].decode("utf-8", encoding_errors)
-            except UnicodeDecodeError as e:
-                what = ("a truncated character" if not block and e.end == cut
-                        else "byte 0x%02x" % buf[e.start])
-                raise TokenizerError(
-                    "%s is not valid UTF-8: %s at byte offset %d (fix the file, or use "
-                    "encoding_errors replace to read bad bytes as U+FFFD)"
-                    % (name, what, base + e.start), setting="encoding_errors") from None
-            if text:
-                yield text
-            if not block:
-                return
-            base += cut
-            rest = buf[cut:]
-
-
 def _pretoken_chunks(texts):
     """Re-cut a stream of text pieces of one document at pre-token-safe points (see _safe_cut)."""
     carry = ""
@@ -341,6 +292,7 @@ class Tokenizer:
         return 0 <= token_id < self._off
 
     def id_to_bytes(self, token_id):
+        """The bytes of one token (export writes them as the HF tokenizer's vocabulary)."""
         self._check_id(token_id)
         return self._bytes[token_id]
 
@@ -501,7 +453,7 @@ class Tokenizer:
     # -- training ---------------------------------------------------------------------------
     @classmethod
     def train(cls, paths=None, texts=None, vocab_size=850, special_tokens=SPECIALS,
-              encoding_errors="strict", chunk_bytes=_CHUNK_BYTES):
+              encoding_errors="strict", chunk_bytes=CHUNK_BYTES):
         """Train on text files (paths) and/or strings (texts), each one a separate document.
 
         Files are read chunk_bytes at a time, so the corpus never has to fit in memory; only the
@@ -526,12 +478,14 @@ class Tokenizer:
             raise TokenizerError("no tokenizer training data given (pass text files as paths)")
         paths = [] if paths is None else list(paths)
         _check_errors(encoding_errors)
-        names = [_check_file(p) for p in paths]  # fail on a bad path before reading anything
+        names = expand_paths(paths, "tokenizer data", TokenizerError)   # fail before reading
 
         pat = _compile_pattern(specials)
         counts = Counter()
         for name in names:
-            for chunk in _pretoken_chunks(read_text_chunks(name, encoding_errors, chunk_bytes)):
+            chunks = read_text_chunks(name, encoding_errors, "tokenizer data", TokenizerError,
+                                      chunk_bytes)
+            for chunk in _pretoken_chunks(chunks):
                 counts.update(pat.findall(chunk))
         for t in texts or ():
             if not isinstance(t, str):
@@ -613,7 +567,7 @@ class Tokenizer:
         body = json.dumps(head, indent=2, ensure_ascii=False)[:-2]
         text = (body + ',\n  "merges": [' +
                 ",".join("\n    [%d, %d]" % (a, b) for a, b in self.merges) + "\n  ]\n}\n")
-        _atomic_write(os.fspath(path), text)
+        atomic_write_text(path, text, "tokenizer", TokenizerError)
 
     @classmethod
     def load(cls, path):
@@ -654,26 +608,6 @@ class Tokenizer:
     def __repr__(self):
         return "Tokenizer(vocab_size=%d, specials=%d, merges=%d)" % (
             self.vocab_size, len(self.special_tokens), len(self.merges))
-
-
-def _atomic_write(name, text):
-    folder = os.path.dirname(os.path.abspath(name))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    except OSError as e:
-        raise TokenizerError("cannot write %s: %s" % (name, e.strerror or e)) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, name)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise TokenizerError("cannot write %s: %s" % (name, e.strerror or e)) from None
 
 
 # ---- merge learning ---------------------------------------------------------------------------

@@ -31,21 +31,21 @@ import json
 import math
 import os
 import signal
-import sys
 import time
 
 import numpy as np
 
-from .checkpoint import (atomic_write_text, load_checkpoint, remove_stale_temp_files,
-                         save_checkpoint)
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import BUNDLED_MINUTES, DEFAULT_MINUTES, TrainConfig, resume_config
 from .data import default_corpus_path
-from .dataset import Windows, expand_paths, read_texts
+from .dataset import (Windows, atomic_write_text, expand_paths, read_texts,
+                      remove_stale_temp_files)
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError
 from .evaluate import encode_for_scoring, score_tokens
 from .model import Masks, Network, dropout_mask
 from .optim import AdamW, default_warmup, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
+from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
 
 
 PLAN_EVERY = 50            # steps between re-plans of a time budget
@@ -65,55 +65,7 @@ def fingerprint(tokens):
     return hashlib.sha256(np.ascontiguousarray(tokens, dtype="<i4").tobytes()).hexdigest()[:16]
 
 
-# ---- progress display ---------------------------------------------------------------------------
-class Progress:
-    """One status line on a terminal (rewritten in place), a line every few seconds otherwise."""
-
-    def __init__(self, total, stream=None, quiet=False):
-        stream = sys.stderr if stream is None else stream     # looked up now: redirects work
-        self.total, self.stream, self.quiet = total, stream, quiet
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.t0 = time.time()
-        self.last = 0.0
-        self.start_step = 0       # the step this session started from (for the rate and ETA)
-
-    def update(self, step, text):
-        if self.quiet:
-            return
-        now = time.time()
-        if not self.tty and now - self.last < 10 and step < self.total:
-            return
-        self.last = now
-        frac = step / max(1, self.total)
-        done = step - self.start_step
-        rate = done / max(1e-9, now - self.t0)
-        eta = (self.total - step) / rate if rate > 0 else 0
-        width = 24
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        line = "[%s] %d/%d %s eta %s" % (bar, step, self.total, text, fmt_seconds(eta))
-        if self.tty:
-            self.stream.write("\r" + line[:150].ljust(150)[:150].rstrip() + "\033[K")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def message(self, text):
-        if self.quiet:
-            return
-        if self.tty:
-            self.stream.write("\r\033[K")
-        self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def close(self):
-        if self.tty and not self.quiet:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def fmt_seconds(s):
-    s = int(s)
-    return "%d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60) if s >= 3600 else "%d:%02d" % (s // 60, s % 60)
+# The progress display (tqdm on a terminal, plain lines in logs) is progress.Progress.
 
 
 # ---- data preparation -----------------------------------------------------------------------
@@ -140,6 +92,8 @@ class Trainer:
         self.threads = config.threads or default_threads()
         self.train_win = Windows(train_tokens, self.B, self.T, "model data")
         self.val_tokens, self.val_chars = val_tokens, val_chars
+        # tokens per character of the training text (train() sets it; plots convert with it)
+        self.train_tokens_per_char = float("nan")
         self.out_dir = out_dir
         self.progress = progress if progress is not None else Progress(0, quiet=True)
         self.callbacks = tuple(callbacks)
@@ -206,6 +160,10 @@ class Trainer:
 
     # ---- checkpoint state ----------------------------------------------------------------
     def _restore(self, ck):
+        if isinstance(ck.get("training"), dict) and ck["training"].get("weights_only"):
+            raise CheckpointError(
+                "this checkpoint is a weights-only export (no optimiser or run state), which can "
+                "chat and be evaluated but not resume training (resume from the run's last.json)")
         try:
             self._restore_state(ck)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -447,11 +405,13 @@ class Trainer:
                             setting=("lr", "grad_clip"))
                     rec = {"step": step, "epoch": self.epoch + self.window / max(1, self.train_win.count),
                            "train_loss": loss_acc / n_acc, "val_loss": val, "perplexity": ppl,
-                           "bits_per_char": bpc, "lr": lr, "grad_norm": norm,
+                           "bits_per_char": bpc,
+                           "train_bits_per_char": loss_acc / n_acc / math.log(2) * self.train_tokens_per_char,
+                           "lr": lr, "grad_norm": norm,
                            "tokens_per_s": tps, "state_resets": self.resets,
                            "time": round(now, 3)}
                     self.metrics.append(rec)
-                    self._append_metrics(rec)
+                    self._write_metrics()
                     prog.message("step %d: train loss %.4f, val loss %.4f, ppl %.2f, %.3f bits/char"
                                  % (step, rec["train_loss"], val, ppl, bpc))
                     self._emit("on_eval", rec)
@@ -483,15 +443,10 @@ class Trainer:
         self._emit("on_train_end")
         return interrupted
 
-    def _append_metrics(self, rec):
-        path = os.path.join(self.out_dir, "metrics.jsonl")
-        try:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
-        except OSError as exc:
-            raise CheckpointError("could not write %s: %s (free some disk space or choose "
-                                  "another out_dir; the last checkpoint is kept)"
-                                  % (path, exc.strerror or exc), setting="out_dir") from None
+    def _write_metrics(self):
+        """metrics.jsonl: one JSON object per validation, rewritten atomically."""
+        atomic_write_text(os.path.join(self.out_dir, "metrics.jsonl"),
+                          "".join(json.dumps(r) + "\n" for r in self.metrics), "metrics log")
 
 
 def _main_thread():
@@ -654,6 +609,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         val_tokens = np.concatenate([np.array([tok.special_id("[EOS]")], np.int32), tail])
         total_chars = sum(len(t) for _, t in texts)
         val_chars = total_chars * len(tail) / max(1, len(all_tokens))
+    train_chars = sum(len(t) for _, t in texts) - (0 if validation_data else val_chars)
     if len(val_tokens) < 3:          # [EOS] and at least 2 tokens of text
         raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
 
@@ -676,6 +632,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     trainer = Trainer(config, cfg_model, tok, train_tokens, val_tokens, val_chars, params=params,
                       ckpt=ckpt, out_dir=out_dir, progress=progress, callbacks=callbacks)
     trainer.data_paths = data_paths
+    trainer.train_tokens_per_char = len(train_tokens) / max(1.0, train_chars)
     trainer.validation_path = validation_data
     trainer.chat_data = any("[USER]" in t for _, t in texts)
     progress.total = trainer.total_steps

@@ -1,2 +1,2 @@
-"""The version of shoestring (one place; pyproject.toml repeats it for the build)."""
+"""The version of shoestring, the one place it is written (pyproject.toml reads it from here)."""
 __version__ = "0.1.0"

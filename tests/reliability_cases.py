@@ -69,7 +69,7 @@ def _flag_rows(cmd, flag, bad_values, pre=()):
     rows = []
     for tag, value in bad_values:
         rows.append(("%s %s %s" % (cmd, flag, tag), [cmd] + list(pre) + [flag, value], 2,
-                     re.escape("argument %s" % flag)))
+                     r"argument (?:[-\w]+/)*%s(?![-\w])" % re.escape(flag)))
     return rows
 
 
@@ -129,7 +129,7 @@ def _train_rows():
         ("train --model-data binary", ["train", "--model-data", "{binary}", "{SMALL}"], 1,
          "looks binary"),
         ("train --model-data not UTF-8", ["train", "--model-data", "{latin1}", "{SMALL}"], 1,
-         "not valid UTF-8 at byte offset"),
+         "not valid UTF-8: .* at byte offset"),
         ("train --model-data folder without .txt", ["train", "--model-data", "{emptydir}",
                                                     "{SMALL}"], 1, "has no .txt files"),
         ("train --model-data shorter than a window", ["train", "--model-data", "{short}",
@@ -206,7 +206,7 @@ def _tokenizer_rows():
         ("tokenizer --encode lone surrogate", tk + ["--bpe-data", "{tiny}", "--encode",
                                                     "a\udcffb"], 1, "surrogate"),
         ("tokenizer --out into a missing folder", tk + ["--bpe-data", "{tiny}", "--out",
-                                                        "{missing}/tok.json"], 1, "cannot write"),
+                                                        "{missing}/tok.json"], 1, "could not write"),
         ("tokenizer --load missing", ["tokenizer", "--load", "{missing}"], 1, "not found"),
         ("tokenizer --load plain text", ["tokenizer", "--load", "{notjson}"], 1, "not valid JSON"),
         ("tokenizer --load binary", ["tokenizer", "--load", "{binary}"], 1, "not UTF-8"),
@@ -226,7 +226,7 @@ def _tokenizer_rows():
 def _run_rows(cmd):
     extra = ["--prompt", "hello"] if cmd == "generate" else []
     base = [cmd] + extra + ["--checkpoint"]
-    rows = [("%s --checkpoint not given" % cmd, [cmd] + extra, 2, "--checkpoint")]
+    rows = [("%s --checkpoint not given" % cmd, [cmd] + extra, 2, "no checkpoint given")]
     for flag, bad in (("--temperature", _FLOAT_BAD), ("--top-p", [("type", "x"), ("zero", "0"),
                                                                  ("absurd", "1.5")]),
                       ("--top-k", _INT0_BAD), ("--seed", _INT0_BAD)):
@@ -237,7 +237,7 @@ def _run_rows(cmd):
         rows.append(("%s --checkpoint truncated at %d%%" % (cmd, k), base + ["{trunc%02d}" % k], 1,
                      "truncated|empty"))
     for name, what, pat in (("missing", "missing", "does not exist"),
-                            ("emptydir", "a folder", "is a directory"),
+                            ("emptydir", "a folder", "folder without best.json"),
                             ("binary", "binary", "not UTF-8|not JSON"),
                             ("notjson", "plain text", "not JSON"),
                             ("array", "a JSON array", "not a shoestring checkpoint"),

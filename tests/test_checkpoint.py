@@ -13,15 +13,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from shoestring import checkpoint as ck
-from shoestring.checkpoint import (
-    FORMAT,
-    VERSION,
-    atomic_write_bytes,
-    atomic_write_text,
-    load_checkpoint,
-    read_header,
-    save_checkpoint,
-)
+from shoestring.checkpoint import FORMAT, VERSION, load_checkpoint, read_header, save_checkpoint
+from shoestring.dataset import atomic_write_bytes, atomic_write_text
 from shoestring.errors import CheckpointError, ShoestringError
 from shoestring.params import ModelConfig, ParamLayout
 
@@ -595,7 +588,7 @@ def test_interrupted_write_keeps_previous_checkpoint(saved, monkeypatch, failing
     monkeypatch.undo()
     msg = str(ei.value)
     assert msg.startswith("could not write checkpoint %s: " % path), msg
-    assert os.strerror(errno.ENOSPC) in msg and "free some disk space or choose another --out-dir" in msg
+    assert os.strerror(errno.ENOSPC) in msg and "free some disk space or choose another folder" in msg
     assert open(path, "rb").read() == before
     assert_same(load_checkpoint(path), c)
     assert tmp_files(os.path.dirname(path)) == []
@@ -625,7 +618,7 @@ def test_save_replaces_previous_checkpoint(saved):
 
 def test_save_into_missing_directory(tmp_path):
     path = str(tmp_path / "no" / "such" / "dir" / "c.json")
-    with pytest.raises(CheckpointError, match="could not write checkpoint .*--out-dir"):
+    with pytest.raises(CheckpointError, match="could not write checkpoint .*another folder"):
         save_checkpoint(path, make_ckpt())
 
 

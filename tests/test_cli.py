@@ -53,9 +53,11 @@ def test_no_command_prints_help_and_exits_2(capsys):
     assert "usage" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [["frobnicate"], ["train", "--no-such-flag"], ["chat"]])
+@pytest.mark.parametrize("argv", [["frobnicate"], ["train", "--no-such-flag"],
+                                  ["chat", "--temperature", "hot"]])
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    assert "usage" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "(see shoestring" in err    # one line, not the usage

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from reliability_cases import TINY_CHAT
-from shoestring import checkpoint as ckpt_mod
+from shoestring import dataset as dataset_mod
 from shoestring import trainer as train_mod
 from shoestring.checkpoint import load_checkpoint
 from shoestring.cli import main
@@ -92,7 +92,7 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint(tmp_path, corpus):
 # ---- a full disk while saving ------------------------------------------------------------------
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, corpus, capsys, monkeypatch):
     out = str(tmp_path / "run")
-    real, real_save = ckpt_mod._write_all, train_mod.save_checkpoint
+    real, real_save = dataset_mod._write_all, train_mod.save_checkpoint
     saving = {"step": 0}
 
     def save(path, ck):
@@ -106,14 +106,14 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, corpus, capsys, monke
         return real(fd, data)
 
     monkeypatch.setattr(train_mod, "save_checkpoint", save)
-    monkeypatch.setattr(ckpt_mod, "_write_all", write_until_full)
+    monkeypatch.setattr(dataset_mod, "_write_all", write_until_full)
     rc = main(["train", "--model-data", corpus, "--out-dir", out, "--eval-every", "1",
                "--max-steps", "5"] + ARCH + QUIET)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1
     assert len(err) == 1 and err[0].startswith("shoestring: error: could not write checkpoint")
     assert "No space left on device" in err[0] and "free some disk space" in err[0]
-    monkeypatch.setattr(ckpt_mod, "_write_all", real)
+    monkeypatch.setattr(dataset_mod, "_write_all", real)
     ck = load_checkpoint(os.path.join(out, "last.json"))
     assert ck["training"]["step"] == 2 and np.isfinite(ck["params"]).all()
     assert not glob.glob(os.path.join(out, ".*.tmp")), "a temp file was left behind"
@@ -124,21 +124,19 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, corpus, capsys, monke
 
 
 def test_full_disk_for_the_metrics_log(tmp_path, corpus, capsys, monkeypatch):
-    """The metrics line is written before the checkpoint; its failure is one line too."""
-    import builtins
-
+    """The metrics log is written before the checkpoint; its failure is one line too."""
     out = str(tmp_path / "run")
-    real_open = builtins.open
+    real = dataset_mod._write_all
 
-    def full_open(path, mode="r", *a, **k):
-        if str(path).endswith("metrics.jsonl") and "a" in mode:
+    def full_for_metrics(fd, data):
+        if bytes(data[:8]) == b'{"step":':          # metrics.jsonl, not a checkpoint
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_open(path, mode, *a, **k)
+        return real(fd, data)
 
-    monkeypatch.setattr(builtins, "open", full_open)
+    monkeypatch.setattr(dataset_mod, "_write_all", full_for_metrics)
     rc = main(["train", "--model-data", corpus, "--out-dir", out, "--eval-every", "1",
                "--max-steps", "3"] + ARCH + QUIET)
-    monkeypatch.setattr(builtins, "open", real_open)
+    monkeypatch.setattr(dataset_mod, "_write_all", real)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "No space left on device" in err[0], err
 

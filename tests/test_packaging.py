@@ -132,13 +132,36 @@ def _can_build_here():
         return "the flag-rejecting compiler wrapper is for x86-64 Linux"
     if shutil.which("gcc") is None:
         return "gcc is not installed"
-    for mod in ("setuptools", "cffi", "pip"):
-        if importlib.util.find_spec(mod) is None:
-            return "%s is not installed (needed for a --no-build-isolation build)" % mod
-    import setuptools
-    major_minor = tuple(int(p) for p in setuptools.__version__.split(".")[:2] if p.isdigit())
-    if major_minor < (70, 1) and importlib.util.find_spec("wheel") is None:
-        return "setuptools < 70.1 needs the 'wheel' package to build wheels"
+    for dist in ("setuptools", "cffi", "pip"):
+        # installed-distribution metadata, not find_spec: setuptools' distutils shim stops
+        # working in a process that has looked up "pip" through the import system
+        if not _installed(dist):
+            return "%s is not installed (needed for a --no-build-isolation build)" % dist
+    return _old_setuptools()
+
+
+def _installed(dist):
+    from importlib import metadata
+    try:
+        metadata.version(dist)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def _old_setuptools():
+    """Why this environment's setuptools cannot build the package without isolation, or None."""
+    # the installed version, without importing setuptools here (its distutils shim must not
+    # load after the standard library's distutils)
+    from importlib import metadata
+    try:
+        version = metadata.version("setuptools")
+    except metadata.PackageNotFoundError:
+        return "setuptools is not installed"
+    major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if major_minor < (77, 0):  # the SPDX license in pyproject.toml; setup.py says the same
+        return ("setuptools %s < 77 cannot read pyproject.toml (pip install -U 'setuptools>=77')"
+                % version)
     return None
 
 
@@ -218,10 +241,13 @@ def test_build_with_a_compiler_that_rejects_a_simd_flag(tmp_path, rejected, abse
 @needs_source
 def test_sdist_ships_every_tracked_source_test_and_tool(tmp_path):
     """An sdist must build and test on a machine with only a C compiler."""
-    if shutil.which("git") is None or not os.path.isdir(os.path.join(ROOT, ".git")):
+    if shutil.which("git") is None or not os.path.exists(os.path.join(ROOT, ".git")):
         pytest.skip("needs a git checkout")
-    pytest.importorskip("setuptools")
-    pytest.importorskip("cffi")
+    if not _installed("setuptools") or not _installed("cffi"):
+        pytest.skip("needs setuptools and cffi")
+    why = _old_setuptools()
+    if why:
+        pytest.skip(why)
     r = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     if r.returncode != 0:  # e.g. a copied checkout owned by another user (safe.directory)
         pytest.skip("git cannot list the files here: %s" % r.stderr.strip()[:200])
@@ -241,7 +267,7 @@ def test_sdist_ships_every_tracked_source_test_and_tool(tmp_path):
     wanted = [f for f in tracked
               if f.startswith(("csrc/", "shoestring/", "tests/", "tools/"))
               or f in ("setup.py", "build_ffi.py", "pyproject.toml", "README.md", "LICENSE",
-                       "MANIFEST.in")]
+                       "MANIFEST.in", "CHANGELOG.md")]
     missing = sorted(set(wanted) - shipped)
     assert not missing, "MANIFEST.in misses these tracked files: %s" % missing
     for must in ("csrc/shoestring.h", "csrc/ss_internal.h", "csrc/dispatch.c", "build_ffi.py",
@@ -250,11 +276,12 @@ def test_sdist_ships_every_tracked_source_test_and_tool(tmp_path):
 
 
 def _version():
-    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("version"):
-                return line.split("=", 1)[1].strip().strip('"')
-    raise AssertionError("no version in pyproject.toml")
+    """shoestring.__version__ as written in shoestring/version.py (tools/check_release.py reads it)."""
+    spec = importlib.util.spec_from_file_location(
+        "check_release_for_version", os.path.join(ROOT, "tools", "check_release.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.package_version(ROOT)
 
 
 def test_extension_uses_the_stable_abi():

@@ -33,7 +33,8 @@ def run_inprocess(argv, capsys):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_gives_one_error_line(case, files, capsys, tmp_path):
+def test_bad_input_gives_one_error_line(case, files, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)         # no runs/ folder here: a missing checkpoint stays missing
     files = dict(files, out=str(tmp_path / "out"))
     code, err, out = run_inprocess(expand(case[1], files), capsys)
     problem = check(case, code, err, out)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from shoestring import tokenizer as tk
 from shoestring.cli import main
+from shoestring.dataset import read_text_chunks
 from shoestring.errors import TokenizerError
 from shoestring.tokenizer import SPECIALS, Tokenizer, pretokenize_reference
 
@@ -321,7 +322,7 @@ def test_chunked_replace_decoding_matches_one_decode(tmp_path, chunk):
     p = tmp_path / "bad.txt"
     p.write_bytes(data)
     text = data.decode("utf-8", "replace")
-    assert "".join(tk.read_text_chunks(p, "replace", chunk)) == text
+    assert "".join(read_text_chunks(p, "replace", chunk_bytes=chunk)) == text
     want = Tokenizer.train(texts=[text], vocab_size=330).merges
     assert Tokenizer.train(paths=[p], vocab_size=330, encoding_errors="replace",
                            chunk_bytes=chunk).merges == want
@@ -453,9 +454,11 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, capsys):
     bad.write_bytes("caf\u00e9 ok".encode("latin-1"))
     notjson = tmp_path / "x.json"
     notjson.write_text("{not json", encoding="utf-8")
+    nodir = tmp_path / "nodir"
+    nodir.mkdir()
     cases = [
         (["--bpe-data", str(tmp_path / "missing.txt")], ["not found", "missing.txt"]),
-        (["--bpe-data", str(tmp_path)], ["is a folder"]),
+        (["--bpe-data", str(nodir)], ["folder", "has no .txt files"]),
         (["--bpe-data", str(empty)], ["empty.txt", "empty"]),
         (["--bpe-data", str(good), "--bpe-vocab-size", "100"], ["too small", "261"]),
         (["--bpe-data", str(bad)], ["latin1.txt", "not valid UTF-8", "byte offset 3",

@@ -287,6 +287,7 @@ def test_resume_accepts_the_vocab_size_asked_for(tmp_path, tiny_corpus, capsys):
     rc = main(["train", "--checkpoint", os.path.join(out, "last.json"), "--max-steps", "3",
                "--model-data", tiny_corpus] + SMALL)
     assert rc == 0, capsys.readouterr().err
+    capsys.readouterr()            # its one line: where the checkpoints went
     rc, err = _err(capsys, ["train", "--checkpoint", os.path.join(out, "last.json"),
                             "--bpe-vocab-size", "200", "--no-chat"])
     assert rc == 1 and "contradicts the checkpoint" in err[0]

@@ -75,6 +75,54 @@ fi
 
 qemu_name() { case "$1" in arm64) echo aarch64 ;; armhf) echo arm ;; esac; }
 
+# binfmt_misc magic and mask of each architecture's ELF executables (as qemu-binfmt-conf.sh has them)
+binfmt_magic() {
+    case "$1" in
+        arm) echo '\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00' ;;
+        aarch64) echo '\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00' ;;
+    esac
+}
+BINFMT_MASK='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
+
+# A 96-byte static executable for each architecture that only exits with status 42: the
+# probe of whether this host runs that code (natively, e.g. armhf on an ARMv7/ARMv8 CPU with
+# AArch32, or through a registered handler).
+probe_elf() {
+    case "$1" in
+        arm)  # ELF32 ARM EABI5: mov r0, #42; mov r7, #1 (exit); svc #0
+            printf '\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00'
+            printf '\x02\x00\x28\x00\x01\x00\x00\x00\x54\x00\x01\x00\x34\x00\x00\x00'
+            printf '\x00\x00\x00\x00\x00\x04\x00\x05\x34\x00\x20\x00\x01\x00\x00\x00\x00\x00\x00\x00'
+            printf '\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x01\x00'
+            printf '\x60\x00\x00\x00\x60\x00\x00\x00\x05\x00\x00\x00\x00\x00\x01\x00'
+            printf '\x2a\x00\xa0\xe3\x01\x70\xa0\xe3\x00\x00\x00\xef' ;;
+        *) return 1 ;;
+    esac
+}
+
+# True when this host executes <qemu-name> binaries right now (natively or through binfmt_misc).
+runs_here() {
+    local q=$1 f rc=0
+    case "$q" in
+        aarch64) [ "$(uname -m)" = aarch64 ] && return 0 ;;
+    esac
+    f=$(mktemp /tmp/shoestring-probe.XXXXXX)
+    probe_elf "$q" > "$f" 2>/dev/null || { rm -f "$f"; return 1; }
+    chmod +x "$f"
+    "$f" 2>/dev/null || rc=$?
+    rm -f "$f"
+    [ "$rc" -eq 42 ]
+}
+
+native_arch() {  # the host runs <debian-arch> code without emulation
+    case "$1:$(uname -m)" in
+        arm64:aarch64) return 0 ;;
+        armhf:armv7l|armhf:armv8l) return 0 ;;
+        armhf:aarch64) [ ! -e /proc/sys/fs/binfmt_misc/qemu-arm ] && runs_here arm ;;
+        *) return 1 ;;
+    esac
+}
+
 debian_mirror() {
     if [ -n "${SHOESTRING_DEBIAN_MIRROR:-}" ]; then echo "$SHOESTRING_DEBIAN_MIRROR"; return; fi
     local url
@@ -89,6 +137,7 @@ ensure_host_tools() {
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     command -v update-binfmts >/dev/null || missing+=(binfmt-support)
     for a in $ARCHES; do
+        native_arch "$a" && continue
         command -v "qemu-$(qemu_name "$a")-static" >/dev/null || missing+=(qemu-user-static)
     done
     if [ ${#missing[@]} -gt 0 ]; then
@@ -97,15 +146,31 @@ ensure_host_tools() {
     fi
 }
 
-# Registers qemu-<arch> with binfmt_misc; prints the handler's flags.
+# Makes <debian-arch> code run here; prints "native", or the qemu handler's binfmt_misc flags.
+# A host that runs the code natively (arm64 or armhf on ARM; armhf on an arm64 CPU with AArch32)
+# needs no handler. Otherwise an enabled qemu-<arch> handler is used (registered beforehand, e.g.
+# by docker/setup-qemu-action, or by binfmt-support); failing that, this script registers the
+# installed qemu-<arch>-static itself, with the F flag so it also works inside the root. (The
+# arm64 build of Debian's and Ubuntu's qemu-user-static registers no qemu-arm handler.)
 ensure_binfmt() {
-    local q=$1 entry=/proc/sys/fs/binfmt_misc/qemu-$1
+    local arch=$1 q entry exe
+    q=$(qemu_name "$arch")
+    entry=/proc/sys/fs/binfmt_misc/qemu-$q
+    if native_arch "$arch"; then echo native; return; fi
     if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
         mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
             || die "cannot mount binfmt_misc (a container without it cannot run foreign binaries)"
     fi
     if [ ! -e "$entry" ] || ! grep -q '^enabled' "$entry"; then
         update-binfmts --enable "qemu-$q" >/dev/null 2>&1 || update-binfmts --enable >/dev/null 2>&1 || true
+    fi
+    if [ ! -e "$entry" ]; then
+        exe=$(command -v "qemu-$q-static" || true)
+        [ -n "$exe" ] || die "no qemu-$q binfmt handler and no qemu-$q-static to register: apt-get install qemu-user-static"
+        printf ':qemu-%s:M::%s:%s:%s:F' "$q" "$(binfmt_magic "$q")" "$BINFMT_MASK" "$exe" \
+            > /proc/sys/fs/binfmt_misc/register \
+            || die "cannot register $exe with binfmt_misc"
+        log "$arch: registered $exe as the qemu-$q binfmt_misc handler" >&2
     fi
     grep -q '^enabled' "$entry" 2>/dev/null \
         || die "binfmt_misc has no enabled qemu-$q handler: install qemu-user-static and binfmt-support"
@@ -115,7 +180,7 @@ ensure_binfmt() {
 create_root() {
     local arch=$1 root=$CACHE/$SUITE-$1 t0 mirror flags
     mkdir -p "$CACHE"
-    flags=$(ensure_binfmt "$(qemu_name "$arch")")
+    flags=$(ensure_binfmt "$arch")
     if [ -e "$root/.shoestring-ready" ]; then
         log "$arch: reusing $root (created $(cat "$root/.shoestring-ready"))"
     else
@@ -124,7 +189,7 @@ create_root() {
         t0=$(date +%s)
         rm -rf "$root.partial"
         mkdir -p "$root.partial"
-        if [[ "$flags" != *F* ]]; then  # handler not preloaded: the emulator must exist inside the root
+        if [ "$flags" != native ] && [[ "$flags" != *F* ]]; then  # handler not preloaded: the emulator must exist inside the root
             mkdir -p "$root.partial/usr/bin"
             cp "$(command -v "qemu-$(qemu_name "$arch")-static")" "$root.partial/usr/bin/"
         fi
@@ -199,6 +264,8 @@ if [ "$deps" = pypi ]; then
 else
     python3 -m venv --system-site-packages venv
     . venv/bin/activate
+    # pyproject.toml needs setuptools >= 77 (Debian 12 has 66): pure Python, from the index
+    [ -n "$WHEEL" ] || pip install -q --upgrade "setuptools>=77"
     pip install -q --no-build-isolation --no-deps "/work/$name"
     # numpy and cffi stay Debian's; the test tools come from the index (Debian's hypothesis
     # 6.67 predates APIs the tests use).
