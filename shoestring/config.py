@@ -91,7 +91,7 @@ class TrainConfig:
     max_steps: Optional[int] = setting(None, int, 1, MAX_COUNT)          # None: no limit
     max_minutes: Optional[float] = setting(None, float, 0.0, 10 ** 6, lo_open=True,
                                            resume=SESSION)     # per session; None: no limit
-    lr: float = setting(0.001, float, 0.0, None, lo_open=True)           # peak learning rate
+    lr: float = setting(0.002, float, 0.0, None, lo_open=True)           # peak learning rate
     wd: float = setting(0.01, float, 0.0)                      # AdamW decay, matrices only
     grad_clip: float = setting(1.0, float, 0.0)                # global-norm clip; 0 disables
     lr_schedule: str = setting("cosine", str, choices=("cosine", "constant"))
@@ -104,9 +104,10 @@ class TrainConfig:
     encoding_errors: str = setting("strict", str, choices=("strict", "replace"), resume=SESSION)
     # issue #11: regularisers (training only; masks from the seeded generator), weight averaging
     # and a time budget
-    dropout: float = setting(0.0, float, 0.0, 0.95)            # locked dropout, layer/head inputs
-    embedding_dropout: float = setting(0.0, float, 0.0, 0.95)  # whole vocabulary rows per window
-    weight_drop: float = setting(0.0, float, 0.0, 0.95)        # DropConnect on Wch per step
+    # defaults from tools/bench_quality.py (BENCHMARKS.md, "Quality per CPU-minute")
+    dropout: float = setting(0.3, float, 0.0, 0.95)            # locked dropout, layer/head inputs
+    embedding_dropout: float = setting(0.1, float, 0.0, 0.95)  # whole vocabulary rows per window
+    weight_drop: float = setting(0.3, float, 0.0, 0.95)        # DropConnect on Wch per step
     ema: float = setting(0.0, float, 0.0, 0.99999)             # moving-average decay; 0: off
     minutes: Optional[float] = setting(None, float, 0.0, 10 ** 6, lo_open=True)  # time budget
 
