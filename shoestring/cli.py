@@ -1,7 +1,7 @@
 """cli.py: the `shoestring` command: the parser, the dispatch, errors turned into one line.
 
-Subcommands: info, tokenizer, train, chat, generate, plot, inspect, prepare, export; their
-handlers are commands.cmd_<name>. Errors: a ShoestringError prints `shoestring: error: <what>
+Subcommands: info, tokenizer, train, chat, generate, serve, plot, inspect, prepare, export;
+their handlers are commands.cmd_<name>. Errors: a ShoestringError prints `shoestring: error: <what>
 (<hint>)` and exits 1; a usage error (a bad flag, or a UsageError) is ONE line, `shoestring <cmd>:
 error: <what> (see shoestring <cmd> -h)`, exit 2; Ctrl-C exits 130; a closed standard output
 (`| head`) ends quietly with status 0. The settings an error names (`batch_size`) are shown as the
@@ -13,6 +13,7 @@ check as TrainConfig itself), shows TrainConfig's default, and defaults to argpa
 the namespace holds exactly the flags given (a resume changes only those).
 """
 import argparse
+import os
 import re
 import sys
 
@@ -126,6 +127,7 @@ def add_train_args(p):
     d.add_argument("--validation-data", metavar="FILE",
                    help="held-out text for validation (default: the last --val-fraction of the model data)")
     add_setting(d, "val_fraction", "fraction of the model data held out when no --validation-data")
+    add_setting(d, "val_tokens", "validation scores at most this many held-out tokens; 0 scores all")
     add_setting(d, "encoding_errors", "what to do with bytes that are not UTF-8")
     d.add_argument("--checkpoint", metavar="FILE",
                    help="resume training from this checkpoint (keeps its architecture and plan; "
@@ -253,6 +255,24 @@ def build_parser():
                           "(a chat model continues `[USER] hi [EOS]\\n[BOT]` with a reply)")
     gen.add_argument("-q", "--quiet", action="store_true", help="no notes on standard error")
     add_sampling_args(gen)
+
+    srv = sub.add_parser("serve", help="serve a model: OpenAI-compatible API and a chat page")
+    add_checkpoint_args(srv, "checkpoint to serve")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default: 127.0.0.1, this machine only)")
+    srv.add_argument("--port", type=int_in(0, 65535), default=8000,
+                     help="port (default: 8000; 0 picks a free one)")
+    srv.add_argument("--api-key", default=os.environ.get("SHOESTRING_API_KEY") or None,
+                     metavar="KEY", help="require Authorization: Bearer KEY on every /v1/ route "
+                                         "(default: $SHOESTRING_API_KEY, else none)")
+    srv.add_argument("--cache-mb", type=_float_in(0.0, 1 << 20, name="MB"), default=64,
+                     help="memory for cached conversation states, MB; 0 disables (default: 64)")
+    srv.add_argument("--max-tokens", type=int_in(1, MAX_SIZE), default=260,
+                     help="the default and the most tokens of one reply (default: 260)")
+    srv.add_argument("--max-body-kb", type=int_in(1, 1 << 20), default=1024,
+                     help="largest request body accepted, KB (default: 1024)")
+    srv.add_argument("--quiet", action="store_true", help="do not log requests")
+    add_sampling_args(srv)
 
     plot = sub.add_parser("plot", help="loss curves of a run: a chart here, or an SVG/PNG file")
     plot.add_argument("run", nargs="?", metavar="RUN",

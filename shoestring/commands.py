@@ -377,3 +377,26 @@ def cmd_export(args):
     for line in summary(src, written):
         print(line)
     return 0
+
+
+# ---- serve --------------------------------------------------------------------------------------
+def cmd_serve(args):
+    """Serve the checkpoint over HTTP (shoestring.serve) until Ctrl-C or SIGTERM."""
+    from .inference import load
+    from . import serve
+
+    path = resolve_checkpoint(args)
+    model = load(path)
+    model_id = serve.model_id_for(path)
+    srv = serve.make_server(model, args.host, args.port, args.api_key, args.cache_mb,
+                            args.max_tokens, args.max_body_kb, args.temperature, args.top_k,
+                            args.top_p, model_id, None if args.quiet else sys.stderr, args.seed)
+    if not srv.loopback:
+        print("shoestring serve: warning: listening on %s: anyone who can reach port %d can use "
+              "the model%s" % (args.host, srv.server_address[1], "" if args.api_key else
+                               " (set --api-key to require a key)"), file=sys.stderr)
+    print("shoestring serve: %s (model %s: %s)" % (srv.url, model_id, model.describe()), flush=True)
+    print("shoestring serve: the API at %sv1 (OpenAI-compatible); Ctrl-C stops" % srv.url,
+          flush=True)
+    return serve.run(srv)
+

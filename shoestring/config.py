@@ -99,6 +99,7 @@ class TrainConfig:
     eps_adamw: float = setting(1e-8, float, 0.0, 1.0, lo_open=True)
     seed: int = setting(1337, int, 0, MAX_SEED)                # weights, stream offsets
     val_fraction: float = setting(0.1, float, 0.0, 0.5)        # held out without validation data
+    val_tokens: int = setting(250_000, int, 0, MAX_COUNT)     # scored per validation; 0: all
     eval_every: Optional[int] = setting(None, int, 1, MAX_COUNT)     # None: once per epoch
     threads: Optional[int] = setting(None, int, 1, MAX_THREADS, resume=SESSION)  # None: all cores
     encoding_errors: str = setting("strict", str, choices=("strict", "replace"), resume=SESSION)

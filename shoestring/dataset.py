@@ -220,7 +220,9 @@ class Windows:
     """(B, T) windows over a token array read as a ring of B streams of equal length."""
 
     def __init__(self, data, B, T, what="model data"):
-        data = np.ascontiguousarray(data, dtype=np.int32)
+        data = np.ascontiguousarray(data)       # any integer type: windows come out as int32
+        if data.ndim != 1 or data.dtype.kind not in "iu":
+            data = np.ascontiguousarray(data, dtype=np.int32)
         n = data.shape[0]
         if n < B * T + 1:
             raise DataError(
@@ -235,7 +237,8 @@ class Windows:
         """tokens, targets (B,T) int32 of window w (0 <= w < count), streams shifted by offset."""
         idx = (offset + np.arange(self.B)[:, None] * self.stream_len + w * self.T
                + np.arange(self.T)[None, :]) % self.n
-        return self.data[idx], self.data[(idx + 1) % self.n]
+        return (self.data[idx].astype(np.int32, copy=False),
+                self.data[(idx + 1) % self.n].astype(np.int32, copy=False))
 
     def random_offset(self, rng):
         return int(rng.integers(0, self.n))

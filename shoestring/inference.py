@@ -183,6 +183,13 @@ def _decode(dec, ids, rng, sampling, max_tokens, eos, ended=None):
         yield tok
 
 
+def decode_tokens(dec, ids, rng, sampling, max_tokens, eos, ended=None):
+    """The decode loop for a caller that holds its own kernels.Decoder (shoestring.serve keeps
+    one per request and restores cached states into it): the same steps as generate and
+    ChatSession.send. sampling = (temperature, top_k, top_p), checked by the caller."""
+    return _decode(dec, ids, rng, sampling, max_tokens, eos, ended)
+
+
 class _ReplyTrim:
     """Drops a reply's leading whitespace and holds trailing whitespace back until more text
     follows, so streamed pieces join to exactly the stripped reply."""
@@ -199,6 +206,9 @@ class _ReplyTrim:
         body = text.rstrip()
         self.pending = text[len(body):]
         return body
+
+
+ReplyTrim = _ReplyTrim       # public: a server strips its replies exactly as a session does
 
 
 class ChatSession:

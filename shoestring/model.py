@@ -23,7 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import kernels
+from .optim import split_blocks
 from .params import ParamLayout, layer_views
+
 
 def split_batch(B, S):
     """[(b0, b1)] cutting B rows into S nearly equal contiguous shards (no empty shard)."""
@@ -199,15 +201,31 @@ class Network:
         """Loss sum (nats) over the window, no gradients; h is advanced."""
         return sum(self._run(tokens, targets, h, None))
 
+    @property
+    def threads(self):
+        return len(self.shards)
+
+    def run(self, fn, items):
+        """[fn(*args) for args in items], the calls spread over the worker threads (in order)."""
+        if self.pool is None or len(items) < 2:
+            return [fn(*args) for args in items]
+        futs = [self.pool.submit(fn, *args) for args in items]
+        return [f.result() for f in futs]
+
     def zero_grads(self):
         for sh in self.shards:
             sh.grads.fill(0.0)
 
-    def reduce_grads(self, out):
-        """out = sum of the shard gradients, added in shard order (deterministic)."""
-        np.copyto(out, self.shards[0].grads)
+    def _reduce_range(self, out, lo, hi):
+        np.copyto(out[lo:hi], self.shards[0].grads[lo:hi])
         for sh in self.shards[1:]:
-            out += sh.grads
+            np.add(out[lo:hi], sh.grads[lo:hi], out=out[lo:hi])
+
+    def reduce_grads(self, out):
+        """out = sum of the shard gradients, added in shard order for every element (so the same
+        bits however the buffer is cut); the threads share the buffer in ranges (split_blocks)."""
+        self.run(self._reduce_range, [(out, lo, hi) for lo, hi in split_blocks(out.shape[0],
+                                                                                 self.threads)])
         if self.wch_masks is not None:       # d(Wch * mask)/dWch = mask
             gv = self.layout.views(out)
             for l, m in enumerate(self.wch_masks):

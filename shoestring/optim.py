@@ -1,10 +1,15 @@
 """optim.py: AdamW over the flat parameter buffer, the global-norm clip and the lr schedule.
 
-The update itself is one C call (ss_adamw_step) over the whole buffer; weight decay covers only
-the matrices (the [0, n_decay) prefix of the layout); the clip is folded into the same pass as a
-gradient scale. The learning rate is a pure function of the step.
+The update is C calls (ss_adamw_step) over contiguous ranges of the buffer, which worker threads
+may share (split_blocks); every element's update is the same arithmetic wherever its range
+starts, so the result is bitwise the same for any number of threads. Weight decay covers only the
+matrices (the [0, n_decay) prefix of the layout); the clip is folded into the same pass as a
+gradient scale. The gradient's squared norm is the sum, in block order, of float64 partial sums
+over fixed blocks of BLOCK elements: the same bits for any number of threads too. The learning
+rate is a pure function of the step.
 """
 import math
+from itertools import chain
 
 import numpy as np
 
@@ -28,6 +33,27 @@ def default_warmup(total):
     return min(200, max(0, int(0.02 * total)))
 
 
+BLOCK = 1 << 16             # elements per partial sum of the gradient norm (fixed: see above)
+
+
+def split_blocks(n, parts):
+    """[(lo, hi)] cutting [0, n) into at most `parts` contiguous, nearly equal ranges whose
+    boundaries fall on multiples of BLOCK (one range when n is a block or less)."""
+    nb = max(1, -(-n // BLOCK))
+    parts = max(1, min(parts, nb))
+    bounds = [min(n, nb * s // parts * BLOCK) for s in range(parts + 1)]
+    return [(bounds[s], bounds[s + 1]) for s in range(parts)]
+
+
+def block_sumsq(x, lo, hi):
+    """[float64 sum of squares of x[b:b+BLOCK]] for the blocks of [lo, hi), in order."""
+    return [kernels.sumsq(x[b:min(b + BLOCK, hi)]) for b in range(lo, hi, BLOCK)]
+
+
+def _serial(fn, items):
+    return [fn(*it) for it in items]
+
+
 class AdamW:
     """AdamW state (m, v, step) mirroring the flat parameter buffer."""
 
@@ -38,9 +64,15 @@ class AdamW:
         self.v = np.zeros(n, np.float32)
         self.step = 0
 
-    def update(self, params, grads, lr, clip):
-        """One step. Returns the gradient's global norm before clipping (not finite: no update)."""
-        norm = math.sqrt(kernels.sumsq(grads))
+    def update(self, params, grads, lr, clip, run=None, parts=1):
+        """One step. Returns the gradient's global norm before clipping (not finite: no update).
+
+        run(fn, [args, ...]) -> [fn(*args), ...] (in order) may run the calls on worker threads
+        (model.Network.run); the buffer is then cut into `parts` ranges (split_blocks)."""
+        ranges = split_blocks(self.n, parts)
+        run = run if run is not None and len(ranges) > 1 else _serial
+        sums = run(block_sumsq, [(grads, lo, hi) for lo, hi in ranges])
+        norm = math.sqrt(sum(chain.from_iterable(sums)))       # block order: any thread count
         if not math.isfinite(norm):
             return norm
         scale = 1.0
@@ -49,8 +81,13 @@ class AdamW:
         self.step += 1
         bc1 = 1.0 - self.beta1 ** self.step
         bc2 = 1.0 - self.beta2 ** self.step
-        kernels.adamw_step(params, grads, self.m, self.v, self.n_decay, lr, self.beta1, self.beta2,
-                           self.eps, self.weight_decay, scale, bc1, bc2)
+
+        def part(lo, hi):
+            decay = min(max(self.n_decay - lo, 0), hi - lo)
+            kernels.adamw_step(params[lo:hi], grads[lo:hi], self.m[lo:hi], self.v[lo:hi], decay,
+                               lr, self.beta1, self.beta2, self.eps, self.weight_decay, scale,
+                               bc1, bc2)
+        run(part, ranges)
         return norm
 
     def state_dict(self):

@@ -38,14 +38,14 @@ import numpy as np
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import BUNDLED_MINUTES, DEFAULT_MINUTES, TrainConfig, resume_config
 from .data import default_corpus_path
-from .dataset import (Windows, atomic_write_text, expand_paths, read_texts,
-                      remove_stale_temp_files)
+from .dataset import Windows, atomic_write_text, remove_stale_temp_files
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError
-from .evaluate import encode_for_scoring, score_tokens
+from .evaluate import score_tokens
 from .model import Masks, Network, dropout_mask
 from .optim import AdamW, default_warmup, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
 from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
+from .tokens import cached_encode, check_texts, count_chars, encode_files
 
 
 PLAN_EVERY = 50            # steps between re-plans of a time budget
@@ -61,17 +61,16 @@ def default_threads():
         return max(1, os.cpu_count() or 1)
 
 
-def fingerprint(tokens):
-    return hashlib.sha256(np.ascontiguousarray(tokens, dtype="<i4").tobytes()).hexdigest()[:16]
+def fingerprint(tokens, block=1 << 20):
+    """SHA-256 of the ids as little-endian int32 (whatever their array type), 16 hex digits;
+    hashed a block at a time, so a big corpus is never copied whole."""
+    h = hashlib.sha256()
+    for i in range(0, len(tokens), block):
+        h.update(np.ascontiguousarray(tokens[i:i + block], dtype="<i4").tobytes())
+    return h.hexdigest()[:16]
 
 
 # The progress display (tqdm on a terminal, plain lines in logs) is progress.Progress.
-
-
-# ---- data preparation -----------------------------------------------------------------------
-def encode_texts(tok, texts):
-    parts = [tok.encode_array(t, allow_special=True) for _, t in texts]
-    return np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
 
 
 # ---- the trainer -----------------------------------------------------------------------------
@@ -82,7 +81,7 @@ class Trainer:
     run.params (the flat buffer), run.out_dir, run.metrics, run.step, run.message(text).
     """
 
-    def __init__(self, config, model_cfg, tok, train_tokens, val_tokens, val_chars, params=None,
+    def __init__(self, config, model_cfg, tok, train_tokens, val_tokens, params=None,
                  ckpt=None, out_dir=None, progress=None, callbacks=()):
         self.config = config
         self.cfg, self.tok = model_cfg, tok
@@ -91,7 +90,10 @@ class Trainer:
         self.B, self.T, self.acc = config.batch_size, config.seq_length, config.accumulate
         self.threads = config.threads or default_threads()
         self.train_win = Windows(train_tokens, self.B, self.T, "model data")
-        self.val_tokens, self.val_chars = val_tokens, val_chars
+        # what validation scores: [EOS], then at most config.val_tokens tokens of text, each
+        # predicted once (evaluate.score_tokens); their characters counted exactly
+        self.val_tokens = val_tokens
+        self.val_chars = count_chars(tok, val_tokens[1:])
         # tokens per character of the training text (train() sets it; plots convert with it)
         self.train_tokens_per_char = float("nan")
         self.out_dir = out_dir
@@ -304,7 +306,8 @@ class Trainer:
         self.net.reduce_grads(self.grads)
         c = self.config
         lr = lr_at(self.opt.step, c.lr, self.total_steps, self.warmup, c.lr_schedule)
-        norm = self.opt.update(self.params, self.grads, lr, c.grad_clip)
+        norm = self.opt.update(self.params, self.grads, lr, c.grad_clip, self.net.run,
+                               self.net.threads)
         if not math.isfinite(norm):
             raise TrainingError(
                 "the gradient norm became %s at step %d (lower lr; the last good checkpoint is "
@@ -565,8 +568,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
                          % model_paths[0])
     if config.epochs is None and config.minutes is None and config.max_steps is None:
         config = config.replace(minutes=BUNDLED_MINUTES if bundled else DEFAULT_MINUTES)
-    texts = read_texts(model_paths, config.encoding_errors)
-    data_paths = expand_paths(model_paths)
+    data_paths = check_texts(model_paths, config.encoding_errors)   # fails early, holds no text
 
     if ckpt is not None:
         from .tokenizer import Tokenizer
@@ -594,25 +596,6 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         cfg_model = ModelConfig(**dict(cfg_model.to_dict(), V=tok.vocab_size))
     check_memory(cfg_model, config.batch_size, config.seq_length, threads)
 
-    all_tokens = encode_texts(tok, texts)
-    # validation ids start with [EOS], the context of the first prediction (evaluate.py)
-    if validation_data:
-        vtexts = read_texts([validation_data], config.encoding_errors, "validation data")
-        vtext = "".join(t for _, t in vtexts)
-        val_tokens = encode_for_scoring(tok, vtext)
-        val_chars = len(vtext)
-        train_tokens = all_tokens
-    else:
-        n_val = int(len(all_tokens) * config.val_fraction)
-        n_val = max(n_val, min(len(all_tokens) // 2, config.seq_length + 1))
-        train_tokens, tail = all_tokens[:-n_val], all_tokens[-n_val:]
-        val_tokens = np.concatenate([np.array([tok.special_id("[EOS]")], np.int32), tail])
-        total_chars = sum(len(t) for _, t in texts)
-        val_chars = total_chars * len(tail) / max(1, len(all_tokens))
-    train_chars = sum(len(t) for _, t in texts) - (0 if validation_data else val_chars)
-    if len(val_tokens) < 3:          # [EOS] and at least 2 tokens of text
-        raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
-
     if out_dir is None:
         out_dir = os.path.dirname(os.path.abspath(ckpt_path)) if ckpt_path else \
             os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
@@ -625,16 +608,49 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     for name in remove_stale_temp_files(out_dir):      # left by a run killed mid-save
         progress.message("removed %s, an unfinished save of a killed run" % name)
 
+    # the model data as a compact id array, from the token cache in out_dir when it is current
+    t0 = time.time()
+    enc, how = cached_encode(tok, data_paths, config.encoding_errors, out_dir, progress.message)
+    progress.message("model data: %s tokens %s in %.1f s" % (
+        format(len(enc.ids), ","), "read from the token cache" if how == "cache" else "encoded",
+        time.time() - t0))
+    all_tokens = enc.ids
+    # validation scores at most val_tokens tokens, the first predicted from [EOS] (evaluate.py)
+    keep = config.val_tokens if config.val_tokens else None
+    if validation_data:
+        vfiles = check_texts([validation_data], config.encoding_errors, "validation data")
+        val_tokens = encode_files(tok, vfiles, config.encoding_errors, "validation data",
+                                  limit=keep).ids
+        train_tokens = all_tokens
+    else:
+        n_val = int(len(all_tokens) * config.val_fraction)
+        n_val = max(n_val, min(len(all_tokens) // 2, config.seq_length + 1))
+        train_tokens, val_tokens = all_tokens[:-n_val], all_tokens[-n_val:]
+    train_chars = enc.chars - (0 if validation_data else count_chars(tok, val_tokens))
+    if len(val_tokens) < 2:
+        raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
+    if keep is None or len(val_tokens) < keep:
+        said = "all %s held-out tokens" % format(len(val_tokens), ",")
+    else:
+        held = "the validation data" if validation_data else \
+            "%s held-out tokens" % format(len(val_tokens), ",")
+        val_tokens = val_tokens[:keep]
+        said = "the first %s tokens of %s (val_tokens; 0 scores them all)" % (
+            format(keep, ","), held)
+    progress.message("validation scores %s" % said)
+    val_tokens = np.concatenate([np.array([tok.special_id("[EOS]")], np.int32),
+                                 np.asarray(val_tokens, np.int32)])
+
     params = None
     if ckpt is not None:          # with ema, params is the average; the trained weights are kept
         opt = ckpt.get("optimizer") or {}
         params = np.array(opt.get("train_params", ckpt["params"]), np.float32)
-    trainer = Trainer(config, cfg_model, tok, train_tokens, val_tokens, val_chars, params=params,
+    trainer = Trainer(config, cfg_model, tok, train_tokens, val_tokens, params=params,
                       ckpt=ckpt, out_dir=out_dir, progress=progress, callbacks=callbacks)
     trainer.data_paths = data_paths
     trainer.train_tokens_per_char = len(train_tokens) / max(1.0, train_chars)
     trainer.validation_path = validation_data
-    trainer.chat_data = any("[USER]" in t for _, t in texts)
+    trainer.chat_data = enc.chat
     progress.total = trainer.total_steps
     atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(
         trainer.checkpoint_dict()["config"], indent=2, sort_keys=True) + "\n")

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 
@@ -20,11 +21,15 @@ from tinyrun import train_tiny_run
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+OUTSIDE = tempfile.gettempdir()      # `python -m` in the source tree would import it, not the install
+
+
 def sh(args, stdin=b"", cwd=None, timeout=120, env=None):
-    """`python -m shoestring ARGS` as a separate process (bytes in, text out)."""
+    """`python -m shoestring ARGS` as a separate process (bytes in, bytes out), run outside the
+    source tree."""
     e = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "shoestring"] + args, input=stdin,
-                          capture_output=True, timeout=timeout, cwd=cwd, env=e)
+                          capture_output=True, timeout=timeout, cwd=cwd or OUTSIDE, env=e)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +142,7 @@ def test_traceback_anywhere_on_the_line(tmp_path):
 def test_generate_into_head_exits_0(run):
     p = subprocess.Popen([sys.executable, "-m", "shoestring", "generate", run, "-p", "[USER]",
                           "--special", "-n", "2000", "-t", "1.5", "-s", "1"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=OUTSIDE)
     first = p.stdout.read(1)                  # what `head -c 1` takes, then it closes the pipe
     p.stdout.close()
     err = p.stderr.read()
@@ -151,7 +156,7 @@ def test_generate_into_head_through_a_shell(run):
     cmd = ('"%s" -m shoestring generate "%s" -p "[USER]" --special -n 2000 -t 1.5 -s 2 | head -c 1;'
            ' echo " status=${PIPESTATUS:-$?}"' % (sys.executable, run))
     r = subprocess.run(["bash", "-c", cmd.replace("${PIPESTATUS:-$?}", "${PIPESTATUS[0]}")],
-                       capture_output=True, timeout=120)
+                       capture_output=True, timeout=120, cwd=OUTSIDE)
     assert r.stdout.endswith(b" status=0\n"), r
     assert b"Traceback" not in r.stderr and b"Error" not in r.stderr
 

@@ -161,6 +161,8 @@ def straight_and_resumed(tmp_path, corpus, common, threads, monkeypatch, stop_at
 @pytest.mark.parametrize("threads", [1, 2])
 def test_resume_is_bitwise_identical(tmp_path, tiny_corpus, threads, monkeypatch):
     """N steps straight == N/2 steps, interrupted (as by Ctrl-C), saved, resumed, N/2 steps."""
+    from shoestring import optim
+    monkeypatch.setattr(optim, "BLOCK", 1024)    # so 2 threads split the reduction and AdamW
     common = ["--epochs", "3", "--threads", str(threads), "--lr", "0.005", "--eval-every", "5",
               "--max-steps", "12"]
     straight, half = straight_and_resumed(tmp_path, tiny_corpus, common, threads, monkeypatch, 6)
@@ -346,3 +348,66 @@ def test_parameter_count_is_exact_beyond_32_bits():
     per_layer = 3 * 65536 + 3 * 65536 * 65536 * 3 + 3 * 65536 * 2 + 65536 + 3
     assert lay.n == 10 * 65536 + per_layer + 10 * 65536 + 10
     assert isinstance(lay.n, int) and lay.n > 2 ** 31
+
+
+# ---- threads: reduction and AdamW ---------------------------------------------------------------
+def test_split_blocks_cuts_on_block_boundaries():
+    from shoestring.optim import BLOCK, split_blocks
+    assert split_blocks(10, 4) == [(0, 10)]                        # one block: one range
+    for n in (BLOCK + 1, 3 * BLOCK, 7 * BLOCK + 5):
+        for parts in (1, 2, 3, 16):
+            r = split_blocks(n, parts)
+            assert r[0][0] == 0 and r[-1][1] == n and len(r) == min(parts, -(-n // BLOCK))
+            assert all(a[1] == b[0] for a, b in zip(r, r[1:]))
+            assert all(lo % BLOCK == 0 and hi > lo for lo, hi in r)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threaded_reduction_is_bitwise_the_shard_order_sum(threads):
+    cfg = ModelConfig()                                # 499,486 parameters: 8 blocks
+    lay = ParamLayout(cfg)
+    net = Network(cfg, lay.init(0), threads, 2, threads)
+    rng = np.random.default_rng(threads)
+    for sh in net.shards:
+        sh.grads[...] = rng.standard_normal(lay.n, dtype=np.float32) * 10.0 ** rng.integers(-4, 4)
+    out = lay.zeros()
+    net.reduce_grads(out)
+    want = net.shards[0].grads.copy()
+    for sh in net.shards[1:]:
+        want += sh.grads                               # the order the reduction defines
+    net.close()
+    assert np.array_equal(out.view(np.int32), want.view(np.int32))
+
+
+@pytest.mark.parametrize("parts", [2, 3, 5])
+@pytest.mark.parametrize("clip", [0.0, 1.0])
+def test_threaded_adamw_is_bitwise_the_single_thread_update(parts, clip):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shoestring.optim import BLOCK, AdamW, block_sumsq
+    n = 4 * BLOCK + 1237                               # ranges end inside SIMD vectors
+    n_decay = 2 * BLOCK + 77                           # the decay boundary inside a range
+    rng = np.random.default_rng(parts)
+    p0 = rng.standard_normal(n, dtype=np.float32)
+    g = rng.standard_normal(n, dtype=np.float32) * 0.01
+
+    def run_update(run, k):
+        opt = AdamW(n, n_decay, weight_decay=0.1)
+        opt.m[...] = rng_m
+        opt.v[...] = rng_v
+        p = p0.copy()
+        norms = [opt.update(p, g, 1e-2, clip, run, k) for _ in range(3)]
+        return p, opt.m, opt.v, norms
+    rng_m = rng.standard_normal(n, dtype=np.float32) * 0.01
+    rng_v = np.abs(rng.standard_normal(n, dtype=np.float32)) * 1e-4
+    with ThreadPoolExecutor(parts) as pool:
+        def run(fn, items):
+            return [f.result() for f in [pool.submit(fn, *a) for a in items]]
+        threaded = run_update(run, parts)
+    single = run_update(None, 1)
+    for a, b in zip(threaded[:3], single[:3]):
+        assert np.array_equal(a.view(np.int32), b.view(np.int32))
+    assert threaded[3] == single[3]
+    # the norm is the block-order sum of float64 block sums, close to numpy's
+    assert single[3][0] == math.sqrt(sum(block_sumsq(g, 0, n)))
+    assert single[3][0] == pytest.approx(math.sqrt(np.sum(g.astype(np.float64) ** 2)), rel=1e-12)

@@ -60,7 +60,7 @@ def child(args):
         tok, tgt = win.window(w % win.count)
         loss = net.forward_backward(tok, tgt, h, 1.0 / (B * T))
         net.reduce_grads(grads)
-        opt.update(params, grads, 1e-3, 1.0)
+        opt.update(params, grads, 1e-3, 1.0, net.run, net.threads)
         return loss
 
     for w in range(3):
