@@ -213,8 +213,8 @@ def setuptools_too_old(version):
     if tuple(parts) >= MIN_SETUPTOOLS:
         return None
     return ("shoestring: setuptools %s is too old to build this package (pyproject.toml's SPDX"
-            " license needs setuptools >= 77): pip install --upgrade 'setuptools>=77', or build"
-            " with isolation (plain `pip install .`)" % version)
+            " license needs setuptools >= 77): pip install --upgrade 'setuptools>=77'"
+            " 'packaging>=24.2', or build with isolation (plain `pip install .`)" % version)
 
 
 if __name__ == "__main__":  # setuptools runs this file as __main__; tests import its helpers

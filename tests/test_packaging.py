@@ -162,6 +162,10 @@ def _old_setuptools():
     if major_minor < (77, 0):  # the SPDX license in pyproject.toml; setup.py says the same
         return ("setuptools %s < 77 cannot read pyproject.toml (pip install -U 'setuptools>=77')"
                 % version)
+    if _installed("packaging"):  # setuptools >= 77 reads SPDX expressions with packaging >= 24.2
+        v = tuple(int(p) for p in metadata.version("packaging").split(".")[:2] if p.isdigit())
+        if v < (24, 2):
+            return "packaging %s < 24.2 (pip install -U 'packaging>=24.2')" % metadata.version("packaging")
     return None
 
 

@@ -228,9 +228,13 @@ def _setuptools_ok():
             metadata.version(dist)
         except metadata.PackageNotFoundError:
             return "%s is not installed (pip install build 'setuptools>=77' cffi)" % dist
-    v = metadata.version("setuptools")
-    if tuple(int(p) for p in v.split(".")[:2] if p.isdigit()) < (77, 0):
-        return "setuptools %s < 77 (pip install -U 'setuptools>=77')" % v
+    for dist, low in (("setuptools", (77, 0)), ("packaging", (24, 2))):
+        try:
+            v = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue  # setuptools then uses its own copy of packaging
+        if tuple(int(p) for p in v.split(".")[:2] if p.isdigit()) < low:
+            return "%s %s is too old to build (pip install -U 'setuptools>=77' 'packaging>=24.2')" % (dist, v)
     return None
 
 

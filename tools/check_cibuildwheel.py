@@ -10,7 +10,8 @@ depend on, run locally.
 
 Checks (each prints PASS/FAIL and its time; the exit status is 1 if any failed):
   identifiers  `cibuildwheel --print-build-identifiers` for linux, macos and windows
-  build        isolated `python -m build`: one sdist and one cp39-abi3 wheel
+  build        isolated `python -m build`: one sdist and one cp39-abi3 wheel, and no deprecation
+               notice in its output
   audit        `auditwheel show` names no external library beyond glibc; abi3audit (if
                installed) finds no symbol outside the limited API
   pythons      the sdist in a fresh venv for every CPython >= 3.9 found (pyenv, PATH): install
@@ -118,7 +119,13 @@ def check_build(st):
         import build  # noqa: F401
     except ImportError:
         raise CheckFailed("'build' is not installed: %s -m pip install build" % sys.executable)
-    run([sys.executable, "-m", "build", "--outdir", out_dir, ROOT], env=clean_env())
+    # DeprecationWarnings shown, then none allowed: no setuptools notice (the TOML-table license
+    # one stopped builds after 2027-02-18), nothing from the build backend
+    out = run([sys.executable, "-m", "build", "--outdir", out_dir, ROOT],
+              env=clean_env(PYTHONWARNINGS="default::DeprecationWarning"))
+    notices = [ln for ln in out.splitlines() if re.search(r"deprecat|SetuptoolsWarning", ln, re.I)]
+    if notices:
+        raise CheckFailed("the build printed deprecation notices:\n" + "\n".join(notices))
     files = sorted(os.listdir(out_dir))
     sdists = [f for f in files if f.endswith(".tar.gz")]
     wheels = [f for f in files if f.endswith(".whl")]

@@ -21,7 +21,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q "numpy>=1.21" "cffi>=1.15" "setuptools>=64" wheel pytest hypothesis
+"$VENV/bin/python" -m pip install -q "numpy>=1.21" "cffi>=1.15" "setuptools>=77" wheel pytest hypothesis
 
 # Build from a clean copy of the tree: an in-tree build/ directory holds optimised objects that
 # setuptools would otherwise reuse (newer than their sources) and link into the debug module.

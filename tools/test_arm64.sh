@@ -31,8 +31,11 @@
 #   Override with SHOESTRING_CHROOT_DEPS=pypi|debian.
 #
 # Host requirements: root, debootstrap, qemu-user-static, binfmt-support (installed with apt-get
-# when missing), network access to a Debian mirror (SHOESTRING_DEBIAN_MIRROR, default: the first
-# Debian archive in /etc/apt/sources.list*) and, for pypi mode, to the package index. The host's
+# when missing; qemu only for an architecture the host cannot run natively: an ARM host runs
+# arm64, and armhf when its CPU has AArch32, probed with a tiny armhf program), a qemu-<arch>
+# binfmt_misc handler (registered by this script from qemu-<arch>-static when none is), network
+# access to a Debian mirror (SHOESTRING_DEBIAN_MIRROR, default: the first Debian archive in
+# /etc/apt/sources.list*) and, for pypi mode, to the package index. The host's
 # index settings (PIP_INDEX_URL / PIP_EXTRA_INDEX_URL, pip's global.index-url and
 # global.extra-index-url when they are http(s) URLs) and CA bundle are passed into the root.
 set -euo pipefail
@@ -59,7 +62,7 @@ while [ $# -gt 0 ]; do
         --wheel) shift; WHEEL=$(readlink -f "${1:?--wheel needs a file}") ;;
         --create-only) CREATE_ONLY=1 ;;
         --) shift; PYTEST_ARGS=("$@"); break ;;
-        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
     shift
@@ -264,8 +267,9 @@ if [ "$deps" = pypi ]; then
 else
     python3 -m venv --system-site-packages venv
     . venv/bin/activate
-    # pyproject.toml needs setuptools >= 77 (Debian 12 has 66): pure Python, from the index
-    [ -n "$WHEEL" ] || pip install -q --upgrade "setuptools>=77"
+    # pyproject.toml needs setuptools >= 77 (Debian 12 has 66), which needs packaging >= 24.2
+    # (Debian 12 has 23.0) for the SPDX license: both pure Python, from the index
+    [ -n "$WHEEL" ] || pip install -q --upgrade "setuptools>=77" "packaging>=24.2"
     pip install -q --no-build-isolation --no-deps "/work/$name"
     # numpy and cffi stay Debian's; the test tools come from the index (Debian's hypothesis
     # 6.67 predates APIs the tests use).
@@ -304,8 +308,15 @@ main() {
 ensure_host_tools
 if [ "$CREATE_ONLY" -eq 0 ] && [ -z "$SDIST" ] && [ -z "$WHEEL" ]; then
     out=$(mktemp -d /tmp/shoestring-sdist.XXXXXX)
-    log "building the sdist from $REPO"
-    PY=${PYTHON:-python3}
+    log "building the sdist from $REPO ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo 'not a git checkout'))"
+    # a Python with `build`: $PYTHON, else the checkout's .venv, else python3
+    PY=${PYTHON:-}
+    if [ -z "$PY" ]; then
+        PY=python3
+        if [ -x "$REPO/.venv/bin/python" ] && "$REPO/.venv/bin/python" -c 'import build' 2>/dev/null; then
+            PY=$REPO/.venv/bin/python
+        fi
+    fi
     "$PY" -m build --sdist --outdir "$out" "$REPO" >/dev/null \
         || die "could not build the sdist: install 'build' ($PY -m pip install build) or pass --sdist FILE"
     SDIST=$(ls "$out"/shoestring-*.tar.gz)
@@ -335,7 +346,8 @@ printf '%s\n' "${summary[@]}"
 return $status
 }
 
-# Everything above is parsed before anything runs, so editing this file while a run is in
-# progress cannot change what that run does.
-main
-exit $?
+# Everything above is parsed before anything runs, and bash reads this last line whole before
+# running it, so editing this file while a run is in progress cannot change what that run does
+# (with `main` and `exit` on separate lines, the `exit` line was read after the run, from the
+# edited file).
+main; exit $?
