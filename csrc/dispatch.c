@@ -17,8 +17,11 @@
 #include <intrin.h>
 #include <immintrin.h>
 #endif
-#if defined(__linux__) && defined(__arm__)
+#if defined(__linux__) && (defined(__arm__) || defined(__aarch64__))
 #include <sys/auxv.h>
+#endif
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #endif
 
 /* ---- CPU detection -------------------------------------------------------------------- */
@@ -59,6 +62,37 @@ static int detect_cpu_mask(void)
     return mask;
 }
 
+/* AVX512-VNNI (CPUID.7.0:ECX bit 11) with AVX512BW (EBX bit 30): the int8 dot product of the
+ * AVX-512 table. Only consulted when the AVX-512 table is in use (the OS saves zmm state). */
+static int detect_avx512vnni(void)
+{
+#if defined(_MSC_VER) && !defined(__clang__) && (defined(_M_X64) || defined(_M_IX86))
+    int r[4];
+    __cpuid(r, 0);
+    if (r[0] < 7) return 0;
+    __cpuidex(r, 7, 0);
+    return ((r[2] >> 11) & 1) && ((r[1] >> 30) & 1);
+#elif (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return ((c >> 11) & 1) && ((b >> 30) & 1);
+#else
+    return 0;
+#endif
+}
+
+/* ARMv8.2 dot product (SDOT): Linux HWCAP_ASIMDDP; every Apple arm64 CPU has it. */
+static int detect_armdot(void)
+{
+#if defined(__aarch64__) && defined(__linux__)
+    return (getauxval(AT_HWCAP) >> 20) & 1;
+#elif defined(__aarch64__) && defined(__APPLE__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 static int compiled_mask(void)
 {
     int mask = 1 << SS_ISA_SCALAR;
@@ -93,10 +127,13 @@ static const ss_kernels *table_for(int isa)
 static int g_cpu_mask = -1;
 static int g_isa = -1;
 static const ss_kernels *g_table = 0;
+static int g_vnni = 0, g_armdot = 0, g_dot_on = 1;
 
 static void ensure_init(void)
 {
     if (g_table) return;
+    g_vnni = detect_avx512vnni();
+    g_armdot = detect_armdot();
     g_cpu_mask = detect_cpu_mask();
     int usable = g_cpu_mask & compiled_mask();
     int best = SS_ISA_SCALAR;
@@ -130,6 +167,12 @@ const char *ss_isa_name(int isa)
 }
 
 const char *ss_build_info(void) { return SS_BUILD_INFO; }
+
+int ss_cpu_has_avx512vnni(void) { ensure_init(); return g_vnni; }
+int ss_cpu_has_armdot(void) { ensure_init(); return g_armdot; }
+int ss_int8_dot_enabled(void) { return g_dot_on; }
+int ss_int8_dot_set(int on) { int was = g_dot_on; g_dot_on = on != 0; return was; }
+const char *ss_int8_kernel(void) { return ss_kernels_active()->q8_name(g_dot_on); }
 
 /* ---- public API: forward through the active table -------------------------------------- */
 void ss_matmul_forward(float *out, const float *inp, const float *W, const float *b,
@@ -173,3 +216,9 @@ void ss_softmax_backward(float *dinp, const float *dout, const float *out, int N
 void ss_crossentropy_forward(float *losses, float *dlogits, const float *logits,
                              const int32_t *targets, int N, int V, float dscale)
 { ss_kernels_active()->crossentropy_forward(losses, dlogits, logits, targets, N, V, dscale); }
+
+void ss_decode_matvec(float *y, const float *Wpk, const float *x, const float *b, int C, int OC)
+{ ss_kernels_active()->decode_matvec(y, Wpk, x, b, C, OC); }
+void ss_decode_matvec_q8(float *y, const int8_t *Wpk, const float *wscale, const int8_t *xq,
+                         const float *xscale, const int32_t *xsum, const float *b, int C, int OC)
+{ ss_kernels_active()->decode_matvec_q8(y, Wpk, wscale, xq, xscale, xsum, b, C, OC, g_dot_on); }

@@ -633,9 +633,95 @@ static void matmul_backward(float *dinp, float *dW, float *db, const float *dout
     if (db) bias_grad(db, dout, N, OC);
 }
 
+/* ==== decode matrix-vector products (batch 1) ================================================== */
+/* W(OC,C) in panels of SS_PANEL = 16 rows (shoestring.h): panel p holds W[16p + j][c] at
+ * [p][c][j]. Each panel is SS_PV vectors wide; SS_DEC_NP panels run per pass, so every c
+ * broadcasts x[c] once into SS_DEC_NP * SS_PV independent FMA chains (AVX-512 4, AVX2 8, NEON 8)
+ * with no horizontal sums. Summation over c is in order within each chain. */
+#define SS_PV (SS_PANEL / SS_VW)
+#define SS_DEC_NP (SS_PV >= 4 ? 2 : 4)
+
+/* y[o0 + j] = acc[j] + b[o0 + j] for the rows of this panel that exist (OC - o0 of them) */
+SS_INLINE void dec_store(float *y, const float *b, const ssv *acc, int o0, int OC)
+{
+    int n = OC - o0 < SS_PANEL ? OC - o0 : SS_PANEL;
+    SS_UNROLL for (int v = 0; v < SS_PV; v++) {
+        int q = n - v * SS_VW, o = o0 + v * SS_VW;
+        ssv a = acc[v];
+        if (q >= SS_VW) {
+            if (b) a = SS_ADD(a, SS_LOAD(b + o));
+            SS_STORE(y + o, a);
+        } else if (q > 0) {
+            if (b) a = SS_ADD(a, SS_LOAD_PART(b + o, q, 0.0f));
+            SS_STORE_PART(y + o, a, q);
+        }
+    }
+}
+
+static void decode_matvec(float *y, const float *Wpk, const float *x, const float *b, int C, int OC)
+{
+    const size_t ps = (size_t)SS_PANEL * C;     /* floats per panel */
+    const int np = (OC + SS_PANEL - 1) / SS_PANEL;
+    int p = 0;
+    for (; p + SS_DEC_NP <= np; p += SS_DEC_NP) {
+        const float *w = Wpk + (size_t)p * ps;
+        ssv acc[SS_DEC_NP][SS_PV];
+        SS_UNROLL for (int i = 0; i < SS_DEC_NP; i++)
+            SS_UNROLL for (int v = 0; v < SS_PV; v++) acc[i][v] = SS_ZERO();
+        for (int c = 0; c < C; c++) {
+            ssv xc = SS_BCAST(x + c);
+            const float *r = w + (size_t)c * SS_PANEL;
+            SS_UNROLL for (int i = 0; i < SS_DEC_NP; i++)
+                SS_UNROLL for (int v = 0; v < SS_PV; v++)
+                    acc[i][v] = SS_FMA(SS_LOAD(r + i * ps + v * SS_VW), xc, acc[i][v]);
+        }
+        SS_UNROLL for (int i = 0; i < SS_DEC_NP; i++) dec_store(y, b, acc[i], (p + i) * SS_PANEL, OC);
+    }
+    for (; p < np; p++) {             /* the last panels: two chains over alternate c, then summed */
+        const float *w = Wpk + (size_t)p * ps;
+        ssv a0[SS_PV], a1[SS_PV];
+        SS_UNROLL for (int v = 0; v < SS_PV; v++) a0[v] = a1[v] = SS_ZERO();
+        int c = 0;
+        for (; c + 2 <= C; c += 2) {
+            ssv x0 = SS_BCAST(x + c), x1 = SS_BCAST(x + c + 1);
+            const float *r = w + (size_t)c * SS_PANEL;
+            SS_UNROLL for (int v = 0; v < SS_PV; v++) {
+                a0[v] = SS_FMA(SS_LOAD(r + v * SS_VW), x0, a0[v]);
+                a1[v] = SS_FMA(SS_LOAD(r + SS_PANEL + v * SS_VW), x1, a1[v]);
+            }
+        }
+        if (c < C) {
+            ssv x0 = SS_BCAST(x + c);
+            SS_UNROLL for (int v = 0; v < SS_PV; v++)
+                a0[v] = SS_FMA(SS_LOAD(w + (size_t)c * SS_PANEL + v * SS_VW), x0, a0[v]);
+        }
+        SS_UNROLL for (int v = 0; v < SS_PV; v++) a0[v] = SS_ADD(a0[v], a1[v]);
+        dec_store(y, b, a0, p * SS_PANEL, OC);
+    }
+}
+
+/* int8 panels times a quantised vector: simd_q8_panel (the instruction set's integer dot
+ * products, in its simd_<isa>.h) gives acc[j] = sum_b xscale_b * (q_j . xq)_b for one panel;
+ * then y = acc * wscale + b. C is a multiple of SS_Q8_BLOCK. */
+static void decode_matvec_q8(float *y, const int8_t *Wpk, const float *wscale, const int8_t *xq,
+                             const float *xscale, const int32_t *xsum, const float *b, int C,
+                             int OC, int dot)
+{
+    const int np = (OC + SS_PANEL - 1) / SS_PANEL, nblk = C / SS_Q8_BLOCK;
+    SS_ALIGNED(float acc[SS_PANEL]);
+    for (int p = 0; p < np; p++) {
+        simd_q8_panel(acc, Wpk + (size_t)p * SS_PANEL * C, xq, xscale, xsum, nblk, dot);
+        ssv v[SS_PV];
+        SS_UNROLL for (int i = 0; i < SS_PV; i++)
+            v[i] = SS_MUL(SS_LOAD(acc + i * SS_VW), SS_LOAD(wscale + p * SS_PANEL + i * SS_VW));
+        dec_store(y, b, v, p * SS_PANEL, OC);
+    }
+}
+
 /* ==== the table ============================================================================== */
 const ss_kernels SS_KERNELS_NAME = {
     matmul_forward, matmul_backward, rmsnorm_forward, rmsnorm_backward, adamw_step, sumsq,
     sigmoid_forward, sigmoid_backward, gelu_forward, gelu_backward,
     softmax_forward, softmax_backward, crossentropy_forward,
+    decode_matvec, decode_matvec_q8, simd_q8_name,
 };

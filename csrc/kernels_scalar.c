@@ -251,8 +251,74 @@ static void crossentropy_forward(float *losses, float *dlogits, const float *log
     }
 }
 
+/* ---- decode matrix-vector products (batch 1, panels of shoestring.h) -------------------- */
+/* Each panel's 16 lanes are independent sums over c in order. Two panels at a time give the
+ * compiler eight independent 128-bit chains when it vectorises the j loops. */
+static void decode_matvec(float *y, const float *Wpk, const float *x, const float *b, int C, int OC)
+{
+    int np = (OC + SS_PANEL - 1) / SS_PANEL;
+    int p = 0;
+    for (; p + 2 <= np; p += 2) {
+        const float *w0 = Wpk + (size_t)p * SS_PANEL * C, *w1 = w0 + (size_t)SS_PANEL * C;
+        float a0[SS_PANEL] = {0}, a1[SS_PANEL] = {0};
+        for (int c = 0; c < C; c++) {
+            float xc = x[c];
+            const float *r0 = w0 + (size_t)c * SS_PANEL, *r1 = w1 + (size_t)c * SS_PANEL;
+            for (int j = 0; j < SS_PANEL; j++) a0[j] += r0[j] * xc;
+            for (int j = 0; j < SS_PANEL; j++) a1[j] += r1[j] * xc;
+        }
+        int o0 = p * SS_PANEL;
+        int n1 = OC - o0 - SS_PANEL < SS_PANEL ? OC - o0 - SS_PANEL : SS_PANEL;
+        for (int j = 0; j < SS_PANEL; j++) y[o0 + j] = a0[j] + (b ? b[o0 + j] : 0.0f);
+        for (int j = 0; j < n1; j++) y[o0 + SS_PANEL + j] = a1[j] + (b ? b[o0 + SS_PANEL + j] : 0.0f);
+    }
+    for (; p < np; p++) {
+        const float *w0 = Wpk + (size_t)p * SS_PANEL * C;
+        float a0[SS_PANEL] = {0};
+        for (int c = 0; c < C; c++) {
+            float xc = x[c];
+            const float *r0 = w0 + (size_t)c * SS_PANEL;
+            for (int j = 0; j < SS_PANEL; j++) a0[j] += r0[j] * xc;
+        }
+        int o0 = p * SS_PANEL;
+        int n0 = OC - o0 < SS_PANEL ? OC - o0 : SS_PANEL;
+        for (int j = 0; j < n0; j++) y[o0 + j] = a0[j] + (b ? b[o0 + j] : 0.0f);
+    }
+}
+
+/* int8 panels (bytes [g][j][k] = q[16p + j][4g + k]) times a quantised x: exact int32 sums per
+ * block of 32 columns, each scaled by the block's x scale, then by the row's scale. */
+static void decode_matvec_q8(float *y, const int8_t *Wpk, const float *wscale, const int8_t *xq,
+                             const float *xscale, const int32_t *xsum, const float *b, int C,
+                             int OC, int dot)
+{
+    (void)xsum;
+    (void)dot;
+    const int np = (OC + SS_PANEL - 1) / SS_PANEL, nblk = C / SS_Q8_BLOCK;
+    for (int p = 0; p < np; p++) {
+        const int8_t *w = Wpk + (size_t)p * SS_PANEL * C;
+        float acc[SS_PANEL] = {0};
+        for (int bk = 0; bk < nblk; bk++) {
+            int32_t s[SS_PANEL] = {0};
+            for (int g = 0; g < SS_Q8_BLOCK / 4; g++) {
+                const int8_t *r = w + ((size_t)bk * SS_Q8_BLOCK / 4 + g) * 4 * SS_PANEL;
+                const int8_t *xg = xq + bk * SS_Q8_BLOCK + 4 * g;
+                for (int j = 0; j < SS_PANEL; j++)
+                    s[j] += r[4 * j] * xg[0] + r[4 * j + 1] * xg[1] + r[4 * j + 2] * xg[2]
+                          + r[4 * j + 3] * xg[3];
+            }
+            for (int j = 0; j < SS_PANEL; j++) acc[j] += (float)s[j] * xscale[bk];
+        }
+        int o0 = p * SS_PANEL, n = OC - o0 < SS_PANEL ? OC - o0 : SS_PANEL;
+        for (int j = 0; j < n; j++) y[o0 + j] = acc[j] * wscale[o0 + j] + (b ? b[o0 + j] : 0.0f);
+    }
+}
+
+static const char *q8_name(int dot) { (void)dot; return "scalar"; }
+
 const ss_kernels ss_kernels_scalar = {
     matmul_forward, matmul_backward, rmsnorm_forward, rmsnorm_backward, adamw_step, sumsq,
     sigmoid_forward, sigmoid_backward, gelu_forward, gelu_backward,
     softmax_forward, softmax_backward, crossentropy_forward,
+    decode_matvec, decode_matvec_q8, q8_name,
 };

@@ -161,9 +161,17 @@ void ss_dropout_forward(float *out, const float *inp, const float *mask, int B, 
 void ss_dropout_backward(float *dinp, const float *dout, const float *mask, int B, int T, int C);
 
 /* ======================================================================================== */
-/* Decoding (csrc/decode.c): one token at batch 1 through all layers and the head, sampling.  */
+/* Decoding (csrc/decode.c): one token at batch 1 through all layers and the head; the        */
+/* generation loop (prompt in, token ids out, in chunks); int8 weights.                       */
 /* ======================================================================================== */
-/* Pointers into the flat parameter buffer (MODEL.md §1), filled once at model load.          */
+/* int8 matrices: row-major int8 q(N,C) with one float scale per row, W[n][c] ~ scale[n]*q[n][c]. */
+typedef struct ss_q8_rows {
+    const int8_t *q;     /* (N,C) */
+    const float *scale;  /* (N)   */
+} ss_q8_rows;
+
+/* Pointers into the flat parameter buffer (MODEL.md §1), filled once at model load. The q*    */
+/* fields are the int8 twins of the matrices (used only by ss_decode_pack_q8; NULL otherwise).  */
 typedef struct ss_decode_layer {
     const float *Wg;     /* (X,I)   router */
     const float *bg;     /* (X)     */
@@ -175,29 +183,71 @@ typedef struct ss_decode_layer {
     const float *gamma;  /* (H)     RMSNorm gain */
     const float *Wp;     /* (H,I)   residual projection; NULL unless I != H (layer 0) */
     const float *bp;     /* (H)     NULL unless I != H */
+    ss_q8_rows qWg, qWz, qWcx, qWch, qWp;   /* int8 (X,I), (X*H,I), (X*H,I), (X*H,H), (H,I) */
 } ss_decode_layer;
 
 typedef struct ss_decode_model {
     int V, C, H, L, X, K;
     float eps;                      /* RMSNorm epsilon */
+    float cap;                      /* candidate soft cap: c = cap*tanh(GELU(u)/cap); 0: GELU(u) */
     const float *WE;                /* (V,C) embedding */
-    const float *Wo;                /* (V,H) head */
+    const float *Wo;                /* (V,H) head; WE itself when the embeddings are tied (C == H) */
     const float *bo;                /* (V)   */
+    ss_q8_rows qWo;                 /* int8 head (V,H) (ss_decode_pack_q8 only) */
     const ss_decode_layer *layers;  /* (L)   */
-    const float *packed;            /* ss_decode_packed_size floats written by ss_decode_pack */
+    const float *packed;            /* float32 panels written by ss_decode_pack, or NULL */
+    const int8_t *packed_q8;        /* int8 panels written by ss_decode_pack_q8, or NULL */
+    const float *scales_q8;         /* their row scales                                     */
 } ss_decode_model;
 
-/* Sizes in floats of the packed weights and of the step's workspace. */
+/* Sizes of the packed weights (floats; int8 bytes and scale floats) and of the step's         */
+/* workspace (floats, enough for the float32 and the int8 step).                              */
 int64_t ss_decode_packed_size(const ss_decode_model *m);
+int64_t ss_decode_packed_q8_size(const ss_decode_model *m);
+int64_t ss_decode_packed_q8_scales(const ss_decode_model *m);
 int64_t ss_decode_workspace_size(const ss_decode_model *m);
-/* Copy the matrices of m into row panels (packed) for ss_decode_step; m->packed must then    */
-/* point at packed. Run again whenever the parameters change.                                 */
+/* Copy the float32 matrices of m into row panels (packed); m->packed must then point at it.  */
+/* Run again whenever the parameters change.                                                  */
 void ss_decode_pack(float *packed, const ss_decode_model *m);
+/* The same from the int8 matrices (the q* fields): m->packed_q8 / m->scales_q8 must then     */
+/* point at packed / scales; ss_decode_step then runs on int8 weights (m->packed unused).      */
+void ss_decode_pack_q8(int8_t *packed, float *scales, const ss_decode_model *m);
 /* One token (0 <= token < V): state(L,X,H) updated in place; logits(V) written, or the head  */
 /* skipped when logits is NULL. work: ss_decode_workspace_size floats. Allocates nothing.     */
+/* int8 weights when m->packed_q8 is set, else float32.                                      */
 void ss_decode_step(float *logits, float *state, float *work, const ss_decode_model *m,
                     int token);
 
+/* The matrix-vector kernels of the step, public for tests and benchmarks. A matrix W(OC,C)   */
+/* in panels of 16 rows: panel p holds W[16p+j][c] at [p][c][j] (rows past OC zero),          */
+/* ss_panel_size(OC,C) floats. int8 panels: C padded to Cp = ss_q8_width(C) (a multiple of 32)*/
+/* with zeros; panel p holds q[16p+j][4g+k] at byte [p][g][j][k] (ss_panel_q8_size bytes) and */
+/* the row scales at [16p+j] (ss_panel_q8_rows floats, 0 past OC).                           */
+int64_t ss_panel_size(int OC, int C);
+int ss_q8_width(int C);
+int64_t ss_panel_q8_size(int OC, int C);
+int64_t ss_panel_q8_rows(int OC);
+void ss_panel_pack(float *dst, const float *W, int OC, int C);
+void ss_panel_pack_q8(int8_t *dst, float *dscale, const int8_t *q, const float *scale,
+                      int OC, int C);
+/* y(OC) = W . x(C) + b(OC) (b may be NULL) with the dispatched kernel. */
+void ss_decode_matvec(float *y, const float *Wpk, const float *x, const float *b, int C, int OC);
+/* Symmetric int8 quantisation. Rows: scale[n] = max|W[n]|/127, q = round-half-even(W*127/max) */
+/* (an all-zero row: scale 0, q 0). Activations: the same per block of 32 of x(C), zero-padded */
+/* to Cp = ss_q8_width(C): xq(Cp), xscale(Cp/32), xsum(Cp/32) = the sum of each block's xq.   */
+void ss_quantize_rows(int8_t *q, float *scale, const float *W, int64_t N, int C);
+void ss_quantize_x(int8_t *xq, float *xscale, int32_t *xsum, const float *x, int C);
+/* y(OC) = scale_o * sum_blocks xscale_b * (q_o . xq)_b + b(OC): int8 panels times a quantised */
+/* vector, exact integer block sums (the dispatched int8 kernel).                             */
+void ss_decode_matvec_q8(float *y, const int8_t *Wpk, const float *wscale, const int8_t *xq,
+                         const float *xscale, const int32_t *xsum, const float *b, int C, int OC);
+/* Which int8 kernel the active instruction set uses: "scalar", "avx2", "avx512-vnni",        */
+/* "neon-dotprod", "neon"; ss_int8_dot_set(0) turns the dot-product instructions (VNNI, ARM    */
+/* dot product) off (for tests of the fallback) and (1) back on; returns the previous setting. */
+const char *ss_int8_kernel(void);
+int ss_int8_dot_set(int on);
+
+/* ---- sampling (csrc/sample.c) ---------------------------------------------------------- */
 /* Next token from logits(V): the argmax (ties: lowest id) when temperature <= 0 or top_k == 1; */
 /* otherwise softmax(logits / temperature), restricted to the top_k largest (0: no limit), then */
 /* to the smallest set holding top_p of that mass (1: no limit), drawn with the splitmix64     */
@@ -208,6 +258,35 @@ int ss_sample(float *work, const float *logits, const uint8_t *allowed, int V,
               float temperature, int top_k, float top_p, uint64_t *rng);
 /* One uniform double in [0, 1) from the same generator (for tests). */
 double ss_rng_uniform(uint64_t *rng);
+
+/* ---- the generation loop (csrc/decode.c) ----------------------------------------------- */
+/* A caller-allocated context holds everything between chunks: the model, the state, the     */
+/* buffers, the sampling settings and the generator. ss_generate(g, prompt, n, out, cap):     */
+/* feeds the n prompt ids (n may be 0 to continue), then repeats: sample a token; [EOS] ends   */
+/* (not written, not fed); else feed it and write it to out; until cap ids are written (the   */
+/* chunk is full: call again with n = 0 to go on), max_tokens were generated since the last    */
+/* prompt, or g->stop is nonzero (a stop request, checked before every token). Returns the     */
+/* number of ids written; g->status tells why it returned. Allocates nothing.                 */
+enum { SS_GEN_RUNNING = 0, SS_GEN_EOS = 1, SS_GEN_LIMIT = 2, SS_GEN_STOPPED = 3,
+       SS_GEN_BANNED = 4 };
+typedef struct ss_gen {
+    const ss_decode_model *m;
+    float *state;                /* (L,X,H) recurrent state, carried across calls */
+    float *work;                 /* ss_decode_workspace_size floats */
+    float *logits;               /* (V) */
+    float *swork;                /* ss_sample_workspace_size(V) floats */
+    const uint8_t *allowed;      /* (V) or NULL */
+    float temperature;
+    int top_k;
+    float top_p;
+    uint64_t rng;                /* splitmix64 state */
+    int eos;                     /* the [EOS] id, or -1 */
+    int max_tokens;              /* per prompt */
+    int n_generated;             /* since the last prompt */
+    int status;                  /* SS_GEN_* after each call */
+    volatile int stop;           /* set nonzero (from any thread) to stop at the next token */
+} ss_gen;
+int ss_generate(ss_gen *g, const int32_t *prompt, int n_prompt, int32_t *out, int cap);
 
 #ifdef __cplusplus
 }

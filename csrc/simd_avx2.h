@@ -85,4 +85,15 @@ static double simd_sumsq(const float *x, int64_t n)
     return s;
 }
 
+/* int8 decode panel (simd_q8_x86.h): vpmaddubsw/vpmaddwd */
+#include "simd_q8_x86.h"
+static void simd_q8_panel(float *out, const int8_t *w, const int8_t *xq, const float *xscale,
+                          const int32_t *xsum, int nblk, int dot)
+{
+    (void)xsum;
+    (void)dot;
+    simd_q8_panel_avx2(out, w, xq, xscale, nblk);
+}
+static const char *simd_q8_name(int dot) { (void)dot; return "avx2"; }
+
 #endif /* SS_SIMD_AVX2_H */

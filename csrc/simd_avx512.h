@@ -62,4 +62,33 @@ static double simd_sumsq(const float *x, int64_t n)
     return s;
 }
 
+/* int8 decode panel (simd_q8_x86.h): AVX512-VNNI where the CPU has it, else the AVX2 code
+ * (this file is compiled with -mavx2 -mfma too). Compilers too old for the VNNI intrinsics
+ * (GCC < 8, clang < 6) build only the AVX2 path. */
+#if defined(_MSC_VER) || (defined(__clang__) && __clang_major__ >= 6) \
+    || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 8)
+#define SS_Q8_WITH_VNNI 1
+#endif
+#include "simd_q8_x86.h"
+static void simd_q8_panel(float *out, const int8_t *w, const int8_t *xq, const float *xscale,
+                          const int32_t *xsum, int nblk, int dot)
+{
+#if defined(SS_Q8_WITH_VNNI)
+    if (dot && ss_cpu_has_avx512vnni()) {
+        simd_q8_panel_vnni(out, w, xq, xscale, xsum, nblk);
+        return;
+    }
+#endif
+    (void)xsum;
+    simd_q8_panel_avx2(out, w, xq, xscale, nblk);
+}
+static const char *simd_q8_name(int dot)
+{
+#if defined(SS_Q8_WITH_VNNI)
+    if (dot && ss_cpu_has_avx512vnni()) return "avx512-vnni";
+#endif
+    (void)dot;
+    return "avx2";
+}
+
 #endif /* SS_SIMD_AVX512_H */

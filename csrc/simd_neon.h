@@ -141,4 +141,111 @@ static double simd_sumsq(const float *x, int64_t n)
     return s;
 }
 
+/* ---- int8 decode panel --------------------------------------------------------------------
+ * simd_q8_panel(out, w, xq, xscale, xsum, nblk, dot): out[j] = sum_b xscale[b] * (q_j . xq)_b
+ * for one int8 panel of 16 rows (bytes [g][j][k] = q[j][4g + k], shoestring.h); block sums
+ * exact in int32. With the ARMv8.2 dot product (aarch64, where the CPU has it and `dot` is on):
+ * SDOT sums four s8 x s8 products per int32 lane, the four x bytes of a group picked by lane.
+ * Otherwise widening multiplies: vmull_s8 (16-bit products, |q x| <= 127 * 127) and vpadal
+ * (pairwise add into int32) give per row the sums of columns (0,1) and (2,3), added at the
+ * end of the block. */
+#include <string.h>
+#include "ss_internal.h"
+
+static void simd_q8_panel_mull(float *out, const int8_t *w, const int8_t *xq, const float *xscale,
+                               int nblk)
+{
+    float32x4_t f[4];
+    for (int i = 0; i < 4; i++) f[i] = vdupq_n_f32(0.0f);
+    for (int bk = 0; bk < nblk; bk++) {
+        const int8_t *wb = w + (size_t)bk * SS_Q8_BLOCK * 16, *xb = xq + bk * SS_Q8_BLOCK;
+        int32x4_t a[8];
+        for (int i = 0; i < 8; i++) a[i] = vdupq_n_s32(0);
+        for (int g = 0; g < SS_Q8_BLOCK / 4; g++) {
+            int32_t x4;
+            memcpy(&x4, xb + 4 * g, 4);
+            int8x8_t xx = vreinterpret_s8_s32(vdup_n_s32(x4));        /* x0 x1 x2 x3 x0 x1 x2 x3 */
+            const int8_t *r = wb + g * 64;
+            for (int i = 0; i < 4; i++) {                             /* rows 4i .. 4i+3 */
+                int8x16_t wv = vld1q_s8(r + 16 * i);
+                a[2 * i] = vpadalq_s16(a[2 * i], vmull_s8(vget_low_s8(wv), xx));
+                a[2 * i + 1] = vpadalq_s16(a[2 * i + 1], vmull_s8(vget_high_s8(wv), xx));
+            }
+        }
+        float32x4_t s = vdupq_n_f32(xscale[bk]);
+        for (int i = 0; i < 4; i++) {
+            /* a[2i] = [r c01, r c23, r+1 c01, r+1 c23]: pairwise sums give rows r, r+1 */
+            int32x2_t lo = vpadd_s32(vget_low_s32(a[2 * i]), vget_high_s32(a[2 * i]));
+            int32x2_t hi = vpadd_s32(vget_low_s32(a[2 * i + 1]), vget_high_s32(a[2 * i + 1]));
+            f[i] = SS_FMA(vcvtq_f32_s32(vcombine_s32(lo, hi)), s, f[i]);
+        }
+    }
+    for (int i = 0; i < 4; i++) vst1q_f32(out + 4 * i, f[i]);
+}
+
+#if defined(SS_NEON_A64) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 10))
+#define SS_Q8_WITH_DOT 1
+#if defined(__clang__)
+#define SS_TARGET_DOT __attribute__((target("dotprod")))
+#else
+#define SS_TARGET_DOT __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+SS_TARGET_DOT
+static void simd_q8_panel_dot(float *out, const int8_t *w, const int8_t *xq, const float *xscale,
+                              int nblk)
+{
+    float32x4_t f0 = vdupq_n_f32(0.0f), f1 = f0, f2 = f0, f3 = f0;
+    for (int bk = 0; bk < nblk; bk++) {
+        const int8_t *wb = w + (size_t)bk * SS_Q8_BLOCK * 16, *xb = xq + bk * SS_Q8_BLOCK;
+        int32x4_t a0 = vdupq_n_s32(0), a1 = a0, a2 = a0, a3 = a0;   /* rows 0-3, 4-7, 8-11, 12-15 */
+        for (int h = 0; h < SS_Q8_BLOCK / 16; h++) {
+            int8x16_t xv = vld1q_s8(xb + 16 * h);                   /* four groups of 4 */
+            const int8_t *r = wb + h * 4 * 64;
+#define SS_DOT_GROUP(L) \
+            a0 = vdotq_laneq_s32(a0, vld1q_s8(r + 64 * (L)), xv, L); \
+            a1 = vdotq_laneq_s32(a1, vld1q_s8(r + 64 * (L) + 16), xv, L); \
+            a2 = vdotq_laneq_s32(a2, vld1q_s8(r + 64 * (L) + 32), xv, L); \
+            a3 = vdotq_laneq_s32(a3, vld1q_s8(r + 64 * (L) + 48), xv, L);
+            SS_DOT_GROUP(0)
+            SS_DOT_GROUP(1)
+            SS_DOT_GROUP(2)
+            SS_DOT_GROUP(3)
+#undef SS_DOT_GROUP
+        }
+        float32x4_t s = vdupq_n_f32(xscale[bk]);
+        f0 = vfmaq_f32(f0, vcvtq_f32_s32(a0), s);
+        f1 = vfmaq_f32(f1, vcvtq_f32_s32(a1), s);
+        f2 = vfmaq_f32(f2, vcvtq_f32_s32(a2), s);
+        f3 = vfmaq_f32(f3, vcvtq_f32_s32(a3), s);
+    }
+    vst1q_f32(out, f0);
+    vst1q_f32(out + 4, f1);
+    vst1q_f32(out + 8, f2);
+    vst1q_f32(out + 12, f3);
+}
+#endif
+
+static void simd_q8_panel(float *out, const int8_t *w, const int8_t *xq, const float *xscale,
+                          const int32_t *xsum, int nblk, int dot)
+{
+    (void)xsum;
+#if defined(SS_Q8_WITH_DOT)
+    if (dot && ss_cpu_has_armdot()) {
+        simd_q8_panel_dot(out, w, xq, xscale, nblk);
+        return;
+    }
+#endif
+    (void)dot;
+    simd_q8_panel_mull(out, w, xq, xscale, nblk);
+}
+
+static const char *simd_q8_name(int dot)
+{
+#if defined(SS_Q8_WITH_DOT)
+    if (dot && ss_cpu_has_armdot()) return "neon-dotprod";
+#endif
+    (void)dot;
+    return "neon";
+}
+
 #endif /* SS_SIMD_NEON_H */

@@ -32,6 +32,14 @@ typedef struct ss_kernels {
     void (*softmax_backward)(float *dinp, const float *dout, const float *out, int N, int X);
     void (*crossentropy_forward)(float *losses, float *dlogits, const float *logits,
                                  const int32_t *targets, int N, int V, float dscale);
+    /* decode (batch 1): y(OC) = W(OC,C) . x + b over 16-row panels (shoestring.h), float32 and
+     * int8 (C a multiple of 32 there; dot: use the dot-product instructions when the CPU has them) */
+    void (*decode_matvec)(float *y, const float *Wpk, const float *x, const float *b, int C, int OC);
+    void (*decode_matvec_q8)(float *y, const int8_t *Wpk, const float *wscale, const int8_t *xq,
+                             const float *xscale, const int32_t *xsum, const float *b, int C,
+                             int OC, int dot);
+    /* name of the int8 kernel decode_matvec_q8 runs with this `dot` setting on this CPU */
+    const char *(*q8_name)(int dot);
 } ss_kernels;
 
 extern const ss_kernels ss_kernels_scalar;
@@ -47,5 +55,15 @@ extern const ss_kernels ss_kernels_neon;
 
 /* The table in use (never NULL). */
 const ss_kernels *ss_kernels_active(void);
+
+/* Panel height of the decode matrices and block width of the int8 activation scales. */
+#define SS_PANEL 16
+#define SS_Q8_BLOCK 32
+
+/* CPU features beyond the table's baseline, detected once by dispatch.c (0 or 1). */
+int ss_cpu_has_avx512vnni(void);    /* AVX512-VNNI and AVX512BW */
+int ss_cpu_has_armdot(void);        /* ARMv8.2 dot product (SDOT) */
+/* whether decode_matvec_q8 may use the dot-product instructions (ss_int8_dot_set) */
+int ss_int8_dot_enabled(void);
 
 #endif /* SS_INTERNAL_H */

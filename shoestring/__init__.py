@@ -31,7 +31,10 @@ def load(path):
 
 def train(config=None, model_data=None, validation_data=None, out_dir=None, callbacks=(),
           checkpoint=None, bpe_data=None, quiet=False):
-    """Train a model as `shoestring train` does; returns a TrainResult (see shoestring.trainer)."""
+    """Train a model as `shoestring train` does (the command calls this); returns a TrainResult
+    (best and last checkpoint paths, metrics rows, steps, tokens, seconds). Callbacks: objects
+    with on_train_start / on_step_end / on_gradients / on_eval / on_checkpoint / on_train_end
+    methods, or {event: function} dicts; see shoestring.trainer and the README."""
     from .trainer import train as _train
     return _train(config, model_data=model_data, validation_data=validation_data,
                   out_dir=out_dir, callbacks=callbacks, checkpoint=checkpoint, bpe_data=bpe_data,

@@ -99,7 +99,7 @@ class PrintSamples:
     def sample(self, run):
         from .inference import Model
 
-        m = Model(run.model_config, run.params.copy(), run.tokenizer)
+        m = Model(run.model_config, run.flat_params.copy(), run.tokenizer)
         if run.chat_data:
             text = m.chat(max_response=self.max_tokens, temperature=0.0).send("hello")
         else:

@@ -78,6 +78,10 @@ if _forced:
 
 
 # ---- argument checking --------------------------------------------------------------------
+_CTYPES = {np.dtype(np.float32): "float[]", np.dtype(np.int8): "int8_t[]",
+           np.dtype(np.int32): "int32_t[]", np.dtype(np.uint8): "uint8_t[]"}
+
+
 def _arr(fn, name, a, shape, dims, dtype=np.float32, optional=False):
     """Check one array argument; return a cffi pointer to its data (NULL for an omitted optional).
 
@@ -101,14 +105,14 @@ def _arr(fn, name, a, shape, dims, dtype=np.float32, optional=False):
         raise KernelArgumentError(
             "%s: %s has shape %s, expected (%s) = %s"
             % (fn, name, tuple(a.shape), dims, tuple(shape)))
-    return ffi.from_buffer("float[]" if dtype == np.float32 else "void[]", a, require_writable=False)
+    return ffi.from_buffer(_CTYPES.get(np.dtype(dtype), "void[]"), a, require_writable=False)
 
 
-def _out(fn, name, a, shape, dims, optional=False):
+def _out(fn, name, a, shape, dims, optional=False, dtype=np.float32):
     """Like _arr for an output or accumulated gradient: must also be writable."""
     if a is not None and isinstance(a, np.ndarray) and not a.flags.writeable:
         raise KernelArgumentError("%s: %s must be writable" % (fn, name))
-    return _arr(fn, name, a, shape, dims, optional=optional)
+    return _arr(fn, name, a, shape, dims, dtype=dtype, optional=optional)
 
 
 def _int(fn, name, v, minimum=1):
@@ -551,30 +555,184 @@ def moegru_backward(dinp, dh, grads, ws, dout, acts, inp, w, K, eps=1e-5, cap=0.
         dinp, dout, inp, dh)
 
 
-# ---- decoding and sampling at batch 1 (csrc/decode.c) -------------------------------------------
+# ---- decoding at batch 1, int8 weights, sampling, the generation loop --------------------------
+# (csrc/decode.c, csrc/sample.c; each C function has exactly one wrapper here, named like it.)
 # Chat and generation run one token at a time, so everything that can be checked once is checked
-# once: DecodeWeights validates the parameter views and packs the matrices at model load, a Decoder
-# owns its state, workspace and logits, and per token only the token id is checked.
+# once: DecodeWeights validates the parameter views and packs the matrices at model load
+# (ss_decode_pack / ss_decode_pack_q8 and their sizes), a Decoder owns its state, workspace and
+# logits (ss_decode_step), and a Generator runs the whole loop in C (ss_generate).
 DECODE_LAYER_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
+DECODE_MATRICES = ("Wg", "Wz", "Wcx", "Wch", "Wp")       # per layer; plus the head
+Q8_BLOCK = 32
+
+
+def int8_kernel():
+    """Name of the int8 matrix-vector kernel in use: scalar, avx2, avx512-vnni, neon-dotprod, neon."""
+    return ffi.string(lib.ss_int8_kernel()).decode("ascii")
+
+
+def int8_dot_set(on):
+    """Allow (True) or forbid (False) the dot-product instructions (VNNI, ARM SDOT) in the int8
+    kernels, for testing the fallback; returns the previous setting."""
+    return bool(lib.ss_int8_dot_set(1 if on else 0))
+
+
+def int8_info():
+    """One line for `shoestring info`: the int8 decode kernels available here and the one in use."""
+    before = isa_active()
+    kinds = []
+    try:
+        for name in isa_available():
+            set_isa(name)
+            was = int8_dot_set(True)
+            kinds.append(int8_kernel())
+            int8_dot_set(was)
+    finally:
+        set_isa(before)
+    kinds = list(dict.fromkeys(kinds))
+    return "int8 decode kernels: %s (in use: %s)" % (", ".join(kinds), int8_kernel())
+
+
+def panel_size(OC, C):
+    """Floats in the 16-row panels of a float32 matrix (OC,C)."""
+    return int(lib.ss_panel_size(_int("panel_size", "OC", OC), _int("panel_size", "C", C, 0)))
+
+
+def q8_width(C):
+    """C rounded up to a multiple of 32 (the width of int8 panels and quantised vectors)."""
+    return int(lib.ss_q8_width(_int("q8_width", "C", C, 0)))
+
+
+def panel_q8_size(OC, C):
+    """Bytes in the int8 panels of a matrix (OC,C)."""
+    return int(lib.ss_panel_q8_size(_int("panel_q8_size", "OC", OC), _int("panel_q8_size", "C", C, 0)))
+
+
+def panel_q8_rows(OC):
+    """Floats of row scales of the int8 panels of a matrix with OC rows."""
+    return int(lib.ss_panel_q8_rows(_int("panel_q8_rows", "OC", OC)))
+
+
+def panel_pack(dst, W):
+    """dst (panel_size(OC,C)) = W (OC,C) in 16-row panels. Returns dst."""
+    fn = "panel_pack"
+    OC, C = _rows(fn, "W", W)
+    p_w = _arr(fn, "W", W, (OC, C), "OC,C")
+    p_d = _out(fn, "dst", dst, (panel_size(OC, C),), "panel_size(OC,C)")
+    lib.ss_panel_pack(p_d, p_w, OC, C)
+    return dst
+
+
+def panel_pack_q8(dst, dscale, q, scale):
+    """dst (panel_q8_size(OC,C)) int8 and dscale (panel_q8_rows(OC)) = the int8 rows q (OC,C)
+    with their scales (OC) in 16-row panels. Returns dst."""
+    fn = "panel_pack_q8"
+    OC, C = _rows(fn, "q", q)
+    p_q = _arr(fn, "q", q, (OC, C), "OC,C", dtype=np.int8)
+    p_s = _arr(fn, "scale", scale, (OC,), "OC")
+    p_d = _out(fn, "dst", dst, (panel_q8_size(OC, C),), "panel_q8_size(OC,C)", dtype=np.int8)
+    p_ds = _out(fn, "dscale", dscale, (panel_q8_rows(OC),), "panel_q8_rows(OC)")
+    lib.ss_panel_pack_q8(p_d, p_ds, p_q, p_s, OC, C)
+    return dst
+
+
+def decode_matvec(y, Wpk, x, b, C, OC):
+    """y (OC) = W . x (C) + b (OC, or None) with W packed by panel_pack. Returns y."""
+    fn = "decode_matvec"
+    C, OC = _int(fn, "C", C, 0), _int(fn, "OC", OC)
+    p_y = _out(fn, "y", y, (OC,), "OC")
+    p_w = _arr(fn, "Wpk", Wpk, (panel_size(OC, C),), "panel_size(OC,C)")
+    p_x = _arr(fn, "x", x, (C,), "C")
+    p_b = _arr(fn, "b", b, (OC,), "OC", optional=True)
+    lib.ss_decode_matvec(p_y, p_w, p_x, p_b, C, OC)
+    return y
+
+
+def quantize_rows(q, scale, W):
+    """Symmetric int8 rows: scale (N) = max|W[n]| / 127, q (N,C) = round(W * 127 / max).
+    W is (N,C) or any float32 array whose last axis is C (q the same shape). Returns q, scale."""
+    fn = "quantize_rows"
+    if not isinstance(W, np.ndarray) or W.ndim < 1:
+        raise KernelArgumentError("%s: W must be a numpy float32 array (..., C)" % fn)
+    C = W.shape[-1]
+    N = W.size // C if C else 0
+    p_w = _arr(fn, "W", W, W.shape, "...,C")
+    p_q = _out(fn, "q", q, W.shape, "same shape as W", dtype=np.int8)
+    p_s = _out(fn, "scale", scale, W.shape[:-1], "W's shape without C")
+    lib.ss_quantize_rows(p_q, p_s, p_w, N, C)
+    return q, scale
+
+
+def quantize_x(xq, xscale, xsum, x):
+    """x (C) quantised per block of 32: xq (q8_width(C)) int8, xscale and xsum (q8_width(C)/32)
+    float32 and int32 (the sum of each block's xq). Returns xq."""
+    fn = "quantize_x"
+    if not isinstance(x, np.ndarray) or x.ndim != 1:
+        raise KernelArgumentError("%s: x must be a 1-D numpy float32 array (C)" % fn)
+    C = x.shape[0]
+    Cp = q8_width(C)
+    p_x = _arr(fn, "x", x, (C,), "C")
+    p_q = _out(fn, "xq", xq, (Cp,), "q8_width(C)", dtype=np.int8)
+    p_s = _out(fn, "xscale", xscale, (Cp // Q8_BLOCK,), "q8_width(C)/32")
+    p_m = _out(fn, "xsum", xsum, (Cp // Q8_BLOCK,), "q8_width(C)/32", dtype=np.int32)
+    lib.ss_quantize_x(p_q, p_s, p_m, p_x, C)
+    return xq
+
+
+def decode_matvec_q8(y, Wpk, wscale, xq, xscale, xsum, b, C, OC):
+    """y (OC) = wscale . (q . xq) with the block scales + b (OC, or None): int8 panels (from
+    panel_pack_q8, for a matrix (OC,C)) times a vector quantised by quantize_x. Returns y."""
+    fn = "decode_matvec_q8"
+    C, OC = _int(fn, "C", C, 0), _int(fn, "OC", OC)
+    Cp = q8_width(C)
+    p_y = _out(fn, "y", y, (OC,), "OC")
+    p_w = _arr(fn, "Wpk", Wpk, (panel_q8_size(OC, C),), "panel_q8_size(OC,C)", dtype=np.int8)
+    p_ws = _arr(fn, "wscale", wscale, (panel_q8_rows(OC),), "panel_q8_rows(OC)")
+    p_q = _arr(fn, "xq", xq, (Cp,), "q8_width(C)", dtype=np.int8)
+    p_s = _arr(fn, "xscale", xscale, (Cp // Q8_BLOCK,), "q8_width(C)/32")
+    p_m = _arr(fn, "xsum", xsum, (Cp // Q8_BLOCK,), "q8_width(C)/32", dtype=np.int32)
+    p_b = _arr(fn, "b", b, (OC,), "OC", optional=True)
+    lib.ss_decode_matvec_q8(p_y, p_w, p_ws, p_q, p_s, p_m, p_b, Cp, OC)
+    return y
+
+
+def head_weight(views):
+    """The head's weight: Wo (V,H), or the embedding WE (V,C) when the embeddings are tied."""
+    return views["Wo"] if "Wo" in views else views["WE"]
 
 
 class DecodeWeights:
     """ss_decode_model for a ModelConfig `cfg` and its named parameter views
-    (ParamLayout(cfg).views(flat)): the struct of pointers plus the packed matrices.
-    The views must stay alive and unchanged (call repack() after changing them)."""
+    (ParamLayout(cfg).views(flat)): the struct of pointers plus the packed matrices
+    (ss_decode_pack, or with int8=True ss_decode_pack_q8 over int8 rows).
 
-    def __init__(self, cfg, views):
+    int8=True: every matrix (router, experts, projection, head) is quantised per row from the
+    float32 views (quantize_rows), or taken as given in q8 = {name: (q, scale)} (int8 rows as
+    an int8 file stores them; names as in the views, e.g. "l0.Wz" with q (X,H,I), scale (X,H),
+    "Wo" for the head even when it is tied to WE). The embedding, biases and gains stay float32.
+    The views must stay alive and unchanged (call repack() after changing them). The candidate
+    cap is cfg.cap (0 when the configuration has none)."""
+
+    def __init__(self, cfg, views, int8=False, q8=None):
         fn = "DecodeWeights"
         V, C, H, L, X, K = cfg.V, cfg.C, cfg.H, cfg.L, cfg.X, cfg.K
         self.cfg = cfg
+        self.int8 = bool(int8 or q8 is not None)
         self._keep = []
+        cap = float(getattr(cfg, "cap", 0.0) or 0.0)
+        if not cap >= 0:
+            raise KernelArgumentError("%s: cap must be >= 0, got %r" % (fn, cap))
+        if "Wo" not in views and C != H:
+            raise KernelArgumentError("%s: tied embeddings (no Wo) need C == H, got C=%d, H=%d"
+                                      % (fn, C, H))
 
-        def ptr(name, shape, dims):
-            a = views.get(name)
+        def ptr(name, shape, dims, a=None):
+            a = views.get(name) if a is None else a
             p = _arr(fn, name, a, shape, dims)
             self._keep.append(a)
             return ffi.cast("const float *", p)
 
+        self._shapes = {}
         self._layers = ffi.new("ss_decode_layer[]", L)
         for l in range(L):
             I = cfg.layer_input(l)
@@ -588,26 +746,108 @@ class DecodeWeights:
             ly.Wch = ptr(pre + "Wch", (X, H, H), "X,H,H")
             ly.bc = ptr(pre + "bc", (X, H), "X,H")
             ly.gamma = ptr(pre + "gamma", (H,), "H")
+            self._shapes.update({pre + "Wg": ((X, I), "X,I"), pre + "Wz": ((X, H, I), "X,H,I"),
+                                 pre + "Wcx": ((X, H, I), "X,H,I"),
+                                 pre + "Wch": ((X, H, H), "X,H,H")})
             if I != H:
                 ly.Wp = ptr(pre + "Wp", (H, I), "H,I")
                 ly.bp = ptr(pre + "bp", (H,), "H")
+                self._shapes[pre + "Wp"] = ((H, I), "H,I")
+        self._shapes["Wo"] = ((V, H), "V,H")
         m = ffi.new("ss_decode_model *")
         m.V, m.C, m.H, m.L, m.X, m.K = V, C, H, L, X, K
         m.eps = float(cfg.eps_rmsnorm)
+        m.cap = cap
         m.WE = ptr("WE", (V, C), "V,C")
-        m.Wo = ptr("Wo", (V, H), "V,H")
+        m.Wo = ptr("Wo", (V, H), "V,H" if "Wo" in views else "V,C (tied to WE)",
+                   a=head_weight(views))
         m.bo = ptr("bo", (V,), "V")
         m.layers = self._layers
         self._m = m
-        self.packed = np.zeros(int(lib.ss_decode_packed_size(m)), np.float32)
-        self._p_packed = ffi.from_buffer("float[]", self.packed)
-        m.packed = self._p_packed
+        self._views = views
+        if self.int8:
+            self.packed = np.zeros(int(lib.ss_decode_packed_q8_size(m)), np.int8)
+            self.scales = np.zeros(int(lib.ss_decode_packed_q8_scales(m)), np.float32)
+            m.packed_q8 = ffi.cast("const int8_t *", ffi.from_buffer("int8_t[]", self.packed))
+            m.scales_q8 = ffi.cast("const float *", ffi.from_buffer("float[]", self.scales))
+            m.packed = ffi.NULL
+        else:
+            self.packed = np.zeros(int(lib.ss_decode_packed_size(m)), np.float32)
+            m.packed = ffi.cast("const float *", ffi.from_buffer("float[]", self.packed))
+            m.packed_q8 = ffi.NULL
+            m.scales_q8 = ffi.NULL
         self.workspace_floats = int(lib.ss_decode_workspace_size(m))
+        self._q8 = q8
         self.repack()
 
+    def weight_bytes(self):
+        """Bytes of the packed matrices a decode step reads from (int8 panels and scales, or
+        float32 panels)."""
+        return int(self.packed.nbytes + (self.scales.nbytes if self.int8 else 0))
+
+    def _q8_rows(self):
+        """{name: (q, scale)}: the given int8 rows, or the float32 views quantised now."""
+        fn = "DecodeWeights"
+        out = {}
+        for name, (shape, dims) in self._shapes.items():
+            if self._q8 is not None:
+                if name not in self._q8:
+                    raise KernelArgumentError("%s: q8 lacks the int8 matrix %s" % (fn, name))
+                q, s = self._q8[name]
+                _arr(fn, name + " (int8)", q, shape, dims, dtype=np.int8)
+                _arr(fn, name + " (scales)", s, shape[:-1], dims.rsplit(",", 1)[0])
+            else:
+                W = self._views[name] if name != "Wo" else head_weight(self._views)
+                q = np.empty(shape, np.int8)
+                s = np.empty(shape[:-1], np.float32)
+                quantize_rows(q, s, W)
+            out[name] = (q, s)
+        return out
+
     def repack(self):
-        """Copy the matrices into the decode panels again (after the parameters changed)."""
-        lib.ss_decode_pack(self._p_packed, self._m)
+        """Copy the matrices into the decode panels again (after the parameters changed; int8:
+        quantised again from the float32 views unless the int8 rows were given)."""
+        if not self.int8:
+            lib.ss_decode_pack(ffi.from_buffer("float[]", self.packed), self._m)
+            return
+        rows = self._q8_rows()
+        keep = []
+
+        def q8(name):
+            q, s = rows[name]
+            st = ffi.new("ss_q8_rows *")
+            st.q = ffi.cast("const int8_t *", ffi.from_buffer("int8_t[]", q))
+            st.scale = ffi.cast("const float *", ffi.from_buffer("float[]", s))
+            keep.append(st)
+            return st[0]
+
+        for l in range(self.cfg.L):
+            ly, pre = self._layers[l], "l%d." % l
+            ly.qWg, ly.qWz, ly.qWcx, ly.qWch = (q8(pre + k) for k in ("Wg", "Wz", "Wcx", "Wch"))
+            if pre + "Wp" in rows:
+                ly.qWp = q8(pre + "Wp")
+        self._m.qWo = q8("Wo")
+        lib.ss_decode_pack_q8(ffi.from_buffer("int8_t[]", self.packed),
+                              ffi.from_buffer("float[]", self.scales), self._m)
+        # the int8 rows were copied into the panels: drop the pointers to them
+        for l in range(self.cfg.L):
+            ly = self._layers[l]
+            for k in ("qWg", "qWz", "qWcx", "qWch", "qWp"):
+                setattr(ly, k, {"q": ffi.NULL, "scale": ffi.NULL})
+        self._m.qWo = {"q": ffi.NULL, "scale": ffi.NULL}
+
+
+def _allowed_arg(fn, allowed, V):
+    """cffi pointer for an allowed-ids mask (V) uint8, or NULL for None."""
+    if allowed is None:
+        return ffi.NULL
+    if (not isinstance(allowed, np.ndarray) or allowed.dtype != np.uint8
+            or allowed.shape != (V,) or not allowed.flags.c_contiguous):
+        raise KernelArgumentError("%s: allowed must be a C-contiguous numpy uint8 array of shape "
+                                  "(V,) = (%d,)" % (fn, V))
+    if not allowed.any():
+        raise KernelArgumentError("%s: every token id is banned by allowed (allow at least one)" % fn)
+    return ffi.from_buffer("uint8_t[]", allowed)
 
 
 class Decoder:
@@ -629,34 +869,27 @@ class Decoder:
         self._p_logits = ffi.from_buffer("float[]", self.logits)
         self._p_work = ffi.from_buffer("float[]", self._work)
         self._p_swork = ffi.from_buffer("float[]", self._swork)
-        if allowed is None:
-            self._allowed = None
-            self._p_allowed = ffi.NULL
-        else:
-            if (not isinstance(allowed, np.ndarray) or allowed.dtype != np.uint8
-                    or allowed.shape != (cfg.V,)):
-                raise KernelArgumentError("%s: allowed must be a numpy uint8 array of shape (V,) = (%d,)"
-                                          % (fn, cfg.V))
-            self._allowed = np.ascontiguousarray(allowed)
-            if not self._allowed.any():
-                raise KernelArgumentError("%s: allowed bans every token id" % fn)
-            self._p_allowed = ffi.from_buffer("uint8_t[]", self._allowed)
+        self._allowed = None if allowed is None else np.ascontiguousarray(allowed)
+        self._p_allowed = _allowed_arg(fn, self._allowed, cfg.V)
 
     def reset(self):
         """Zero the recurrent state (a new conversation)."""
         self.state[...] = 0.0
 
     def step(self, token, head=True):
-        """Feed one token: update the state; with head=True also write self.logits (V)."""
+        """ss_decode_step: feed one token, update the state; with head=True also write
+        self.logits (V)."""
         if not 0 <= token < self.V:
             raise KernelArgumentError("decode_step: token %r outside [0, V) = [0, %d)" % (token, self.V))
         lib.ss_decode_step(self._p_logits if head else ffi.NULL, self._p_state, self._p_work,
                            self.weights._m, int(token))
 
+    # Kept until the Python loops (sample.py / inference.py) run on Generator; they are the
+    # same C call as sample() with the settings bound.
     def sample(self, rng, temperature, top_k, top_p):
         """Next token id from self.logits (see sample())."""
-        return _sample(self._p_swork, self._p_logits, self._p_allowed, self.V, rng,
-                       temperature, top_k, top_p)
+        return sample(self.logits, rng, temperature, top_k, top_p, self._allowed,
+                      _work=self._p_swork)
 
     def sampler(self, rng, temperature, top_k, top_p):
         """A no-argument function returning the next token id from self.logits, like sample()
@@ -677,7 +910,7 @@ class Rng:
         self._p = ffi.from_buffer("uint64_t[]", self.state)
 
     def uniform(self):
-        """One float in [0, 1)."""
+        """ss_rng_uniform: one float in [0, 1)."""
         return float(lib.ss_rng_uniform(self._p))
 
 
@@ -686,38 +919,103 @@ def _sample_args(fn, rng, temperature, top_k, top_p):
         raise KernelArgumentError("%s: rng must be a kernels.Rng" % fn)
     if not temperature >= 0:
         raise KernelArgumentError("%s: temperature must be >= 0, got %r" % (fn, temperature))
-    if not isinstance(top_k, (int, np.integer)) or top_k < 0:
+    if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 0:
         raise KernelArgumentError("%s: top_k must be an integer >= 0, got %r" % (fn, top_k))
     if not 0 < top_p <= 1:
         raise KernelArgumentError("%s: top_p must be in (0, 1], got %r" % (fn, top_p))
 
 
-def _sample(p_work, p_logits, p_allowed, V, rng, temperature, top_k, top_p):
+def sample(logits, rng, temperature, top_k, top_p, allowed=None, _work=None):
+    """ss_sample: next token id from logits (V): argmax (ties: lowest id) when temperature == 0
+    or top_k == 1; else softmax(logits/temperature) cut to the top_k (0: all) and then to the
+    top_p nucleus, drawn from rng (a Rng). allowed (V) uint8 or None: ids with 0 are never
+    chosen."""
     fn = "sample"
+    if not isinstance(logits, np.ndarray) or logits.ndim != 1:
+        raise KernelArgumentError("%s: logits must be a 1-D numpy array (V)" % fn)
+    V = logits.shape[0]
+    p_logits = _arr(fn, "logits", logits, (V,), "V")
+    p_allowed = _allowed_arg(fn, allowed, V)
     _sample_args(fn, rng, temperature, top_k, top_p)
-    tok = lib.ss_sample(p_work, p_logits, p_allowed, V, float(temperature), int(min(top_k, V)),
+    if _work is None:
+        _work = ffi.from_buffer("float[]", np.empty(int(lib.ss_sample_workspace_size(V)), np.float32))
+    tok = lib.ss_sample(_work, p_logits, p_allowed, V, float(temperature), int(min(top_k, V)),
                         float(top_p), rng._p)        # top_k >= V keeps every id: same as V
     if tok < 0:
         raise KernelArgumentError("%s: every token id is banned" % fn)
     return tok
 
 
-def sample(logits, rng, temperature, top_k, top_p, allowed=None):
-    """Next token id from logits (V): argmax (ties: lowest id) when temperature == 0 or top_k == 1;
-    else softmax(logits/temperature) cut to the top_k (0: all) and then to the top_p nucleus,
-    drawn from rng (a Rng). allowed (V) uint8 or None: ids with 0 are never chosen."""
-    fn = "sample"
-    if not isinstance(logits, np.ndarray) or logits.ndim != 1:
-        raise KernelArgumentError("%s: logits must be a 1-D numpy array (V)" % fn)
-    V = logits.shape[0]
-    p_logits = _arr(fn, "logits", logits, (V,), "V")
-    p_allowed = ffi.NULL
-    if allowed is not None:
-        if (not isinstance(allowed, np.ndarray) or allowed.dtype != np.uint8
-                or allowed.shape != (V,) or not allowed.flags.c_contiguous):
-            raise KernelArgumentError("%s: allowed must be a C-contiguous numpy uint8 array of "
-                                      "shape (V,) = (%d,)" % (fn, V))
-        p_allowed = ffi.from_buffer("uint8_t[]", allowed)
-    work = np.empty(int(lib.ss_sample_workspace_size(V)), np.float32)
-    return _sample(ffi.from_buffer("float[]", work), p_logits, p_allowed, V, rng,
-                   temperature, top_k, top_p)
+GEN_STATUS = {0: "running", 1: "eos", 2: "limit", 3: "stopped", 4: "banned"}
+
+
+class Generator:
+    """ss_generate: the whole generation loop in C, on a Decoder's state, workspace, logits and
+    allowed ids. The sampling settings are checked once here; the generator state is rng's
+    (copied into the C context for each call and back after it, so a Rng shared with other
+    draws stays one stream). Nothing is allocated per token.
+
+        gen = Generator(decoder, Rng(1), 0.8, 40, 0.95, eos=eos_id)
+        for ids in gen.generate(prompt_ids, max_tokens=200):   # lists of ids, chunk by chunk
+            ...
+        gen.status        # "eos", "limit" or "stopped" (stop() from another thread)
+
+    Every id yielded has been fed to the decoder (its state is after it); [EOS] ends a run and
+    is neither yielded nor fed. Ctrl-C (KeyboardInterrupt) arrives between chunks of at most
+    `chunk` tokens, with the state consistent with the ids yielded so far."""
+
+    def __init__(self, decoder, rng, temperature, top_k, top_p, eos=None, chunk=16):
+        fn = "Generator"
+        if not isinstance(decoder, Decoder):
+            raise KernelArgumentError("%s: decoder must be a kernels.Decoder" % fn)
+        _sample_args(fn, rng, temperature, top_k, top_p)
+        if eos is not None and not (isinstance(eos, (int, np.integer)) and 0 <= eos < decoder.V):
+            raise KernelArgumentError("%s: eos must be a token id in [0, %d) or None, got %r"
+                                      % (fn, decoder.V, eos))
+        self.chunk = _int(fn, "chunk", chunk)
+        self.decoder, self.rng = decoder, rng
+        g = ffi.new("ss_gen *")
+        g.m = decoder.weights._m
+        g.state, g.work = decoder._p_state, decoder._p_work
+        g.logits, g.swork = decoder._p_logits, decoder._p_swork
+        g.allowed = decoder._p_allowed
+        g.temperature, g.top_k, g.top_p = float(temperature), int(min(top_k, decoder.V)), float(top_p)
+        g.eos = -1 if eos is None else int(eos)
+        g.status = 2
+        self._g = g
+        self._out = np.zeros(self.chunk, np.int32)
+        self._p_out = ffi.from_buffer("int32_t[]", self._out)
+
+    @property
+    def status(self):
+        return GEN_STATUS[self._g.status]
+
+    def stop(self):
+        """Ask the running loop to stop before its next token (safe from another thread)."""
+        self._g.stop = 1
+
+    def generate(self, prompt, max_tokens):
+        """Feed prompt (a non-empty sequence of ids), then generate up to max_tokens ids;
+        yields them as lists, chunk by chunk (never an empty list)."""
+        fn = "generate"
+        V = self.decoder.V
+        ids = np.ascontiguousarray(prompt, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0:
+            raise KernelArgumentError("%s: prompt must be a non-empty 1-D sequence of token ids" % fn)
+        if int(ids.min()) < 0 or int(ids.max()) >= V:
+            raise KernelArgumentError("%s: prompt has ids outside [0, V) = [0, %d)" % (fn, V))
+        max_tokens = _int(fn, "max_tokens", max_tokens, 0)
+        ids = ids.astype(np.int32)
+        g, rng = self._g, self.rng
+        g.max_tokens = max_tokens
+        g.stop = 0
+        p_ids, n_ids = ffi.from_buffer("int32_t[]", ids), int(ids.size)
+        while True:
+            g.rng = int(rng.state[0])
+            n = lib.ss_generate(g, p_ids, n_ids, self._p_out, self.chunk)
+            rng.state[0] = g.rng
+            p_ids, n_ids = ffi.NULL, 0
+            if n:
+                yield self._out[:n].tolist()
+            if g.status != 0:
+                return

@@ -65,8 +65,8 @@ class _Shard:
         Bs = b1 - b0
         N = Bs * T
         self.N = N
-        self.x0 = np.zeros((Bs, T, cfg.C), np.float32)                      # embedding output
-        self.outs = [np.zeros((Bs, T, cfg.H), np.float32) for _ in range(cfg.L)]
+        self.x0 = net.x0[b0:b1]                         # (Bs,T,C) embedding output
+        self.outs = [o[b0:b1] for o in net.outs]        # (Bs,T,H) each layer's output
         self.logits = np.zeros((N, cfg.V), np.float32)
         self.losses = np.zeros(N, np.float32)
         self.grads = self.gviews = None
@@ -111,6 +111,9 @@ class Network:
             self.wch_eff = [np.array(w) for w in self.wch]
             self.lw = [dict(w, Wch=e) for w, e in zip(self.lw, self.wch_eff)]
         self.masks = Masks()
+        # the last window's activations, all shards in one buffer each (a shard owns its rows)
+        self.x0 = np.zeros((B, T, cfg.C), np.float32)                        # (B,T,C)
+        self.outs = [np.zeros((B, T, cfg.H), np.float32) for _ in range(cfg.L)]   # (B,T,H)
         self.shards = [_Shard(self, b0, b1, train) for b0, b1 in split_batch(B, threads)]
         self.pool = ThreadPoolExecutor(len(self.shards)) if len(self.shards) > 1 else None
 

@@ -54,6 +54,20 @@ def _serial(fn, items):
     return [fn(*it) for it in items]
 
 
+def grad_norm(grads, run=None, parts=1):
+    """The global L2 norm of the flat gradient buffer: float64 partial sums over BLOCKs, added in
+    block order (the same bits for any `parts`; run as in AdamW.update)."""
+    ranges = split_blocks(grads.shape[0], parts)
+    run = run if run is not None and len(ranges) > 1 else _serial
+    return math.sqrt(sum(chain.from_iterable(run(block_sumsq, [(grads, lo, hi)
+                                                               for lo, hi in ranges]))))
+
+
+def clip_scale(norm, clip):
+    """The factor the global-norm clip applies: clip/norm when norm > clip > 0, else 1."""
+    return clip / norm if 0 < clip < norm else 1.0
+
+
 class AdamW:
     """AdamW state (m, v, step) mirroring the flat parameter buffer."""
 
@@ -64,20 +78,18 @@ class AdamW:
         self.v = np.zeros(n, np.float32)
         self.step = 0
 
-    def update(self, params, grads, lr, clip, run=None, parts=1):
-        """One step. Returns the gradient's global norm before clipping (not finite: no update).
+    def update(self, params, grads, lr, clip, run=None, parts=1, norm=None):
+        """One step, the gradients scaled by clip_scale(norm, clip) in the same C pass. Returns
+        the gradient's global norm before clipping (computed unless given; not finite: no update).
 
         run(fn, [args, ...]) -> [fn(*args), ...] (in order) may run the calls on worker threads
         (model.Network.run); the buffer is then cut into `parts` ranges (split_blocks)."""
         ranges = split_blocks(self.n, parts)
         run = run if run is not None and len(ranges) > 1 else _serial
-        sums = run(block_sumsq, [(grads, lo, hi) for lo, hi in ranges])
-        norm = math.sqrt(sum(chain.from_iterable(sums)))       # block order: any thread count
+        norm = grad_norm(grads, run, parts) if norm is None else norm
         if not math.isfinite(norm):
             return norm
-        scale = 1.0
-        if clip > 0 and norm > clip:
-            scale = clip / norm
+        scale = clip_scale(norm, clip)
         self.step += 1
         bc1 = 1.0 - self.beta1 ** self.step
         bc2 = 1.0 - self.beta2 ** self.step

@@ -326,3 +326,173 @@ def model_loss_and_grads(P, cfg, tokens, targets, h0, masks=None):
     else:
         grads["Wo"] = dWo
     return loss_sum / N, grads, hT
+
+
+# ============================================================================================
+# Decoding at batch 1 (csrc/decode.c), int8 weights, sampling (csrc/sample.c)
+# ============================================================================================
+
+def capped_gelu(u, cap):
+    """The candidate's activation: GELU(u), or with a soft cap cap > 0: cap * tanh(GELU(u) / cap)."""
+    c = 0.5 * u * (1.0 + _erf(u / math.sqrt(2.0)))
+    return c if not cap else cap * np.tanh(c / cap)
+
+
+def head_weight(P):
+    """The head's weight: Wo, or WE when the embeddings are tied (no Wo)."""
+    return P["Wo"] if "Wo" in P else P["WE"]
+
+
+def decode_step(P, cfg, token, h, cap=0.0, matvec=None):
+    """One token through the whole model at batch 1 (MODEL.md §1), written from the spec alone.
+
+    P: named views; h (L,X,H): the state before (not modified); cap: the candidate's soft cap.
+    matvec(name, e, x) -> W @ x, W = P[name] (expert e's slice when e is not None; "Wo" is the
+    head, tied or not), lets a caller swap in another product (the int8 one below); None
+    computes in float64. -> logits (V), new state (L,X,H), both float64.
+    """
+    def mv_f64(name, e, x):
+        W = head_weight(P) if name == "Wo" else P[name]
+        return (W if e is None else W[e]).astype(np.float64) @ x
+    mv = matvec or mv_f64
+    h = np.array(h, dtype=np.float64)
+    x = P["WE"][token].astype(np.float64)
+    for l in range(cfg.L):
+        pre = "l%d." % l
+        W = {k: P[pre + k].astype(np.float64) for k in ("bg", "bz", "bc", "gamma")}
+        a = mv(pre + "Wg", None, x) + W["bg"]
+        g = np.exp(a - a.max())
+        g /= g.sum()
+        if cfg.K < cfg.X:
+            order = sorted(range(cfg.X), key=lambda e: (-g[e], e))[:cfg.K]
+            gate = np.zeros(cfg.X)
+            gate[order] = g[order] / g[order].sum()
+        else:
+            gate = g
+        m = np.zeros(cfg.H)
+        for e in range(cfg.X):
+            if gate[e] == 0 and cfg.K < cfg.X:
+                continue
+            z = 1 / (1 + np.exp(-(mv(pre + "Wz", e, x) + W["bz"][e])))
+            u = (mv(pre + "Wcx", e, x) + mv(pre + "Wch", e, h[l, e])
+                 + W["bc"][e])
+            h[l, e] = (1 - z) * h[l, e] + z * capped_gelu(u, cap)
+            m += gate[e] * h[l, e]
+        if pre + "Wp" in P:
+            r = m + mv(pre + "Wp", None, x) + P[pre + "bp"]
+        else:
+            r = m + x
+        x = W["gamma"] * r / np.sqrt(np.mean(r * r) + cfg.eps_rmsnorm)
+    return mv("Wo", None, x) + P["bo"], h
+
+
+def panel_pack(W):
+    """W (OC,C) in 16-row panels, flat: panel p holds W[16p + j][c] at [p][c][j], rows past OC 0."""
+    OC, C = W.shape
+    n = -(-OC // 16)
+    Wp = np.zeros((n * 16, C), W.dtype)
+    Wp[:OC] = W
+    return np.ascontiguousarray(Wp.reshape(n, 16, C).transpose(0, 2, 1)).reshape(-1)
+
+
+Q8_BLOCK = 32
+
+
+def q8_width(C):
+    return -(-C // Q8_BLOCK) * Q8_BLOCK
+
+
+def quantize_rows(W):
+    """Symmetric int8 per row of the last axis, in float32 exactly as the C does:
+    scale = max|w| / 127, q = round-half-even(w * (127 / max)); a zero row: scale 0, q 0.
+    -> q (int8, W's shape), scale (float32, W's shape without the last axis)."""
+    W = np.asarray(W, np.float32)
+    amax = np.max(np.abs(W), axis=-1) if W.shape[-1] else np.zeros(W.shape[:-1], np.float32)
+    ok = (amax > 0) & np.isfinite(amax)
+    safe = np.where(ok, amax, np.float32(1))
+    inv = (np.float32(127) / safe).astype(np.float32)
+    q = np.where(ok[..., None], np.rint(W * inv[..., None]), 0).astype(np.int8)
+    scale = np.where(ok, safe / np.float32(127), np.float32(0)).astype(np.float32)
+    return q, scale
+
+
+def quantize_x(x):
+    """x (C) per block of 32, zero-padded to q8_width(C): -> xq (int8), xscale (float32),
+    xsum (int32: each block's sum of xq)."""
+    x = np.asarray(x, np.float32)
+    C = x.shape[0]
+    xp = np.zeros(q8_width(C), np.float32)
+    xp[:C] = x
+    q, s = quantize_rows(xp.reshape(-1, Q8_BLOCK))
+    return q.reshape(-1), s, q.astype(np.int32).sum(axis=1).astype(np.int32)
+
+
+def matvec_q8(q, scale, x, b=None):
+    """int8 rows q (OC,C) with scales (OC) times x (C) quantised by quantize_x: the exact integer
+    block sums, scaled (float64). -> y (OC)."""
+    OC, C = q.shape
+    xq, xs, _ = quantize_x(x)
+    qp = np.zeros((OC, q8_width(C)), np.int64)
+    qp[:, :C] = q
+    blocks = (qp.reshape(OC, -1, Q8_BLOCK) * xq.astype(np.int64).reshape(1, -1, Q8_BLOCK)).sum(axis=2)
+    y = scale.astype(np.float64) * (blocks.astype(np.float64) @ xs.astype(np.float64))
+    return y if b is None else y + b
+
+
+def q8_model(P, cfg):
+    """{name: (q, scale)} for every matrix the decode step reads ("Wo": the head, tied or not)."""
+    names = ["l%d.%s" % (l, k) for l in range(cfg.L) for k in ("Wg", "Wz", "Wcx", "Wch", "Wp")]
+    out = {n: quantize_rows(P[n]) for n in names if n in P}
+    out["Wo"] = quantize_rows(head_weight(P))
+    return out
+
+
+def decode_step_q8(P, cfg, token, h, cap=0.0, q8=None):
+    """decode_step with every matrix product int8 (q8: q8_model(P, cfg), computed when None)."""
+    q8 = q8_model(P, cfg) if q8 is None else q8
+
+    def mv(name, e, x):
+        q, s = q8[name]
+        if e is not None:
+            q, s = q[e], s[e]
+        return matvec_q8(q, s, x.astype(np.float32))
+    return decode_step(P, cfg, token, h, cap, matvec=mv)
+
+
+def splitmix64(state):
+    """One step of the generator: -> (new state, 64-bit output) (Python ints)."""
+    M = 0xFFFFFFFFFFFFFFFF
+    state = (state + 0x9E3779B97F4A7C15) & M
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+    return state, z ^ (z >> 31)
+
+
+def rng_uniform(state):
+    """-> (new state, a float in [0, 1) from the top 53 bits), as ss_rng_uniform."""
+    state, z = splitmix64(state)
+    return state, (z >> 11) * (1.0 / 9007199254740992.0)
+
+
+def sample_distribution(logits, temperature, top_k, top_p, allowed=None):
+    """The distribution ss_sample draws from (float64, shape (V)); greedy settings give a one-hot
+    at the first allowed argmax."""
+    x = np.asarray(logits, np.float64)
+    V = len(x)
+    ids = [i for i in range(V) if allowed is None or allowed[i]]
+    ids.sort(key=lambda i: (-x[i], i))
+    out = np.zeros(V)
+    if temperature <= 0 or top_k == 1 or len(ids) == 1:
+        out[ids[0]] = 1.0
+        return out
+    if 0 < top_k < len(ids):
+        ids = ids[:top_k]
+    w = np.exp((x[ids] - x[ids].max()) / temperature)
+    w /= w.sum()
+    if top_p < 1:
+        cum = np.cumsum(w)
+        n = int(np.searchsorted(cum, top_p - 1e-12)) + 1
+        ids, w = ids[:n], w[:n] / w[:n].sum()
+    out[ids] = w
+    return out

@@ -58,6 +58,7 @@ import json
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -530,6 +531,8 @@ class Server(ThreadingHTTPServer):
         self.log = log
         with open(PAGE, "rb") as f:
             self.page = f.read()
+        if ":" in addr[0]:
+            self.address_family = socket.AF_INET6      # --host ::1 or ::
         super().__init__(addr, Handler)
         self.loopback = _is_loopback(self.server_address[0])
 

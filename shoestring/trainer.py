@@ -19,9 +19,15 @@ weights that validation, best.json and the chat use (the checkpoint's `params`; 
 trained go into its optimizer section); `minutes` plans warm-up + cosine to end when the budget
 does, from the measured steps per second, re-planned every PLAN_EVERY steps, the training time
 spent so far kept in the checkpoint. Validation scores the validation text as one stream
-(evaluate.score_tokens), exactly as `shoestring eval` does. Callbacks (objects with any of the methods
-`on_train_start(run)`, `on_step_end(run, step, metrics)`, `on_eval(run, metrics)`,
-`on_checkpoint(run, path)`, `on_train_end(run)`) see the Trainer as `run`.
+(evaluate.score_tokens), exactly as `shoestring eval` does.
+
+Callbacks: objects with any of the methods below, or dicts {event: function}, called as
+`on_train_start(run)`, `on_step_end(run, step, metrics)`, `on_gradients(run, step)` (after the
+backward and the clip, before AdamW: run.grads are writable named views of the gradient),
+`on_eval(run, metrics)`, `on_checkpoint(run, path)`, `on_train_end(run)`. `run` is a Run: named
+read-only params, grads, activations(), stop() (validate, save and return), the config. Callbacks
+that do not write gradients leave the run bitwise identical to one without them. A callback that
+raises stops the run with a TrainingError naming it (the last good checkpoint is kept).
 
 This module knows no command line and no inference: it reads only a TrainConfig.
 """
@@ -39,10 +45,10 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import BUNDLED_MINUTES, DEFAULT_MINUTES, TrainConfig, resume_config
 from .data import default_corpus_path
 from .dataset import Windows, atomic_write_text, remove_stale_temp_files
-from .errors import CheckpointError, DataError, ShoestringError, TrainingError
+from .errors import CheckpointError, DataError, ShoestringError, TrainingError, UsageError
 from .evaluate import score_tokens
 from .model import Masks, Network, dropout_mask
-from .optim import AdamW, default_warmup, lr_at
+from .optim import AdamW, clip_scale, default_warmup, grad_norm, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
 from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
 from .tokens import cached_encode, check_texts, count_chars, encode_files
@@ -73,13 +79,92 @@ def fingerprint(tokens, block=1 << 20):
 # The progress display (tqdm on a terminal, plain lines in logs) is progress.Progress.
 
 
+# ---- callbacks -------------------------------------------------------------------------------
+EVENTS = ("on_train_start", "on_step_end", "on_gradients", "on_eval", "on_checkpoint",
+          "on_train_end")
+
+
+def callback_table(callbacks):
+    """{event: [(function, name)]} from callback objects and {event: function} dicts."""
+    table = {e: [] for e in EVENTS}
+    for cb in callbacks:
+        if isinstance(cb, dict):
+            unknown = sorted(set(cb) - set(EVENTS))
+            if unknown:
+                raise UsageError("unknown callback event %s (the events are %s)"
+                                 % (", ".join(map(repr, unknown)), ", ".join(EVENTS)))
+            pairs = [(e, f, getattr(f, "__qualname__", repr(f))) for e, f in cb.items()]
+        else:
+            pairs = [(e, getattr(cb, e), "%s.%s" % (type(cb).__name__, e)) for e in EVENTS
+                     if getattr(cb, e, None) is not None]
+            if not pairs:
+                raise UsageError("callback %r has none of the methods %s" % (cb, ", ".join(EVENTS)))
+        for event, fn, name in pairs:
+            if not callable(fn):
+                raise UsageError("callback %s for %s is not callable" % (name, event))
+            table[event].append((fn, name))
+    return table
+
+
+def _read_only(a):
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+class Run:
+    """What a callback sees of the run (its first argument).
+
+    config (TrainConfig), model_config, tokenizer, out_dir; step (optimiser steps done), metrics
+    (the validation rows so far), chat_data; params: {name: read-only view} of the parameters;
+    flat_params: the flat buffer, read-only; grads: {name: writable view} of the gradient (what
+    on_gradients may change: zeroing a tensor's gradient freezes it for that step, given no
+    weight decay on it); activations(); stop(); message(text).
+    """
+
+    def __init__(self, trainer):
+        self._trainer = trainer
+        self.config, self.model_config = trainer.config, trainer.cfg
+        self.tokenizer, self.out_dir = trainer.tok, trainer.out_dir
+        self.flat_params = _read_only(trainer.params)
+        self.params = trainer.layout.views(self.flat_params)
+        self.grads = trainer.layout.views(trainer.grads)
+
+    @property
+    def step(self):
+        return self._trainer.opt.step
+
+    @property
+    def metrics(self):
+        return self._trainer.metrics
+
+    @property
+    def chat_data(self):
+        return self._trainer.chat_data
+
+    def stop(self):
+        """End the run after the current step: validate, save last.json (and best.json if it is
+        the best), fire on_train_end, return. A resume continues exactly."""
+        self._trainer.stop_clean = True
+
+    def activations(self):
+        """Read-only views of the last training window's activations: {"embedding": (B,T,C),
+        "l0": (B,T,H), ... one per layer} (with accumulate > 1, the last window of the step)."""
+        net = self._trainer.net
+        out = {"embedding": _read_only(net.x0)}
+        out.update(("l%d" % l, _read_only(o)) for l, o in enumerate(net.outs))
+        return out
+
+    def message(self, text):
+        """Print a line above the progress display (nothing when quiet)."""
+        self._trainer.progress.message(text)
+
+
 # ---- the trainer -----------------------------------------------------------------------------
 class Trainer:
     """One training run: model, optimiser, data windows, run state; run() trains to the end.
-
-    Callbacks receive it as `run`: run.config (TrainConfig), run.model_config, run.tokenizer,
-    run.params (the flat buffer), run.out_dir, run.metrics, run.step, run.message(text).
-    """
+    Buffers: params, grads (n,) flat float32 (ParamLayout order); h (L,B,X,H) the carried state.
+    Callbacks see it through a Run (self.run_view)."""
 
     def __init__(self, config, model_cfg, tok, train_tokens, val_tokens, params=None,
                  ckpt=None, out_dir=None, progress=None, callbacks=()):
@@ -98,7 +183,7 @@ class Trainer:
         self.train_tokens_per_char = float("nan")
         self.out_dir = out_dir
         self.progress = progress if progress is not None else Progress(0, quiet=True)
-        self.callbacks = tuple(callbacks)
+        self.hooks = callback_table(callbacks)
         if self.acc > self.train_win.count:
             raise DataError(
                 "accumulate %d exceeds the %d windows in one epoch of the model data (lower "
@@ -127,6 +212,7 @@ class Trainer:
         self.net = Network(model_cfg, self.params, self.B, self.T, self.threads, train=True,
                            weight_drop=config.weight_drop > 0)
         self.h = np.zeros((model_cfg.L, self.B, model_cfg.X, model_cfg.H), np.float32)  # (L,B,X,H)
+        self.run_view = Run(self)     # what callbacks see
         # run state (all of it goes into the checkpoint)
         self.rng = np.random.default_rng(config.seed)
         self.epoch = 0                # epochs completed
@@ -140,25 +226,25 @@ class Trainer:
         self.validation_path = None
         if ckpt is not None:
             self._restore(ckpt)
-        self.stop_requested = False
+        self.stop_requested = False   # Ctrl-C: save last.json and return
+        self.stop_clean = False       # Run.stop(): validate, save and return
         self.chat_data = False        # the model data is in the chat format of MODEL.md §4
         self.best_path = self.last_path = None
         # A loss this far above uniform guessing (ln V) means the run has blown up.
         self.diverged_above = 2.0 * math.log(model_cfg.V) + 1.0
-
-    @property
-    def step_count(self):
-        return self.opt.step
 
     def message(self, text):
         """Print a line above the progress display (nothing when quiet)."""
         self.progress.message(text)
 
     def _emit(self, event, *args):
-        for cb in self.callbacks:
-            fn = getattr(cb, event, None)
-            if fn is not None:
-                fn(self, *args)
+        for fn, name in self.hooks[event]:
+            try:
+                fn(self.run_view, *args)
+            except Exception as exc:
+                raise TrainingError(
+                    "callback %s raised %s: %s (the run stopped at step %d; the last good "
+                    "checkpoint is kept)" % (name, type(exc).__name__, exc, self.opt.step)) from exc
 
     # ---- checkpoint state ----------------------------------------------------------------
     def _restore(self, ck):
@@ -276,9 +362,13 @@ class Trainer:
 
     def step(self):
         """Run `accumulate` windows and one AdamW update. Returns (loss mean, grad norm, lr)."""
-        if self.offset is None:               # a new epoch: new stream offsets, fresh state
+        c = self.config
+        # 1. a new epoch: new stream offsets (from the run's generator), fresh carried state
+        if self.offset is None:
             self.offset = self.train_win.random_offset(self.rng)
             self.h.fill(0.0)
+        # 2. forward and backward over `accumulate` windows of (B,T) tokens; the shards' gradient
+        #    buffers collect dscale * dloss/dparams, so the sum is the mean loss's gradient
         self.net.zero_grads()
         if self.config.weight_drop:           # one DropConnect mask per layer for this step
             cfg = self.cfg
@@ -288,12 +378,13 @@ class Trainer:
         dscale = 1.0 / (self.B * self.T * self.acc)
         loss = 0.0
         for _ in range(self.acc):
-            tokens, targets = self.train_win.window(self.window, self.offset)
+            tokens, targets = self.train_win.window(self.window, self.offset)   # (B,T) each
             loss += self.net.forward_backward(tokens, targets, self.h, dscale,
                                               self._window_masks())
             self.window += 1
-            self._guard_state()
+            self._guard_state()               # h carries over; runaway streams start afresh
         loss /= self.B * self.T * self.acc
+        # 3. a blown-up loss stops the run before any update (last.json stays the last good one)
         if not math.isfinite(loss):
             raise TrainingError(
                 "the loss became %s at step %d (lower lr or grad_clip; the last good "
@@ -303,11 +394,23 @@ class Trainer:
                 "training diverged: the loss became %.1f at step %d, far worse than guessing "
                 "uniformly (%.1f) (lower lr or grad_clip; the last good checkpoint is kept)"
                 % (loss, self.opt.step + 1, math.log(self.cfg.V)), setting=("lr", "grad_clip"))
+        # 4. the gradient: the shards' buffers summed in shard order (deterministic)
         self.net.reduce_grads(self.grads)
-        c = self.config
         lr = lr_at(self.opt.step, c.lr, self.total_steps, self.warmup, c.lr_schedule)
-        norm = self.opt.update(self.params, self.grads, lr, c.grad_clip, self.net.run,
-                               self.net.threads)
+        # 5. AdamW with the global-norm clip folded in (worker threads share the buffer); with
+        #    on_gradients hooks the clip is applied to the buffer first (the same float32
+        #    product), the hooks see and may change the clipped gradient, AdamW runs unscaled
+        run, parts = self.net.run, self.net.threads
+        if self.hooks["on_gradients"]:
+            norm = grad_norm(self.grads, run, parts)
+            if math.isfinite(norm):
+                scale = clip_scale(norm, c.grad_clip)
+                if scale != 1.0:
+                    self.grads *= np.float32(scale)
+                self._emit("on_gradients", self.opt.step + 1)
+                self.opt.update(self.params, self.grads, lr, 0.0, run, parts, norm=norm)
+        else:
+            norm = self.opt.update(self.params, self.grads, lr, c.grad_clip, run, parts)
         if not math.isfinite(norm):
             raise TrainingError(
                 "the gradient norm became %s at step %d (lower lr; the last good checkpoint is "
@@ -318,7 +421,8 @@ class Trainer:
             self.ema *= np.float32(d)
             np.multiply(self.params, np.float32(1.0 - d), out=self._ema_tmp)
             self.ema += self._ema_tmp
-        if self.window + self.acc > self.train_win.count:   # epoch done
+        # 6. the data position: the epoch ends when another step would run past its windows
+        if self.window + self.acc > self.train_win.count:
             self.epoch += 1
             self.window = 0
             self.offset = None
@@ -357,7 +461,7 @@ class Trainer:
 
     def run(self):
         """Train until total_steps, max_minutes or a stop; True if stopped by Ctrl-C (last.json
-        saved without validating)."""
+        saved without validating). Run.stop() ends after the current step, validated and saved."""
         c, prog = self.config, self.progress
         budget = self.budget_s is not None
 
@@ -383,6 +487,8 @@ class Trainer:
                 if self.stop_requested:
                     interrupted = True
                     break
+                if self.stop_clean:           # stop() before the first step: nothing to save
+                    break
                 loss, norm, lr = self.step()
                 out_of_time = deadline is not None and time.time() >= deadline
                 done = self.opt.step - session_step0
@@ -399,7 +505,8 @@ class Trainer:
                 prog.update(step, "loss %.3f lr %.2e %.0f tok/s" % (loss, lr, tps))
                 self._emit("on_step_end", step, {"step": step, "train_loss": loss, "lr": lr,
                                                  "grad_norm": norm, "tokens_per_s": tps})
-                if step % eval_every == 0 or step == self.total_steps or out_of_time:
+                if (step % eval_every == 0 or step == self.total_steps or out_of_time
+                        or self.stop_clean):
                     val, ppl, bpc = self.evaluate()
                     if not val <= self.diverged_above:      # NaN, inf or blown up: keep last.json
                         raise TrainingError(
@@ -426,6 +533,9 @@ class Trainer:
                 if budget_over:
                     prog.message("the time budget of %g minutes is spent at step %d"
                                  % (c.minutes, step))
+                    break
+                if self.stop_clean:
+                    prog.message("stopped by a callback at step %d" % step)
                     break
                 if out_of_time:
                     prog.message("max_minutes %g reached at step %d; resume from last.json"
@@ -504,6 +614,7 @@ class TrainResult:
     tokens: int                   # tokens trained on in this session
     seconds: float                # wall time of this session's training loop
     interrupted: bool             # stopped by Ctrl-C (last.json saved without validating)
+    stopped: bool                 # ended by a callback's run.stop() (validated and saved)
     out_dir: str
     best_val: float               # best validation loss (inf if none)
     state_resets: int
@@ -534,7 +645,9 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     config.val_fraction of the model data). out_dir: where checkpoints and metrics.jsonl go
     (default: the checkpoint's folder, else runs/<timestamp>). checkpoint: a path (or a dict from
     load_checkpoint) to resume from; a config given with it may only change the run's plan.
-    bpe_data: text files for the tokenizer (default: the model data). quiet: no progress display.
+    callbacks: objects with on_<event> methods or {event: function} dicts (see the module's
+    docstring). bpe_data: text files for the tokenizer (default: the model data). quiet: no
+    progress display.
     """
     progress = Progress(0, quiet=quiet)
     ckpt_path = None
@@ -689,6 +802,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         last_checkpoint=last if os.path.isfile(last) else None,
         metrics=list(trainer.metrics), steps=trainer.opt.step,
         tokens=(trainer.opt.step - step0) * trainer.B * trainer.T * trainer.acc,
-        seconds=time.time() - t0, interrupted=interrupted, out_dir=out_dir,
+        seconds=time.time() - t0, interrupted=interrupted, stopped=trainer.stop_clean,
+        out_dir=out_dir,
         best_val=trainer.best_val, state_resets=trainer.resets, model_config=cfg_model,
         tokenizer=tok, params=trainer.eval_params.copy())

@@ -1,10 +1,12 @@
-"""Decoding at batch 1 (csrc/decode.c) against numpy, and sampling (ss_sample) against its rules.
+"""Decoding at batch 1 (csrc/decode.c) against numpy, sampling (csrc/sample.c) against its rules,
+and the generation loop in C (ss_generate) against the Python loop it replaces.
 
 The C step is checked for every instruction set usable here (SHOESTRING_ISA narrows the list to
-the forced one; the `isa` fixture is in conftest.py) against two numpy twins: the straightforward single-step reference below (written
-from MODEL.md §1 alone) and, when present, ref.model_forward over a whole window.
+the forced one; the `isa` fixture is in conftest.py) against two numpy twins: the single-step
+reference ref.decode_step (written from MODEL.md §1 alone) and ref.model_forward over a whole
+window. The int8 paths are in test_int8.py.
 """
-import math
+import threading
 
 import numpy as np
 import pytest
@@ -13,42 +15,9 @@ from shoestring import kernels, ref
 from shoestring.errors import KernelArgumentError
 from shoestring.params import ModelConfig, ParamLayout
 
-# ---- numpy twin: one token, one sequence, written from MODEL.md §1 ---------------------------
-def _erf(a):
-    return np.vectorize(math.erf, otypes=[np.float64])(a)
-
-
-def np_step(P, cfg, token, h):
-    """-> logits (V), new state (L,X,H); float64 throughout; h is not modified."""
-    h = h.astype(np.float64).copy()
-    x = P["WE"][token].astype(np.float64)
-    for l in range(cfg.L):
-        pre = "l%d." % l
-        W = {k: P[pre + k].astype(np.float64) for k in ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma")}
-        a = W["Wg"] @ x + W["bg"]
-        g = np.exp(a - a.max())
-        g /= g.sum()
-        if cfg.K < cfg.X:
-            order = sorted(range(cfg.X), key=lambda e: (-g[e], e))[:cfg.K]
-            gate = np.zeros(cfg.X)
-            gate[order] = g[order] / g[order].sum()
-        else:
-            gate = g
-        m = np.zeros(cfg.H)
-        for e in range(cfg.X):
-            if gate[e] == 0 and cfg.K < cfg.X:
-                continue
-            z = 1 / (1 + np.exp(-(W["Wz"][e] @ x + W["bz"][e])))
-            pre_c = W["Wcx"][e] @ x + W["Wch"][e] @ h[l, e] + W["bc"][e]
-            c = 0.5 * pre_c * (1 + _erf(pre_c / math.sqrt(2)))
-            h[l, e] = (1 - z) * h[l, e] + z * c
-            m += gate[e] * h[l, e]
-        if pre + "Wp" in P:
-            r = m + P[pre + "Wp"].astype(np.float64) @ x + P[pre + "bp"]
-        else:
-            r = m + x
-        x = W["gamma"] * r / np.sqrt(np.mean(r * r) + cfg.eps_rmsnorm)
-    return P["Wo"].astype(np.float64) @ x + P["bo"], h
+def np_step(P, cfg, token, h, cap=0.0):
+    """-> logits (V), new state (L,X,H): the numpy twin ref.decode_step (float64)."""
+    return ref.decode_step(P, cfg, token, h, cap)
 
 
 def make(cfg, seed=0, bias_scale=0.3):
@@ -237,21 +206,9 @@ def test_banned_ids_never_sampled():
 
 
 def _np_distribution(x, T, k, p, allowed=None):
-    """The distribution ss_sample should draw from, computed the slow way (float64)."""
-    V = len(x)
-    ids = [i for i in range(V) if allowed is None or allowed[i]]
-    ids.sort(key=lambda i: (-x[i], i))
-    if 0 < k < len(ids):
-        ids = ids[:k]
-    w = np.exp((x[ids].astype(np.float64) - x[ids].max()) / T)
-    w /= w.sum()
-    if p < 1:
-        cum = np.cumsum(w)
-        n = int(np.searchsorted(cum, p - 1e-12)) + 1
-        ids, w = ids[:n], w[:n] / w[:n].sum()
-    out = np.zeros(V)
-    out[ids] = w
-    return out
+    """The distribution ss_sample should draw from: the numpy twin (float64)."""
+    return ref.sample_distribution(x, T, k, p, allowed)
+
 
 
 @pytest.mark.parametrize("T,k,p", [(1.0, 0, 1.0), (0.7, 5, 1.0), (1.3, 0, 0.8), (1.0, 8, 0.7)])
@@ -318,3 +275,220 @@ def test_nucleus_over_many_tokens(isa, p):
     counts = np.bincount([kernels.sample(x, r, 1.0, 0, p, allowed) for _ in range(n)], minlength=V)
     assert set(np.flatnonzero(counts)) == set(np.flatnonzero(want))
     np.testing.assert_allclose(counts / n, want, atol=0.004)
+
+
+# ---- the candidate's soft cap and tied embeddings ----------------------------------------------
+@pytest.mark.parametrize("cap", [0.5, 4.0])
+def test_capped_step_matches_numpy(isa, cap):
+    cfg = CONFIGS["proj-topk"]
+    _, P = make(cfg, seed=11, bias_scale=1.5)
+    w = kernels.DecodeWeights(CappedConfig(cfg, cap), P)
+    dec = kernels.Decoder(w)
+    h = np.zeros((cfg.L, cfg.X, cfg.H))
+    for t, tok in enumerate(np.random.default_rng(3).integers(0, cfg.V, size=15)):
+        want, h = np_step(P, cfg, int(tok), h, cap)
+        dec.step(int(tok))
+        np.testing.assert_allclose(dec.state, h, rtol=2e-4, atol=2e-5, err_msg="t=%d" % t)
+        np.testing.assert_allclose(dec.logits, want, rtol=2e-4, atol=2e-4, err_msg="t=%d" % t)
+    assert np.all(dec.state <= cap + 1e-6)          # every candidate is below cap
+
+
+def test_cap_zero_is_plain_gelu_bit_for_bit(isa):
+    cfg = CONFIGS["topk"]
+    _, P = make(cfg, seed=12)
+    a = kernels.Decoder(kernels.DecodeWeights(cfg, P))
+    b = kernels.Decoder(kernels.DecodeWeights(CappedConfig(cfg, 0.0), P))
+    for tok in (1, 2, 3, 30):
+        a.step(tok)
+        b.step(tok)
+    np.testing.assert_array_equal(a.logits, b.logits)
+    np.testing.assert_array_equal(a.state, b.state)
+
+
+def test_cap_bounds_a_state_that_grows_without_it():
+    """With large recurrent weights the GELU state grows past any bound; a cap holds it."""
+    cfg = ModelConfig(V=11, C=8, H=8, L=1, X=1, K=1)
+    _, P = make(cfg, seed=13)
+    P["l0.Wch"][...] = 3.0 * np.eye(cfg.H, dtype=np.float32)
+    P["l0.bc"][...] = 1.0
+    P["l0.bz"][...] = 5.0
+    free = kernels.Decoder(kernels.DecodeWeights(cfg, P))
+    capped = kernels.Decoder(kernels.DecodeWeights(CappedConfig(cfg, 4.0), P))
+    for _ in range(30):
+        free.step(1)
+        capped.step(1)
+    assert np.max(free.state) > 1e6
+    assert np.max(capped.state) <= 4.0
+
+
+class CappedConfig:
+    """A ModelConfig with a `cap` (until ModelConfig has the field): attributes pass through."""
+
+    def __init__(self, cfg, cap):
+        self._cfg, self.cap = cfg, cap
+
+    def __getattr__(self, name):
+        return getattr(self._cfg, name)
+
+
+def test_tied_head_uses_the_embedding(isa):
+    cfg = CONFIGS["dense"]                           # C == H
+    _, P = make(cfg, seed=14)
+    P = {k: v for k, v in P.items() if k != "Wo"}    # tied: no Wo, the head is WE
+    dec = kernels.Decoder(kernels.DecodeWeights(cfg, P))
+    h = np.zeros((cfg.L, cfg.X, cfg.H))
+    for tok in (3, 4, 5):
+        want, h = np_step(P, cfg, tok, h)
+        dec.step(tok)
+        np.testing.assert_allclose(dec.logits, want, rtol=2e-4, atol=2e-4)
+
+
+def test_tied_head_needs_c_equal_h():
+    cfg = CONFIGS["proj-dense"]
+    _, P = make(cfg)
+    P = {k: v for k, v in P.items() if k != "Wo"}
+    with pytest.raises(KernelArgumentError, match="C == H"):
+        kernels.DecodeWeights(cfg, P)
+
+
+# ---- the generation loop in C against the Python loop ------------------------------------------
+def python_generate(dec, ids, max_tokens, rng, T, k, p, eos):
+    """The token loop of Model.generate / ChatSession (sample.py) before the C loop: ids out."""
+    for t in ids[:-1]:
+        dec.step(t, head=False)
+    dec.step(ids[-1])
+    draw = dec.sampler(rng, T, k, p)
+    out = []
+    for _ in range(max_tokens):
+        tok = draw()
+        if tok == eos:
+            break
+        out.append(tok)
+        dec.step(tok)
+    return out
+
+
+def c_generate(gen, ids, max_tokens):
+    return [t for chunk in gen.generate(ids, max_tokens) for t in chunk]
+
+
+SETTINGS = [(0.8, 40, 0.95), (1.0, 0, 1.0), (0.0, 40, 0.95), (1.3, 5, 0.7), (0.7, 0, 0.5)]
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
+@pytest.mark.parametrize("name", ["topk", "proj-dense", "default-k2"])
+def test_c_loop_equals_python_loop(isa, name, int8):
+    cfg = CONFIGS[name]
+    _, P = make(cfg, seed=21)
+    w = kernels.DecodeWeights(cfg, P, int8=int8)
+    allowed = np.ones(cfg.V, np.uint8)
+    allowed[[0, 2]] = 0
+    eos = 1
+    prompt = [int(t) for t in np.random.default_rng(5).integers(3, cfg.V, size=6)]
+    for si, (T, k, p) in enumerate(SETTINGS):
+        for chunk in (1, 7, 64):
+            a, b = kernels.Decoder(w, allowed), kernels.Decoder(w, allowed)
+            ra, rb = kernels.Rng(100 + si), kernels.Rng(100 + si)
+            want = python_generate(a, prompt, 40, ra, T, k, p, eos)
+            gen = kernels.Generator(b, rb, T, k, p, eos=eos, chunk=chunk)
+            got = c_generate(gen, prompt, 40)
+            assert got == want, (T, k, p, chunk)
+            assert gen.status == ("eos" if len(got) < 40 else "limit")
+            np.testing.assert_array_equal(b.state, a.state)
+            assert rb.state[0] == ra.state[0]          # the generator went on by as many draws
+
+
+def test_c_loop_multi_turn_like_chat(isa):
+    """Turns fed one after another on one state and one random stream, with the turn-closing
+    tokens fed between them (as ChatSession does), give the Python loop's ids turn by turn."""
+    cfg = CONFIGS["topk"]
+    _, P = make(cfg, seed=22)
+    w = kernels.DecodeWeights(cfg, P)
+    a, b = kernels.Decoder(w), kernels.Decoder(w)
+    ra, rb = kernels.Rng(7), kernels.Rng(7)
+    gen = kernels.Generator(b, rb, 1.1, 10, 0.9, eos=4, chunk=5)
+    rng = np.random.default_rng(1)
+    for turn in range(6):
+        ids = [int(t) for t in rng.integers(5, cfg.V, size=3 + turn)]
+        want = python_generate(a, ids, 25, ra, 1.1, 10, 0.9, 4)
+        got = c_generate(gen, ids, 25)
+        assert got == want, turn
+        for t in (4, 9):                               # [EOS] \n closing the turn
+            a.step(t, head=False)
+            b.step(t, head=False)
+    np.testing.assert_array_equal(a.state, b.state)
+
+
+def test_c_loop_stops_on_request():
+    cfg = CONFIGS["dense"]
+    _, P = make(cfg, seed=23)
+    dec = kernels.Decoder(kernels.DecodeWeights(cfg, P))
+    gen = kernels.Generator(dec, kernels.Rng(1), 1.0, 0, 1.0, chunk=4)
+    it = gen.generate([1, 2, 3], 1000)
+    first = next(it)
+    assert len(first) == 4 and gen.status == "running"
+    gen.stop()
+    assert list(it) == [] and gen.status == "stopped"
+    # a stop request from another thread while C runs: the loop ends early
+    gen2 = kernels.Generator(dec, kernels.Rng(1), 1.0, 0, 1.0, chunk=1 << 20)
+    timer = threading.Timer(0.05, gen2.stop)
+    timer.start()
+    n = sum(len(c) for c in gen2.generate([1], 1 << 30))
+    timer.join()
+    assert gen2.status == "stopped" and 0 < n < 1 << 30
+    # the next prompt runs again
+    assert len(c_generate(gen, [5], 3)) == 3 and gen.status == "limit"
+
+
+def test_c_loop_zero_tokens_feeds_the_prompt():
+    cfg = CONFIGS["dense"]
+    _, P = make(cfg, seed=24)
+    w = kernels.DecodeWeights(cfg, P)
+    a, b = kernels.Decoder(w), kernels.Decoder(w)
+    assert c_generate(kernels.Generator(b, kernels.Rng(0), 1.0, 0, 1.0), [3, 4], 0) == []
+    a.step(3, head=False)
+    a.step(4)
+    np.testing.assert_array_equal(a.state, b.state)
+    np.testing.assert_array_equal(a.logits, b.logits)
+
+
+def test_generator_argument_errors():
+    cfg = CONFIGS["dense"]
+    _, P = make(cfg)
+    dec = kernels.Decoder(kernels.DecodeWeights(cfg, P))
+    with pytest.raises(KernelArgumentError, match="eos"):
+        kernels.Generator(dec, kernels.Rng(0), 1.0, 0, 1.0, eos=cfg.V)
+    with pytest.raises(KernelArgumentError, match="top_p"):
+        kernels.Generator(dec, kernels.Rng(0), 1.0, 0, 0.0)
+    gen = kernels.Generator(dec, kernels.Rng(0), 1.0, 0, 1.0)
+    with pytest.raises(KernelArgumentError, match="outside"):
+        list(gen.generate([0, cfg.V], 5))
+    with pytest.raises(KernelArgumentError, match="non-empty"):
+        list(gen.generate([], 5))
+
+
+# ---- sampling and its generator against the numpy twins ----------------------------------------
+def test_rng_matches_reference_splitmix64():
+    r = kernels.Rng(12345)
+    state = 12345
+    for _ in range(50):
+        state, want = ref.rng_uniform(state)
+        assert r.uniform() == want
+    assert int(r.state[0]) == state
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 40])
+def test_top_k_ties_keep_the_lowest_ids(k):
+    """Many equal logits around the k-th (and -0.0 == +0.0): the support is exactly the k best by
+    (logit descending, id ascending), as ref.sample_distribution says."""
+    V = 120
+    x = np.zeros(V, np.float32)
+    x[::7] = 1.0
+    x[3::11] = -0.0
+    x[50] = 2.0
+    allowed = np.ones(V, np.uint8)
+    allowed[7] = 0
+    want = ref.sample_distribution(x, 5.0, k, 1.0, allowed)
+    r = kernels.Rng(3)
+    got = {kernels.sample(x, r, 5.0, k, 1.0, allowed) for _ in range(3000)}
+    assert got == set(np.flatnonzero(want))

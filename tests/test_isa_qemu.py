@@ -163,8 +163,9 @@ def test_neon_kernels_match_scalar_under_qemu(tmp_path, cc, qemu, flags):
     exe = str(tmp_path / "crosscheck")
     build = subprocess.run(
         [cc, "-O2", "-std=c99", "-static", "-DSS_HAVE_NEON", "-DSS_CHECK_TABLE=ss_kernels_neon",
-         "-I", csrc] + flags + [check, os.path.join(csrc, "kernels_neon.c"),
-                                os.path.join(csrc, "kernels_scalar.c"), "-lm", "-o", exe],
+         "-I", csrc] + flags + [check] + [os.path.join(csrc, f) for f in (
+             "kernels_neon.c", "kernels_scalar.c", "dispatch.c", "decode.c", "sample.c")]
+        + ["-lm", "-o", exe],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
     assert build.returncode == 0, build.stdout.decode(errors="replace")
     run = subprocess.run([shutil.which(qemu), exe], stdout=subprocess.PIPE,

@@ -1,26 +1,28 @@
-"""bench_decode.py: decoding speed, chat start-up time and chat memory (BENCHMARKS.md ## Decoding).
+"""bench_decode.py: decoding speed, weight bytes, chat start-up and memory (BENCHMARKS.md ## Decoding).
 
     python tools/bench_decode.py              # default model (V=850, C=H=96, L=2, X=6), K=6 and K=2
     python tools/bench_decode.py --quick      # fewer repetitions
 
 What it measures, on one thread (BLAS pinned to one thread before numpy is imported):
-  1. microseconds per token of the C step alone (kernels.Decoder.step, with the head) and of
-     whole generation (Model.generate: step + ss_sample with top-k 40 / top-p 0.95 + streaming
-     UTF-8 decode), for every instruction set usable here; [EOS] is banned during the benchmark so
-     that every run generates exactly the requested number of tokens. Each figure is this
-     thread's CPU time over a run of N tokens divided by N, best of several runs (the machine is
-     shared: wall time would count the time other processes hold the core); for the step, the
-     10th percentile and median of single-call wall times too.
-  2. the compute limit: FLOPs per token (2 x multiply-adds of the active experts, router,
-     projection and head) divided by numpy's single-threaded sgemm rate measured in the same run:
-     a large square sgemm (the machine's peak), the head's gemv (1,96)x(96,850) (its weights fit
-     in L2), and a gemv (1,96)x(96,n) whose matrix holds exactly as many weights as one decode
-     step reads (each weight is used once per token, so decoding streams them from cache: this
-     last figure is what numpy would need just to read the same bytes).
-  3. start-up: wall time from spawning `python -m shoestring chat --checkpoint ck.json` on a
+  1. microseconds per token, for every instruction set usable here, float32 and int8 weights:
+     the C step alone (kernels.Decoder.step with the head), the Python loop (Model.generate:
+     a Python call per step and per draw, the loop before the C one), and the user's loop on the
+     C generation loop (kernels.Generator: prompt fed, then ss_generate in chunks of 16 with top-k
+     40 / top-p 0.95, each id turned into streamed text by the tokenizer's stream decoder, as the
+     CLI does). [EOS] is banned during the benchmark so that every run generates exactly the
+     requested number of tokens. Each figure is this thread's CPU time over a run of N tokens
+     divided by N, best of several runs (the machine is shared: wall time would count the time
+     other processes hold the core).
+  2. weight bytes: what one token reads (the router, the K active experts, the projection and
+     the head; int8: one byte per weight plus a float scale per row) and the packed total; from
+     the bytes read per token, an ESTIMATE for a Raspberry Pi 4 and Pi 5 if every byte came from
+     DRAM at a sustained single-core rate (assumed: Pi 4 ~4 GB/s, Pi 5 ~8 GB/s; not measured:
+     int8 weights fit in the Pi's L2/L3, where it would be faster, and the arithmetic is ignored).
+  3. the compute limit: FLOPs per token divided by numpy's single-threaded sgemm rate.
+  4. start-up: wall time from spawning `python -m shoestring chat --checkpoint ck.json` on a
      pseudo-terminal (so it runs interactively) to the moment the `you> ` prompt arrives on the
      terminal; with `python -c pass` and `python -c "import numpy"` as baselines.
-  4. peak RSS of a chat session: the same interactive process answers 5 turns, then gets Ctrl-D;
+  5. peak RSS of a chat session: the same interactive process answers 5 turns, then gets Ctrl-D;
      ru_maxrss of exactly that child comes from os.wait4.
 """
 import os
@@ -91,10 +93,32 @@ def sgemm_rate(M, Kd, N, reps):
     return 2 * M * Kd * N / best
 
 
-def bench_tokens(model, isa, n_tokens, reps):
+PI_DRAM_GBS = {"Raspberry Pi 4 (Cortex-A72)": 4.0, "Raspberry Pi 5 (Cortex-A76)": 8.0}
+
+
+def bytes_per_token(cfg, int8):
+    """Weight bytes one token reads: router, the K active experts, projection, head (+ scales)."""
+    per_weight = 1 if int8 else 4
+    rows = weights = 0
+    for l in range(cfg.L):
+        I = cfg.layer_input(l)
+        rows += cfg.X + cfg.K * 3 * cfg.H
+        weights += cfg.X * I + cfg.K * (2 * cfg.H * I + cfg.H * cfg.H)
+        if I != cfg.H:
+            rows += cfg.H
+            weights += cfg.H * I
+    rows += cfg.V
+    weights += cfg.V * cfg.H
+    return weights * per_weight + (4 * rows if int8 else 0)
+
+
+def bench_tokens(model, isa, n_tokens, reps, int8):
+    """-> (step best, median), (python loop best, median) or None for int8, (C loop best, median)
+    in seconds per token."""
     from shoestring import kernels
     kernels.set_isa(isa)
-    dec = model.decoder()
+    weights = kernels.DecodeWeights(model.cfg, model.views, int8=int8)
+    dec = kernels.Decoder(weights, model.allowed)
     for t in range(50):
         dec.step(t % model.cfg.V)
 
@@ -106,21 +130,28 @@ def bench_tokens(model, isa, n_tokens, reps):
             dec.step(100 + (i & 255))
         return (cpu() - t0) / n_tokens
 
-    # per-call times: the 10th percentile shows the step on an undisturbed core
-    clock = time.perf_counter_ns
-    calls = []
-    for i in range(n_tokens * 2):
-        t0 = clock()
-        dec.step(100 + (i & 255))
-        calls.append(clock() - t0)
-    calls.sort()
-    p10, p50 = calls[len(calls) // 10] / 1e9, calls[len(calls) // 2] / 1e9
-
-    def generate():
+    def python_loop():
         t0 = cpu()
         model.generate("hello there", max_tokens=n_tokens, seed=1)
         return (cpu() - t0) / n_tokens
-    return best_of(step_only, reps), best_of(generate, reps), (p10, p50)
+
+    prompt = model.tokenizer.encode("hello there", allow_special=False)
+
+    def c_loop():
+        t0 = cpu()
+        d = kernels.Decoder(weights, model.allowed)
+        gen = kernels.Generator(d, kernels.Rng(1), 0.8, 40, 0.95, eos=model.eos, chunk=16)
+        sd = model.tokenizer.stream_decoder()
+        pieces = []
+        for ids in gen.generate(prompt, n_tokens):
+            for t in ids:
+                piece = sd.feed(t)
+                if piece:
+                    pieces.append(piece)
+        pieces.append(sd.flush())
+        return (cpu() - t0) / n_tokens
+    py = None if int8 else best_of(python_loop, reps)
+    return best_of(step_only, reps), py, best_of(c_loop, reps), weights
 
 
 def _read_until(fd, marker, timeout):
@@ -223,13 +254,24 @@ def main():
                   "(1,96)x(96,850)), %.1f us (gemv (1,96)x(96,%d): the same bytes, %.1f GB/s)"
                   % (fl / g_big * 1e6, g_big / 1e9, fl / g_vec * 1e6, fl / g_same * 1e6, n_rows,
                      g_same * 2 / 1e9))
-            for isa in kernels.isa_available():
-                (s_best, s_med), (g_best, g_med), (c10, c50) = bench_tokens(model, isa, n_tokens, reps)
-                rows.append((K, isa, s_best, g_best))
-                print("  %-7s step %6.1f us/token (median run %6.1f; per call p10 %5.1f, median %5.1f;"
-                      " %4.1f GFLOP/s)  generate %6.1f us/token (median run %6.1f)"
-                      % (isa, s_best * 1e6, s_med * 1e6, c10 * 1e6, c50 * 1e6, fl / s_best / 1e9,
-                         g_best * 1e6, g_med * 1e6))
+            for int8 in (False, True):
+                nb = bytes_per_token(cfg, int8)
+                est = ", ".join("%s %.0f us" % (k, nb / (g * 1e9) * 1e6) for k, g in PI_DRAM_GBS.items())
+                print("  %s weights: %.2f MB read per token; ESTIMATE if all streamed from DRAM: %s"
+                      % ("int8" if int8 else "float32", nb / 1e6, est))
+                for isa in kernels.isa_available():
+                    (s_best, s_med), py, (c_best, c_med), w = bench_tokens(
+                        model, isa, n_tokens, reps, int8)
+                    rows.append((K, isa, int8, s_best, c_best))
+                    line = ("  %-6s %-7s step %6.1f us/token (median run %6.1f; %4.1f GFLOP/s)"
+                            % ("int8" if int8 else "fp32", isa, s_best * 1e6, s_med * 1e6,
+                               fl / s_best / 1e9))
+                    if py:
+                        line += "  python loop %6.1f us (median %6.1f)" % (py[0] * 1e6, py[1] * 1e6)
+                    line += ("  C loop + streaming %6.1f us/token (median run %6.1f)  [%s; packed %.2f MB]"
+                             % (c_best * 1e6, c_med * 1e6,
+                                kernels.int8_kernel() if int8 else "float32", w.weight_bytes() / 1e6))
+                    print(line)
         kernels.set_isa(default_isa)
         ck = os.path.join(d, "k6.json")
         starts, rss = [], []

@@ -3,8 +3,12 @@
  * for that architecture is at hand (tests/test_isa_qemu.py does this for aarch64 and 32-bit ARM):
  *
  *   aarch64-linux-gnu-gcc -O2 -std=c99 -static -DSS_HAVE_NEON -DSS_CHECK_TABLE=ss_kernels_neon \
- *       -I csrc tools/kernel_crosscheck.c csrc/kernels_neon.c csrc/kernels_scalar.c -lm -o check
+ *       -I csrc tools/kernel_crosscheck.c csrc/kernels_neon.c csrc/kernels_scalar.c \
+ *       csrc/dispatch.c csrc/decode.c csrc/sample.c -lm -o check
  *   qemu-aarch64-static ./check
+ *
+ * The decode matrix-vector products are checked too: float32 panels, and int8 panels both with
+ * the dot-product instructions (where the CPU has them) and with the widening fallback.
  *
  * Sizes cover every SIMD tail (1..17, 33) and the model's width 96. Exit status 0 when all agree.
  */
@@ -164,6 +168,35 @@ int main(void)
         free(p1); free(p2); free(m1); free(m2); free(v1); free(v2);
     }
 
+    /* decode matrix-vector products over panels: float32, then int8 (dot on and off) */
+    for (int a = 0; a < ns; a++)
+        for (int b = 0; b < ns; b++) {
+            int OC = sizes[a], C = sizes[b] + (a % 3) * 32, Cp = ss_q8_width(C);
+            float *W = rnd_vec((size_t)OC * C, 1), *x = rnd_vec(C, 2), *bias = rnd_vec(OC, 1);
+            float *y1 = rnd_vec(OC, 1), *y2 = copy_vec(y1, OC);
+            float *pk = malloc(sizeof(float) * (size_t)ss_panel_size(OC, C));
+            ss_panel_pack(pk, W, OC, C);
+            S->decode_matvec(y1, pk, x, bias, C, OC);
+            T->decode_matvec(y2, pk, x, bias, C, OC);
+            expect_close("decode_matvec", y2, y1, OC, 1e-5f, OC, C, 0);
+            int8_t *q = malloc((size_t)OC * C), *pq = malloc((size_t)ss_panel_q8_size(OC, C));
+            float *s = malloc(sizeof(float) * OC), *ps = malloc(sizeof(float) * ss_panel_q8_rows(OC));
+            int8_t *xq = malloc(Cp);
+            float *xs = malloc(sizeof(float) * (Cp / 32));
+            int32_t *xsum = malloc(sizeof(int32_t) * (Cp / 32));
+            ss_quantize_rows(q, s, W, OC, C);
+            ss_panel_pack_q8(pq, ps, q, s, OC, C);
+            ss_quantize_x(xq, xs, xsum, x, C);
+            S->decode_matvec_q8(y1, pq, ps, xq, xs, xsum, bias, Cp, OC, 0);
+            T->decode_matvec_q8(y2, pq, ps, xq, xs, xsum, bias, Cp, OC, 1);
+            expect_close("decode_matvec_q8 (dot products)", y2, y1, OC, 1e-5f, OC, C, 1);
+            T->decode_matvec_q8(y2, pq, ps, xq, xs, xsum, bias, Cp, OC, 0);
+            expect_close("decode_matvec_q8 (no dot products)", y2, y1, OC, 1e-5f, OC, C, 0);
+            free(W); free(x); free(bias); free(y1); free(y2); free(pk);
+            free(q); free(pq); free(s); free(ps); free(xq); free(xs); free(xsum);
+        }
+
+    printf("int8 kernel with dot products on: %s\n", SS_CHECK_TABLE.q8_name(1));
     printf("%s vs ss_kernels_scalar: %d checks, %d failures\n", STR(SS_CHECK_TABLE), checks, failures);
     return failures != 0;
 }

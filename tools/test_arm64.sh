@@ -23,11 +23,12 @@
 #   3. the whole test suite from the sdist passes, then the kernel tests again with SHOESTRING_ISA=scalar.
 #
 # Dependencies inside the roots:
-#   arm64: numpy, cffi, pytest, hypothesis from PyPI (manylinux aarch64 wheels, numpy 2.x), in an
-#          isolated build, exactly what `pip install shoestring` does on a 64-bit Pi.
+#   arm64: the package with its test extra from PyPI (manylinux aarch64 wheels, numpy 2.x), in
+#          an isolated build, exactly what `pip install shoestring[test]` does on a 64-bit Pi.
 #   armhf: Debian's python3-numpy (1.x) and python3-cffi with `--no-build-isolation` (PyPI has
 #          no armv7 numpy wheels and building numpy under emulation takes hours; on a real Pi,
-#          piwheels or apt provides them); pytest and hypothesis from the index.
+#          piwheels or apt provides them); setuptools>=77, the other runtime dependencies
+#          (tqdm), pytest and hypothesis from the index.
 #   Override with SHOESTRING_CHROOT_DEPS=pypi|debian.
 #
 # Host requirements: root, debootstrap, qemu-user-static, binfmt-support (installed with apt-get
@@ -62,7 +63,7 @@ while [ $# -gt 0 ]; do
         --wheel) shift; WHEEL=$(readlink -f "${1:?--wheel needs a file}") ;;
         --create-only) CREATE_ONLY=1 ;;
         --) shift; PYTEST_ARGS=("$@"); break ;;
-        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
     shift
@@ -270,9 +271,10 @@ else
     # pyproject.toml needs setuptools >= 77 (Debian 12 has 66), which needs packaging >= 24.2
     # (Debian 12 has 23.0) for the SPDX license: both pure Python, from the index
     [ -n "$WHEEL" ] || pip install -q --upgrade "setuptools>=77" "packaging>=24.2"
-    pip install -q --no-build-isolation --no-deps "/work/$name"
-    # numpy and cffi stay Debian's; the test tools come from the index (Debian's hypothesis
-    # 6.67 predates APIs the tests use).
+    # numpy and cffi stay Debian's (they satisfy the requirements); the other runtime
+    # dependencies (tqdm) and the test tools come from the index (Debian's hypothesis 6.67
+    # predates APIs the tests use), as on a Pi with apt's numpy.
+    pip install -q --no-build-isolation "/work/$name"
     pip install -q --upgrade pytest hypothesis
 fi
 pip list 2>/dev/null | grep -i -E '^(shoestring|numpy|cffi|pytest|hypothesis) ' || true

@@ -1,0 +1,262 @@
+"""int8 weights for decoding (csrc/decode.c, simd_*.h) against their numpy twins in ref.py.
+
+Quantisers: bit-exact against ref.quantize_rows / ref.quantize_x. Kernels: decode_matvec (float32
+panels) and decode_matvec_q8 (int8 panels, exact integer block sums) against ref on awkward sizes
+for every instruction set usable here, with and without the dot-product instructions (VNNI, ARM
+SDOT). The int8 step as a whole: against ref.decode_step_q8 and close to the float32 step. NEON
+(aarch64 with and without SDOT, 32-bit ARM) is checked under qemu by tests/test_isa_qemu.py
+(tools/kernel_crosscheck.c compares every kernel, these included, with the scalar twin).
+"""
+import numpy as np
+import pytest
+
+from shoestring import kernels, ref
+from shoestring.errors import KernelArgumentError
+from shoestring.params import ModelConfig, ParamLayout
+
+SIZES = [1, 3, 15, 16, 17, 31, 32, 33, 64, 96, 100]
+
+
+@pytest.fixture(params=[True, False], ids=["dot", "nodot"])
+def dot(request):
+    """Run with the dot-product instructions allowed (where the CPU has them) and forbidden."""
+    was = kernels.int8_dot_set(request.param)
+    yield request.param
+    kernels.int8_dot_set(was)
+
+
+def _mat(OC, C, seed, scale=1.0):
+    return (scale * np.random.default_rng(seed).standard_normal((OC, C))).astype(np.float32)
+
+
+# ---- quantisers: exact -------------------------------------------------------------------------
+@pytest.mark.parametrize("C", SIZES)
+def test_quantize_rows_is_exactly_the_reference(C):
+    W = _mat(9, C, C, scale=3.0)
+    W[2] = 0.0                                       # an all-zero row: scale 0, q 0
+    W[4, 0] = -W[4].__abs__().max() * 2              # the extreme is negative
+    q, s = np.empty(W.shape, np.int8), np.empty(9, np.float32)
+    kernels.quantize_rows(q, s, W)
+    rq, rs = ref.quantize_rows(W)
+    np.testing.assert_array_equal(q, rq)
+    np.testing.assert_array_equal(s, rs)
+    assert s[2] == 0 and not q[2].any()
+    assert q.min() >= -127 and np.all(np.abs(q).max(axis=1)[s > 0] == 127)
+    # the error of a row is at most half a step
+    assert np.all(np.abs(q * s[:, None] - W) <= 0.5 * s[:, None] * (1 + 1e-5))
+
+
+def test_quantize_rows_keeps_leading_axes():
+    W = np.random.default_rng(0).standard_normal((3, 5, 7)).astype(np.float32)
+    q, s = np.empty(W.shape, np.int8), np.empty((3, 5), np.float32)
+    kernels.quantize_rows(q, s, W)
+    rq, rs = ref.quantize_rows(W)
+    np.testing.assert_array_equal(q, rq)
+    np.testing.assert_array_equal(s, rs)
+
+
+@pytest.mark.parametrize("C", SIZES)
+def test_quantize_x_is_exactly_the_reference(C):
+    x = (2 * np.random.default_rng(C).standard_normal(C)).astype(np.float32)
+    Cp = kernels.q8_width(C)
+    assert Cp % 32 == 0 and C <= Cp < C + 32
+    xq, xs, xm = np.empty(Cp, np.int8), np.empty(Cp // 32, np.float32), np.empty(Cp // 32, np.int32)
+    kernels.quantize_x(xq, xs, xm, x)
+    rq, rs, rm = ref.quantize_x(x)
+    np.testing.assert_array_equal(xq, rq)
+    np.testing.assert_array_equal(xs, rs)
+    np.testing.assert_array_equal(xm, rm)
+
+
+# ---- matrix-vector kernels, every instruction set ----------------------------------------------
+@pytest.mark.parametrize("OC", [1, 5, 16, 17, 40, 70])
+@pytest.mark.parametrize("C", [1, 7, 16, 33, 96])
+def test_decode_matvec_matches_numpy(isa, OC, C):
+    W, x, b = _mat(OC, C, 1), _mat(1, C, 2)[0], _mat(1, OC, 3)[0]
+    pk = np.empty(kernels.panel_size(OC, C), np.float32)
+    kernels.panel_pack(pk, W)
+    np.testing.assert_array_equal(pk, ref.panel_pack(W))
+    y = np.empty(OC, np.float32)
+    kernels.decode_matvec(y, pk, x, b, C, OC)
+    np.testing.assert_allclose(y, W.astype(np.float64) @ x + b, rtol=1e-5, atol=1e-5)
+    kernels.decode_matvec(y, pk, x, None, C, OC)
+    np.testing.assert_allclose(y, W.astype(np.float64) @ x, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("OC", [1, 5, 16, 17, 40, 70])
+@pytest.mark.parametrize("C", [1, 7, 32, 33, 96, 130])
+def test_decode_matvec_q8_matches_numpy(isa, dot, OC, C):
+    W, x, b = _mat(OC, C, 4), _mat(1, C, 5, scale=2.0)[0], _mat(1, OC, 6)[0]
+    q, s = ref.quantize_rows(W)
+    pq = np.empty(kernels.panel_q8_size(OC, C), np.int8)
+    ps = np.empty(kernels.panel_q8_rows(OC), np.float32)
+    kernels.panel_pack_q8(pq, ps, q, s)
+    Cp = kernels.q8_width(C)
+    xq, xs, xm = np.empty(Cp, np.int8), np.empty(Cp // 32, np.float32), np.empty(Cp // 32, np.int32)
+    kernels.quantize_x(xq, xs, xm, x)
+    y = np.empty(OC, np.float32)
+    kernels.decode_matvec_q8(y, pq, ps, xq, xs, xm, b, C, OC)
+    want = ref.matvec_q8(q, s, x, b)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    # and it approximates the float32 product to int8 precision
+    exact = W.astype(np.float64) @ x + b
+    assert np.max(np.abs(y - exact)) < 0.03 * np.abs(W @ x).max() + 1e-6
+
+
+def test_extreme_values_do_not_saturate(isa, dot):
+    """All weights and inputs at +-127 (the largest int8 products, where 16-bit pair sums are
+    closest to overflow): the exact integer sums come out."""
+    OC, C = 16, 64
+    W = np.where(np.random.default_rng(0).random((OC, C)) < 0.5, -1.0, 1.0).astype(np.float32)
+    W[3] = 1.0
+    x = np.ones(C, np.float32)
+    x[::3] = -1.0
+    q, s = ref.quantize_rows(W)
+    pq = np.empty(kernels.panel_q8_size(OC, C), np.int8)
+    ps = np.empty(kernels.panel_q8_rows(OC), np.float32)
+    kernels.panel_pack_q8(pq, ps, q, s)
+    xq, xs, xm = np.empty(C, np.int8), np.empty(2, np.float32), np.empty(2, np.int32)
+    kernels.quantize_x(xq, xs, xm, x)
+    y = np.empty(OC, np.float32)
+    kernels.decode_matvec_q8(y, pq, ps, xq, xs, xm, None, C, OC)
+    np.testing.assert_allclose(y, W.astype(np.float64) @ x, rtol=1e-6, atol=1e-5)
+
+
+def test_int8_kernel_names():
+    before = kernels.isa_active()
+    try:
+        for name in kernels.isa_available():
+            kernels.set_isa(name)
+            was = kernels.int8_dot_set(False)
+            assert kernels.int8_kernel() == {"scalar": "scalar", "avx2": "avx2",
+                                             "avx512": "avx2", "neon": "neon"}[name]
+            kernels.int8_dot_set(True)
+            assert kernels.int8_kernel().split("-")[0] == name.replace("avx512", "avx2") \
+                or kernels.int8_kernel() in ("avx512-vnni", "neon-dotprod")
+            kernels.int8_dot_set(was)
+    finally:
+        kernels.set_isa(before)
+    line = kernels.int8_info()
+    assert line.startswith("int8 decode kernels: scalar") and kernels.int8_kernel() in line
+    if "avx512" in kernels.isa_available() and "avx512_vnni" in open("/proc/cpuinfo").read():
+        assert "avx512-vnni" in line
+
+
+# ---- the int8 step -------------------------------------------------------------------------------
+CONFIGS = {
+    "topk": ModelConfig(V=37, C=16, H=16, L=2, X=5, K=2),
+    "proj-dense": ModelConfig(V=33, C=9, H=17, L=2, X=3, K=3),
+    "awkward": ModelConfig(V=17, C=33, H=40, L=1, X=7, K=3),
+    "default": ModelConfig(),
+}
+
+
+def _params(cfg, seed):
+    lay = ParamLayout(cfg)
+    flat = lay.init(seed)
+    P = lay.views(flat)
+    rng = np.random.default_rng(seed)
+    for name in lay.names():
+        if name.split(".")[-1].startswith("b"):
+            P[name][...] = (0.3 * rng.standard_normal(P[name].shape)).astype(np.float32)
+    return flat, P
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_int8_step_matches_numpy_int8_reference(isa, dot, name):
+    cfg = CONFIGS[name]
+    _, P = _params(cfg, 3)
+    dec = kernels.Decoder(kernels.DecodeWeights(cfg, P, int8=True))
+    q8 = ref.q8_model(P, cfg)
+    h = np.zeros((cfg.L, cfg.X, cfg.H))
+    for t, tok in enumerate(np.random.default_rng(1).integers(0, cfg.V, size=6)):
+        want, h = ref.decode_step_q8(P, cfg, int(tok), h, q8=q8)
+        dec.step(int(tok))
+        # the vectors are quantised from float32 values that differ from numpy's float64 ones in
+        # the last bits, which can move a rounding by one step: close, not exact (the kernels
+        # themselves are checked exactly above)
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(dec.logits, want, atol=0.01 * scale, err_msg="t=%d" % t)
+        np.testing.assert_allclose(dec.state, h, atol=0.01 * max(1.0, np.abs(h).max()))
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_int8_step_is_close_to_float32(isa, name):
+    """Quantised paths against float32: logits within a few percent, the same favourite token
+    almost always, over a run of tokens where the states drift apart."""
+    cfg = CONFIGS[name]
+    _, P = _params(cfg, 4)
+    f = kernels.Decoder(kernels.DecodeWeights(cfg, P))
+    q = kernels.Decoder(kernels.DecodeWeights(cfg, P, int8=True))
+    same, errs = 0, []
+    toks = np.random.default_rng(2).integers(0, cfg.V, size=40)
+    for tok in toks:
+        f.step(int(tok))
+        q.step(int(tok))
+        errs.append(np.abs(q.logits - f.logits).max() / np.abs(f.logits).max())
+        same += int(np.argmax(q.logits) == np.argmax(f.logits))
+    # typically 1%; a top-K routing choice flipped by the rounding costs a few percent at a step
+    assert np.median(errs) < 0.02 and max(errs) < 0.1, errs
+    assert same >= 0.85 * len(toks), same
+
+
+def test_int8_isas_agree():
+    cfg = CONFIGS["default"]
+    _, P = _params(cfg, 5)
+    w = kernels.DecodeWeights(cfg, P, int8=True)
+    before, outs = kernels.isa_active(), {}
+    try:
+        for name in kernels.isa_available():
+            kernels.set_isa(name)
+            for d in (True, False):
+                was = kernels.int8_dot_set(d)
+                dec = kernels.Decoder(w)
+                for tok in (4, 8, 15, 16, 23, 42):
+                    dec.step(tok)
+                outs[name, d] = dec.logits.copy()
+                kernels.int8_dot_set(was)
+    finally:
+        kernels.set_isa(before)
+    base = outs["scalar", True]
+    for key, v in outs.items():
+        np.testing.assert_allclose(v, base, rtol=1e-3, atol=1e-3 * np.abs(base).max(), err_msg=str(key))
+
+
+def test_int8_weights_are_a_quarter():
+    cfg = CONFIGS["default"]
+    _, P = _params(cfg, 6)
+    f, q = kernels.DecodeWeights(cfg, P), kernels.DecodeWeights(cfg, P, int8=True)
+    assert f.weight_bytes() / q.weight_bytes() > 3.5
+
+
+def test_given_int8_rows_pack_identically_and_repack_follows(isa):
+    cfg = CONFIGS["proj-dense"]
+    flat, P = _params(cfg, 7)
+    a = kernels.DecodeWeights(cfg, P, int8=True)
+    b = kernels.DecodeWeights(cfg, P, q8=ref.q8_model(P, cfg))
+    np.testing.assert_array_equal(a.packed, b.packed)
+    np.testing.assert_array_equal(a.scales, b.scales)
+    flat *= np.float32(0.5)
+    a.repack()                                       # quantised again from the new values
+    dec = kernels.Decoder(a)
+    dec.step(3)
+    want, _ = ref.decode_step_q8(P, cfg, 3, np.zeros((cfg.L, cfg.X, cfg.H)))
+    np.testing.assert_allclose(dec.logits, want, atol=0.01 * np.abs(want).max())
+
+
+def test_int8_argument_errors():
+    cfg = CONFIGS["topk"]
+    _, P = _params(cfg, 8)
+    q8 = ref.q8_model(P, cfg)
+    del q8["l1.Wch"]
+    with pytest.raises(KernelArgumentError, match="l1.Wch"):
+        kernels.DecodeWeights(cfg, P, q8=q8)
+    q8 = ref.q8_model(P, cfg)
+    q8["Wo"] = (q8["Wo"][0].astype(np.float32), q8["Wo"][1])
+    with pytest.raises(KernelArgumentError, match="int8"):
+        kernels.DecodeWeights(cfg, P, q8=q8)
+    y = np.empty(5, np.float32)
+    with pytest.raises(KernelArgumentError, match="Wpk"):
+        kernels.decode_matvec_q8(y, np.zeros(3, np.int8), np.zeros(16, np.float32),
+                                 np.zeros(32, np.int8), np.zeros(1, np.float32),
+                                 np.zeros(1, np.int32), None, 32, 5)
