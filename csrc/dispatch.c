@@ -183,6 +183,16 @@ void ss_matmul_backward(float *dinp, float *dW, float *db, const float *dout, co
                         const float *W, int N, int C, int OC)
 { ss_kernels_active()->matmul_backward(dinp, dW, db, dout, inp, W, N, C, OC); }
 
+int64_t ss_matmul_packed_floats(int C, int OC)
+{ return ss_kernels_active()->matmul_packed_floats(C, OC); }
+
+void ss_matmul_pack(float *packed, const float *W, int C, int OC)
+{ ss_kernels_active()->matmul_pack(packed, W, C, OC); }
+
+void ss_matmul_forward_packed(float *out, const float *inp, const float *W, const float *packed,
+                              const float *b, int N, int C, int OC)
+{ ss_kernels_active()->matmul_forward_packed(out, inp, W, packed, b, N, C, OC); }
+
 void ss_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *gain,
                         int N, int H, float eps)
 { ss_kernels_active()->rmsnorm_forward(out, rstd, inp, gain, N, H, eps); }

@@ -525,6 +525,24 @@ static void matmul_forward_dot(float *out, const float *inp, const float *W, con
     }
 }
 
+/* out[:, o0:o0+nc] (+)= inp[:, k0:k0+kc] . panel (kc x NR, packed by pack_wt), + b at k0 == 0 */
+SS_INLINE void forward_panel(float *out, const float *inp, const float *panel, const float *b,
+                             int N, int C, int OC, int k0, int kc, int o0, int nc)
+{
+    const float *A = inp + k0;
+    float *Ct = out + o0;
+    if (k0 > 0) {
+        if (nc == SS_NR) gemm_rows(N, 1, 1, 2, kc, A, C, 1, panel, SS_NR, Ct, OC, NULL, nc);
+        else gemm_rows(N, 0, 1, 2, kc, A, C, 1, panel, SS_NR, Ct, OC, NULL, nc);
+    } else if (b) {
+        if (nc == SS_NR) gemm_rows(N, 1, 1, 1, kc, A, C, 1, panel, SS_NR, Ct, OC, b + o0, nc);
+        else gemm_rows(N, 0, 1, 1, kc, A, C, 1, panel, SS_NR, Ct, OC, b + o0, nc);
+    } else {
+        if (nc == SS_NR) gemm_rows(N, 1, 1, 0, kc, A, C, 1, panel, SS_NR, Ct, OC, NULL, nc);
+        else gemm_rows(N, 0, 1, 0, kc, A, C, 1, panel, SS_NR, Ct, OC, NULL, nc);
+    }
+}
+
 /* out(N,OC) = inp(N,C) . W(OC,C)^T + b: W is packed NR columns at a time (KC x NR, on the
  * stack), then every SS_MR-row tile of inp runs over it. C is blocked in chunks of KC. */
 static void matmul_forward(float *out, const float *inp, const float *W, const float *b,
@@ -540,19 +558,43 @@ static void matmul_forward(float *out, const float *inp, const float *W, const f
         for (int o0 = 0; o0 < OC; o0 += SS_NR) {
             int nc = ss_min_int(SS_NR, OC - o0);
             pack_wt(pack, W + (size_t)o0 * C + k0, C, kc, nc);
-            const float *A = inp + k0;
-            float *Ct = out + o0;
-            if (k0 > 0) {
-                if (nc == SS_NR) gemm_rows(N, 1, 1, 2, kc, A, C, 1, pack, SS_NR, Ct, OC, NULL, nc);
-                else gemm_rows(N, 0, 1, 2, kc, A, C, 1, pack, SS_NR, Ct, OC, NULL, nc);
-            } else if (b) {
-                if (nc == SS_NR) gemm_rows(N, 1, 1, 1, kc, A, C, 1, pack, SS_NR, Ct, OC, b + o0, nc);
-                else gemm_rows(N, 0, 1, 1, kc, A, C, 1, pack, SS_NR, Ct, OC, b + o0, nc);
-            } else {
-                if (nc == SS_NR) gemm_rows(N, 1, 1, 0, kc, A, C, 1, pack, SS_NR, Ct, OC, NULL, nc);
-                else gemm_rows(N, 0, 1, 0, kc, A, C, 1, pack, SS_NR, Ct, OC, NULL, nc);
-            }
+            forward_panel(out, inp, pack, b, N, C, OC, k0, kc, o0, nc);
         }
+    }
+}
+
+/* Pre-packed W: the panels matmul_forward builds on the stack, all of them, in its order (k
+ * block, then column panel; kc x NR floats each, columns past OC zero). matmul_forward_packed
+ * runs the same tiles over them, so its bits are matmul_forward's. */
+_Static_assert(SS_NR <= SS_PACK_NR_MAX, "SS_PACK_NR_MAX bounds every panel width");
+
+static int64_t matmul_packed_floats(int C, int OC)
+{
+    return (int64_t)C * SS_NR * ((OC + SS_NR - 1) / SS_NR);
+}
+
+static void matmul_pack(float *packed, const float *W, int C, int OC)
+{
+    for (int k0 = 0; k0 < C; k0 += SS_KC) {
+        int kc = ss_min_int(SS_KC, C - k0);
+        for (int o0 = 0; o0 < OC; o0 += SS_NR) {
+            pack_wt(packed, W + (size_t)o0 * C + k0, C, kc, ss_min_int(SS_NR, OC - o0));
+            packed += (size_t)kc * SS_NR;
+        }
+    }
+}
+
+static void matmul_forward_packed(float *out, const float *inp, const float *W,
+                                  const float *packed, const float *b, int N, int C, int OC)
+{
+    if (N < SS_DOT_MAX_N || C == 0) {
+        matmul_forward_dot(out, inp, W, b, N, C, OC);
+        return;
+    }
+    for (int k0 = 0; k0 < C; k0 += SS_KC) {
+        int kc = ss_min_int(SS_KC, C - k0);
+        for (int o0 = 0; o0 < OC; o0 += SS_NR, packed += (size_t)kc * SS_NR)
+            forward_panel(out, inp, packed, b, N, C, OC, k0, kc, o0, ss_min_int(SS_NR, OC - o0));
     }
 }
 
@@ -724,4 +766,5 @@ const ss_kernels SS_KERNELS_NAME = {
     sigmoid_forward, sigmoid_backward, gelu_forward, gelu_backward,
     softmax_forward, softmax_backward, crossentropy_forward,
     decode_matvec, decode_matvec_q8, simd_q8_name,
+    matmul_packed_floats, matmul_pack, matmul_forward_packed,
 };

@@ -42,6 +42,39 @@ static void matmul_forward_dot(float *out, const float *inp, const float *W, con
 #define SC_NR 16
 #define SC_MR 4
 #define SC_KC 64
+_Static_assert(SC_NR <= SS_PACK_NR_MAX, "SS_PACK_NR_MAX bounds every panel width");
+/* pack[k * SC_NR + j] = W[o0 + j][k0 + k] for the panel (o0, k0); columns j >= nc zero */
+static void sc_pack(float *pack, const float *W, int C, int o0, int nc, int k0, int kc)
+{
+    for (int j = 0; j < SC_NR; j++)
+        for (int k = 0; k < kc; k++)
+            pack[k * SC_NR + j] = j < nc ? W[(size_t)(o0 + j) * C + k0 + k] : 0.0f;
+}
+
+/* out[:, o0:o0+nc] (+)= inp[:, k0:k0+kc] . panel, SC_MR rows at a time */
+static void sc_panel(float *out, const float *inp, const float *pack, const float *b, int N,
+                     int C, int OC, int o0, int nc, int k0, int kc)
+{
+    for (int n0 = 0; n0 < N; n0 += SC_MR) {
+        int mr = N - n0 < SC_MR ? N - n0 : SC_MR;
+        float acc[SC_MR][SC_NR];
+        for (int m = 0; m < SC_MR; m++)
+            for (int j = 0; j < SC_NR; j++) acc[m][j] = 0.0f;
+        for (int k = 0; k < kc; k++) {
+            const float *p = pack + k * SC_NR;
+            for (int m = 0; m < mr; m++) {
+                float a = inp[(size_t)(n0 + m) * C + k0 + k];
+                for (int j = 0; j < SC_NR; j++) acc[m][j] += a * p[j];
+            }
+        }
+        for (int m = 0; m < mr; m++) {
+            float *y = out + (size_t)(n0 + m) * OC + o0;
+            for (int j = 0; j < nc; j++)
+                y[j] = (k0 ? y[j] : (b ? b[o0 + j] : 0.0f)) + acc[m][j];
+        }
+    }
+}
+
 static void matmul_forward(float *out, const float *inp, const float *W, const float *b,
                            int N, int C, int OC)
 {
@@ -54,27 +87,43 @@ static void matmul_forward(float *out, const float *inp, const float *W, const f
         int nc = OC - o0 < SC_NR ? OC - o0 : SC_NR;
         for (int k0 = 0; k0 < C; k0 += SC_KC) {
             int kc = C - k0 < SC_KC ? C - k0 : SC_KC;
-            for (int j = 0; j < SC_NR; j++)
-                for (int k = 0; k < kc; k++)
-                    pack[k * SC_NR + j] = j < nc ? W[(size_t)(o0 + j) * C + k0 + k] : 0.0f;
-            for (int n0 = 0; n0 < N; n0 += SC_MR) {
-                int mr = N - n0 < SC_MR ? N - n0 : SC_MR;
-                float acc[SC_MR][SC_NR];
-                for (int m = 0; m < SC_MR; m++)
-                    for (int j = 0; j < SC_NR; j++) acc[m][j] = 0.0f;
-                for (int k = 0; k < kc; k++) {
-                    const float *p = pack + k * SC_NR;
-                    for (int m = 0; m < mr; m++) {
-                        float a = inp[(size_t)(n0 + m) * C + k0 + k];
-                        for (int j = 0; j < SC_NR; j++) acc[m][j] += a * p[j];
-                    }
-                }
-                for (int m = 0; m < mr; m++) {
-                    float *y = out + (size_t)(n0 + m) * OC + o0;
-                    for (int j = 0; j < nc; j++)
-                        y[j] = (k0 ? y[j] : (b ? b[o0 + j] : 0.0f)) + acc[m][j];
-                }
-            }
+            sc_pack(pack, W, C, o0, nc, k0, kc);
+            sc_panel(out, inp, pack, b, N, C, OC, o0, nc, k0, kc);
+        }
+    }
+}
+
+/* Pre-packed W: every panel matmul_forward packs, in its order (the same bits, no packing). */
+static int64_t matmul_packed_floats(int C, int OC)
+{
+    return (int64_t)C * SC_NR * ((OC + SC_NR - 1) / SC_NR);
+}
+
+static void matmul_pack(float *packed, const float *W, int C, int OC)
+{
+    for (int o0 = 0; o0 < OC; o0 += SC_NR) {
+        int nc = OC - o0 < SC_NR ? OC - o0 : SC_NR;
+        for (int k0 = 0; k0 < C; k0 += SC_KC) {
+            int kc = C - k0 < SC_KC ? C - k0 : SC_KC;
+            sc_pack(packed, W, C, o0, nc, k0, kc);
+            packed += (size_t)kc * SC_NR;
+        }
+    }
+}
+
+static void matmul_forward_packed(float *out, const float *inp, const float *W,
+                                  const float *packed, const float *b, int N, int C, int OC)
+{
+    if (N < SC_MR || C == 0) {
+        matmul_forward_dot(out, inp, W, b, N, C, OC);
+        return;
+    }
+    for (int o0 = 0; o0 < OC; o0 += SC_NR) {
+        int nc = OC - o0 < SC_NR ? OC - o0 : SC_NR;
+        for (int k0 = 0; k0 < C; k0 += SC_KC) {
+            int kc = C - k0 < SC_KC ? C - k0 : SC_KC;
+            sc_panel(out, inp, packed, b, N, C, OC, o0, nc, k0, kc);
+            packed += (size_t)kc * SC_NR;
         }
     }
 }
@@ -321,4 +370,5 @@ const ss_kernels ss_kernels_scalar = {
     sigmoid_forward, sigmoid_backward, gelu_forward, gelu_backward,
     softmax_forward, softmax_backward, crossentropy_forward,
     decode_matvec, decode_matvec_q8, q8_name,
+    matmul_packed_floats, matmul_pack, matmul_forward_packed,
 };

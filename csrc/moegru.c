@@ -71,6 +71,8 @@ typedef struct {            /* forward scratch */
     size_t xg;              /* (N,I)  inputs gathered for one expert */
     size_t pre;             /* (N,H)  z pre-activation of one expert */
     size_t tmp;             /* (B,H)  Wch_e . h for one segment */
+    size_t wch;             /* H*(H+SS_PACK_NR_MAX): Wch_e packed for all T steps (overlaps
+                               xg and pre, which the time loop does not use) */
     size_t total;
 } fws_layout;
 
@@ -95,8 +97,10 @@ static fws_layout fws_layout_of(int B, int T, int I, int H, int X, int K)
     size_t N = (size_t)B * T, off = 0;
     TAKE(logits, N * X);
     TAKE(cursor, (size_t)X * T);
+    size_t packed = (size_t)H * (H + SS_PACK_NR_MAX), both = up16(N * I) + N * H;
+    L.wch = off;
     TAKE(xg, N * I);
-    TAKE(pre, N * H);
+    TAKE(pre, (both < packed ? packed - up16(N * I) : N * H));
     TAKE(tmp, (size_t)B * H);
     L.total = off;
     return L;
@@ -296,9 +300,16 @@ void ss_moegru_forward(float *out, float *acts, float *h, float *ws, const float
     if (w->Wp) k->matmul_forward(R, inp, w->Wp, w->bp, N, I, H);
     else memcpy(R, inp, sizeof(float) * (size_t)N * H);
 
-    /* 4. the recurrence: per step, per expert, the active sequences as one matmul */
-    for (int t = 0; t < T; t++) {
-        for (int e = 0; e < X; e++) {
+    /* 4. the recurrence: per expert, per step, the active sequences as one matmul with Wch_e,
+     *    packed once per expert for all T steps (the same bits as packing it on every call).
+     *    Experts' states are independent and every row still receives its experts' mix in
+     *    expert order, so running each expert through all steps in turn changes no bit. */
+    float *WCH = ws + lw.wch;
+    for (int e = 0; e < X; e++) {
+        if (SEG[e * T1 + T] == SEG[e * T1]) continue;
+        const float *Wch = w->Wch + (size_t)e * H * H;
+        k->matmul_pack(WCH, Wch, H, H);
+        for (int t = 0; t < T; t++) {
             int32_t s0 = SEG[e * T1 + t], m = SEG[e * T1 + t + 1] - s0;
             if (m == 0) continue;
             float *hp = HP + (size_t)s0 * H, *a = A + (size_t)s0 * H;
@@ -306,7 +317,7 @@ void ss_moegru_forward(float *out, float *acts, float *h, float *ws, const float
                 int b = ROW[s0 + j] / T;
                 memcpy(hp + (size_t)j * H, h + ((size_t)b * X + e) * H, sizeof(float) * H);
             }
-            k->matmul_forward(tmp, hp, w->Wch + (size_t)e * H * H, NULL, m, H, H);
+            k->matmul_forward_packed(tmp, hp, Wch, WCH, NULL, m, H, H);
             add_to(a, tmp, (size_t)m * H);
             k->gelu_forward(Cc + (size_t)s0 * H, a, (int64_t)m * H);
             if (cap > 0.0f) softcap_forward(k, Cc + (size_t)s0 * H, tmp, (size_t)m * H, cap);

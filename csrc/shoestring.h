@@ -45,6 +45,16 @@ void ss_matmul_forward(float *out, const float *inp, const float *W, const float
 void ss_matmul_backward(float *dinp, float *dW, float *db,
                         const float *dout, const float *inp, const float *W,
                         int N, int C, int OC);
+/* Pre-packed forward, for a W multiplied many times (the MoE-GRU recurrence's Wch_e, once per */
+/* step): ss_matmul_pack writes W(OC,C) into ss_matmul_packed_floats(C, OC) floats (at most   */
+/* C * (OC + 64)) in the active instruction set's panel layout (pack again after W changes or */
+/* the instruction set is switched); ss_matmul_forward_packed then gives exactly the bits of  */
+/* ss_matmul_forward(out, inp, W, b, N, C, OC) without packing W on every call (W is still    */
+/* read: few rows use the dot-product form).                                                  */
+int64_t ss_matmul_packed_floats(int C, int OC);
+void ss_matmul_pack(float *packed, const float *W, int C, int OC);
+void ss_matmul_forward_packed(float *out, const float *inp, const float *W, const float *packed,
+                              const float *b, int N, int C, int OC);
 
 /* ---------------------------------------------------------------------------------------- */
 /* RMSNorm over rows of width H: out = gain * inp * rstd, rstd(N) = 1/sqrt(mean(inp^2)+eps) */

@@ -40,7 +40,15 @@ typedef struct ss_kernels {
                              int OC, int dot);
     /* name of the int8 kernel decode_matvec_q8 runs with this `dot` setting on this CPU */
     const char *(*q8_name)(int dot);
+    int64_t (*matmul_packed_floats)(int C, int OC);
+    void (*matmul_pack)(float *packed, const float *W, int C, int OC);
+    void (*matmul_forward_packed)(float *out, const float *inp, const float *W,
+                                  const float *packed, const float *b, int N, int C, int OC);
 } ss_kernels;
+
+/* Panels of every table's matmul are at most this many columns wide, so a packed W(OC,C) never
+ * needs more than C * (OC + SS_PACK_NR_MAX) floats under any instruction set. */
+#define SS_PACK_NR_MAX 64
 
 extern const ss_kernels ss_kernels_scalar;
 #ifdef SS_HAVE_AVX2

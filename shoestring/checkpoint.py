@@ -33,6 +33,7 @@ import dataclasses
 import datetime
 import json
 import math
+import re
 import os
 import stat
 import zlib
@@ -65,6 +66,8 @@ _TAG_DICT = "$dict"
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 _DAMAGED = "the file was edited or damaged; use another checkpoint"
+_SNIFF_ABOVE = 16 << 20     # files larger than this must start with the header to be read
+_HEADER = re.compile(rb'\s*\{\s*"format"\s*:\s*"shoestring-checkpoint"')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +314,14 @@ class _Reader:
                 "this is not a shoestring checkpoint, or it was damaged")
         try:
             with open(path, "rb") as f:
-                data = f.read(st.st_size + 1)      # sized by the file, never a 2 GiB buffer
+                head = f.read(256)
+                # a big file must start as save_checkpoint writes one before it is read whole
+                # (a 1.9 GB junk file used to take 3.9 GB of memory to be refused, #17)
+                if st.st_size > _SNIFF_ABOVE and not _HEADER.match(head):
+                    self.fail("is not a shoestring checkpoint: it is %s and does not start with "
+                              "the checkpoint header" % _fmt_bytes(st.st_size),
+                              "pass a checkpoint file written by `shoestring train`")
+                data = head + f.read(st.st_size + 1 - len(head))   # sized by the file
         except OSError as e:
             self.fail("cannot be read: %s" % (e.strerror or e), "check the path and its permissions")
         if len(data) > MAX_FILE_BYTES:

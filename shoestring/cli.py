@@ -18,8 +18,9 @@ import re
 import sys
 
 from .version import __version__
-from .config import (BUNDLED_MINUTES, DEFAULT_MINUTES, NEW_RUN_CAP, MAX_COUNT, MAX_EXPERTS, MAX_LAYERS, MAX_SEED, MAX_SIZE, MAX_VOCAB,
-                     MAX_WIDTH, SETTINGS, parse_setting)
+from .config import (BUNDLED_MINUTES, DEFAULT_MINUTES, MAX_COUNT, MAX_EXPERTS, MAX_LAYERS,
+                     MAX_SEED, MAX_SIZE, MAX_TEMPERATURE, MAX_VOCAB, MAX_WIDTH, NEW_RUN_CAP,
+                     SETTINGS, parse_setting)
 from .errors import ShoestringError, UsageError
 from .params import ModelConfig
 
@@ -68,7 +69,9 @@ def _float_in(lo, hi, lo_open=False, name="value"):
     return parse
 
 
-nonneg_float = _float_in(0.0, None, name="non-negative number")
+# the temperature flags; config.check_sampling (which generate and chat apply to every value,
+# from here or from Python) has the same bounds and makes temperatures below 1e-6 greedy
+nonneg_float = _float_in(0.0, MAX_TEMPERATURE, name="temperature")
 unit_float = _float_in(0.0, 1.0, lo_open=True, name="number in (0, 1]")
 
 
@@ -354,7 +357,50 @@ def _quiet_stdout():
         pass
 
 
+def _say(text):
+    """A line on stderr, or nothing when stderr cannot be written."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv=None):
+    """The `shoestring` command. Around the dispatch (_main): closed standard streams become the
+    null device; SIGTERM/SIGHUP unwind like Ctrl-C and exit 128 + the signal (the training loop
+    turns them into a saved stop instead); output that cannot be written (stdout to /dev/full or
+    closed) and any other OS error are one line, never a traceback (#17)."""
+    from .safeio import Terminated, guard_std_streams, os_error_hint, raise_on_termination
+
+    guard_std_streams()
+    restore = raise_on_termination()
+    try:
+        code = _main(argv)
+        sys.stdout.flush()        # a full or closed stdout fails here, not at interpreter exit
+        return code
+    except Terminated as exc:
+        import signal
+        _say("shoestring: stopped by %s" % signal.Signals(exc.signum).name)
+        return 128 + exc.signum
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
+    except OSError as exc:
+        if "--traceback" in (sys.argv[1:] if argv is None else list(argv)):
+            raise
+        if exc.filename is None:          # a standard stream
+            _quiet_stdout()
+            _say("shoestring: error: cannot write the output: %s (%s)"
+                 % (exc.strerror or exc, os_error_hint(exc, "another place for the output")))
+        else:
+            _say("shoestring: error: %s: %s (%s)" % (exc.filename, exc.strerror or exc,
+                                                    os_error_hint(exc)))
+        return 1
+    finally:
+        restore()
+
+
+def _main(argv=None):
     from . import commands
 
     parser = build_parser()

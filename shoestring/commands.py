@@ -36,6 +36,8 @@ def cmd_tokenizer(args):
     if not args.bpe_data and not args.load:
         raise UsageError("nothing to do: give --bpe-data FILE... to train a tokenizer, "
                          "or --load FILE to inspect one")
+    if args.out is not None:
+        _check_out(args.out, list(args.bpe_data or []) + ([args.load] if args.load else []))
     if args.bpe_data:
         tok = Tokenizer.train(paths=args.bpe_data, vocab_size=args.bpe_vocab_size,
                               encoding_errors=args.encoding_errors)
@@ -51,7 +53,7 @@ def cmd_tokenizer(args):
         tok = Tokenizer.load(args.load)
         print("loaded tokenizer from %s: %d tokens (%d special, 256 bytes, %d merges)"
               % (args.load, tok.vocab_size, len(tok.special_tokens), len(tok.merges)))
-    if args.out:
+    if args.out is not None:
         tok.save(args.out)
         print("saved to %s" % args.out)
     if args.encode is not None:
@@ -64,7 +66,42 @@ def cmd_tokenizer(args):
     return 0
 
 
+def _check_out(out, inputs):
+    """--out must name a file to write, never one of the command's inputs (checked before any
+    work; the atomic writer itself refuses anything but a regular file there)."""
+    if not out:
+        raise UsageError("--out is empty (give a file name to save to)")
+    if os.path.isdir(out):
+        raise UsageError("--out %s is a folder (give a file name inside it)" % out)
+    import stat
+    try:
+        mode = os.lstat(out).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UsageError("--out %s is not a regular file (%s): shoestring replaces only regular "
+                         "files (give another file name)"
+                         % (out, "a symbolic link" if stat.S_ISLNK(mode) else "a device, pipe "
+                            "or socket"))
+    for src in inputs:
+        try:
+            same = os.path.samefile(out, src)
+        except (OSError, ValueError):
+            same = False
+        if same:
+            raise UsageError("--out %s is also an input (%s): saving would replace it (give "
+                             "another file name)" % (out, src))
+
+
 # ---- train ----------------------------------------------------------------------------------
+def _note(text):
+    """A line on stderr that may go nowhere: a closed or full stderr never fails a finished run."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def train_config(args):
     """(TrainConfig, checkpoint dict or None) from the flags of `shoestring train`.
 
@@ -124,16 +161,19 @@ def cmd_train(args):
                    out_dir=out_dir, callbacks=callbacks, checkpoint=ckpt, bpe_data=args.bpe_data,
                    quiet=args.quiet)
     if result.interrupted:
+        import signal
         path = result.last_checkpoint
-        print("shoestring: interrupted at step %d; saved %s (resume with "
-              "`shoestring train --checkpoint %s`)" % (result.steps, path, path), file=sys.stderr)
-        return 130
+        sig = result.stop_signal or signal.SIGINT
+        name = {signal.SIGINT: "interrupted"}.get(sig, "stopped by %s" % signal.Signals(sig).name)
+        _note("shoestring: %s at step %d; saved %s (resume with `shoestring train --checkpoint "
+              "%s`)" % (name, result.steps, path, path))
+        return 128 + int(sig)                 # the shell's status for that signal: 130, 143, 129
     if not args.quiet:
         from .plot import text_chart
         chart = text_chart(result.metrics, width=min(100, _columns()) - 1, height=10) \
             if len(result.metrics) >= 2 else ""
         if chart:
-            print(chart, file=sys.stderr)
+            _note(chart)
         per_step = config.batch_size * config.seq_length * config.accumulate
         summary = "done: %d steps in %s" % (result.tokens // per_step, fmt_seconds(result.seconds))
         if result.metrics:
@@ -141,10 +181,10 @@ def cmd_train(args):
             summary += ("; val loss %.4f (best %.4f), %.3f bits/char; %d state resets"
                         % (last["val_loss"], result.best_val, last["bits_per_char"],
                            result.state_resets))
-        print(summary, file=sys.stderr)
+        _note(summary)
     # even with --quiet: where the run went (and how to see it)
-    print("checkpoints in %s (best.json, last.json); curves: shoestring plot %s"
-          % (result.out_dir, result.out_dir), file=sys.stderr)
+    _note("checkpoints in %s (best.json, last.json); curves: shoestring plot %s"
+          % (result.out_dir, result.out_dir))
     if not args.no_chat and sys.stdin.isatty() and sys.stdout.isatty():
         from .chat import run_chat
         from .inference import Model

@@ -16,6 +16,7 @@ encoding_errors) are never taken from the checkpoint.
 """
 import dataclasses
 import math
+import struct
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -69,6 +70,7 @@ def check_setting(name, value, spec):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             raise UsageError("%s must be a finite number, got %r" % (name, value), setting=name)
         value = float(value)
+        _check_float32(name, value)
     if lo is not None and (value < lo or (spec["lo_open"] and value == lo)):
         raise UsageError("%s must be %s %s, got %r" % (name, ">" if spec["lo_open"] else "at least",
                                                      lo, value), setting=name)
@@ -76,6 +78,26 @@ def check_setting(name, value, spec):
         raise UsageError("%s must be at most %s, got %r" % (name, format(hi, ","), value),
                          setting=name)
     return value
+
+
+def float32_of(value):
+    """value as the C kernels see it (float32): 0.0 when it underflows, inf when it overflows."""
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+def _check_float32(name, value):
+    """Refuse a float whose float32 meaning differs from what was asked: 1e-46 is 0, 1e39 is
+    infinite in float32 (#17: eps_adamw 1e-46 made NaN weights)."""
+    f = float32_of(value)
+    if math.isinf(f):
+        raise UsageError("%s %r is too large for float32 (at most 3.4e38)" % (name, value),
+                         setting=name)
+    if value != 0 and f == 0:
+        raise UsageError("%s %r is 0 in float32, the precision training uses (use 1e-38 or more)"
+                         % (name, value), setting=name)
 
 
 @dataclass(frozen=True)
@@ -97,8 +119,10 @@ class TrainConfig:
     lr_schedule: str = setting("cosine", str, choices=("cosine", "constant"))
     warmup_steps: Optional[int] = setting(None, int, 0, MAX_COUNT)   # None: 2% of the run, <= 200
     eps_adamw: float = setting(1e-8, float, 0.0, 1.0, lo_open=True)
-    seed: int = setting(1337, int, 0, MAX_SEED)                # weights, stream offsets
-    val_fraction: float = setting(0.1, float, 0.0, 0.5)        # held out without validation data
+    # seed and val_fraction are FIXED on resume: the RNG state and the data split come from the
+    # checkpoint, so a different value could not apply (#17: refused, not silently ignored)
+    seed: int = setting(1337, int, 0, MAX_SEED, resume=FIXED)  # weights, stream offsets
+    val_fraction: float = setting(0.1, float, 0.0, 0.5, resume=FIXED)  # held out without validation data
     val_tokens: int = setting(250_000, int, 0, MAX_COUNT)     # scored per validation; 0: all
     eval_every: Optional[int] = setting(None, int, 1, MAX_COUNT)     # None: once per epoch
     threads: Optional[int] = setting(None, int, 1, MAX_THREADS, resume=SESSION)  # None: all cores
@@ -187,6 +211,12 @@ def resume_config(saved, given=None, given_model=None):
     actually given. Architecture and FIXED settings may only agree with the checkpoint (the
     vocabulary may also equal the one asked for); PLAN settings given replace the checkpoint's;
     SESSION settings are never taken from the checkpoint."""
+    if not isinstance(saved.get("train"), dict) or not saved["train"]:
+        # without it every setting would silently take its default, and the first one that
+        # differs (seq_length 80) would show up as a contradiction or a shape error (#17)
+        raise CheckpointError("the checkpoint has no training configuration (config.train): it "
+                              "cannot be resumed (resume from last.json or best.json of a "
+                              "`shoestring train` run, or start a new run)")
     cfg, asked = from_saved(saved)
     given, given_model = dict(given or {}), dict(given_model or {})
     for key, value in given_model.items():
@@ -201,3 +231,42 @@ def resume_config(saved, given=None, given_model=None):
             raise ShoestringError("%s %s contradicts the checkpoint, which has %s (leave it out "
                                   "to resume)" % (name, value, getattr(cfg, name)), setting=name)
     return cfg.replace(**given)
+
+
+# ---- sampling settings (generate, chat): one check for the command line and the Python API ------
+MAX_TEMPERATURE = 1000.0    # beyond this the choice is uniform noise already
+GREEDY_BELOW = 1e-6         # 0 < temperature < this samples greedily (see check_sampling)
+
+
+def check_sampling(temperature, top_k, top_p, seed=None):
+    """(temperature, top_k, top_p, seed) checked and normalised; UsageError naming the setting.
+
+    temperature: a finite number in [0, 1000]; 0 is greedy, and so is any temperature below
+    1e-6: softmax(logits / T) is then one-hot at float32 resolution, and 1/T overflows float32
+    below about 3e-39 (which made the C sampler print banned tokens, #17). top_k: a whole number
+    >= 0 (0, or >= the vocabulary, keeps every token). top_p: in (0, 1]. seed: None (random) or a
+    whole number in [0, 2**64) -- never wrapped, so seed=-1 is an error, not another seed."""
+    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+            or not math.isfinite(temperature) or not 0 <= temperature <= MAX_TEMPERATURE):
+        raise UsageError("temperature must be a number in [0, %g] (0 is greedy), got %r"
+                         % (MAX_TEMPERATURE, temperature), setting="temperature")
+    temperature = float(temperature)
+    if temperature < GREEDY_BELOW:
+        temperature = 0.0
+    if not _is_whole(top_k) or top_k < 0:
+        raise UsageError("top_k must be a whole number >= 0 (0 disables it), got %r" % (top_k,),
+                         setting="top_k")
+    if (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not math.isfinite(top_p)
+            or not 0 < top_p <= 1):
+        raise UsageError("top_p must be a number in (0, 1] (1 disables it), got %r" % (top_p,),
+                         setting="top_p")
+    if seed is not None and (not _is_whole(seed) or not 0 <= seed <= MAX_SEED):
+        raise UsageError("seed must be None or a whole number in [0, 2**64), got %r" % (seed,),
+                         setting="seed")
+    return temperature, int(top_k), float(top_p), None if seed is None else int(seed)
+
+
+def _is_whole(v):
+    return isinstance(v, int) and not isinstance(v, bool) or (
+        type(v).__module__ == "numpy" and hasattr(v, "dtype") and v.dtype.kind in "iu"
+        and getattr(v, "ndim", 0) == 0)

@@ -16,11 +16,13 @@ import codecs
 import os
 import re
 import secrets
+import stat
 import time
 
 import numpy as np
 
 from .errors import CheckpointError, DataError
+from .safeio import os_error_hint, why_missing
 
 CHUNK_BYTES = 1 << 20               # text files are read this many bytes at a time
 
@@ -31,7 +33,12 @@ def expand_paths(paths, what="model data", error=DataError):
     for p in paths:
         p = os.fspath(p)
         if os.path.isdir(p):
-            found = sorted(os.path.join(p, f) for f in os.listdir(p)
+            try:
+                names = os.listdir(p)
+            except OSError as exc:
+                raise error("cannot list %s folder %s: %s (%s)"
+                            % (what, p, exc.strerror or exc, os_error_hint(exc))) from None
+            found = sorted(os.path.join(p, f) for f in names
                            if f.endswith(".txt") and os.path.isfile(os.path.join(p, f)))
             if not found:
                 raise error("%s folder %s has no .txt files (put UTF-8 text files ending "
@@ -41,6 +48,9 @@ def expand_paths(paths, what="model data", error=DataError):
             out.append(p)
         elif os.path.exists(p):
             raise error("%s %s is not a regular file (pass a text file or a folder)" % (what, p))
+        elif os.path.lexists(p):
+            raise error("%s %s is %s (fix the link or pass the file itself)"
+                        % (what, p, why_missing(p)))
         else:
             raise error("%s file not found: %s (check the path)" % (what, p))
     return out
@@ -124,16 +134,51 @@ def _write_all(fd, data):
         view = view[n:]
 
 
+def _kind(mode):
+    """What a non-regular file is, in words."""
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _existing_mode(path, what, error):
+    """The permission bits of the regular file at path (None if there is none); `error` if
+    something that is not a regular file is there: a writer never replaces a device node, a
+    symbolic link, a pipe or a folder (#17: run as root, one replaced /dev/null)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise error("could not write %s %s: %s (%s)" % (what, path, exc.strerror or exc,
+                                                        os_error_hint(exc))) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error("refusing to write %s %s: it is %s, not a regular file (give the path of a "
+                    "regular file)" % (what, path, _kind(st.st_mode)))
+    return stat.S_IMODE(st.st_mode)
+
+
 def atomic_write_bytes(path, data, what="file", error=CheckpointError):
     """Write `data` to `path` so that readers see the old file or the new one, never a mix.
 
     A temp file in the same directory is written, flushed to disk and renamed onto `path`. On
     OSError the previous file is untouched, the temp file is removed and `error` raised; on any
     other interruption (Ctrl-C) the temp file is removed and the exception propagates.
+    Only a regular file (or nothing) at `path` is ever replaced: a symbolic link, device node,
+    pipe or folder there is refused. A new file gets the usual permissions (0666 less the
+    umask: 0644 under umask 022); a replaced one keeps its own. Temp files of this path left by
+    a killed writer (whose process is gone) are removed first.
     """
     path = os.fspath(path)
+    if not path:
+        raise error("could not write %s: the path is empty (give a file name)" % what)
     dirname = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
+    mode = _existing_mode(path, what, error)
+    remove_stale_temp_files(dirname, base)
     tmp = None
     try:
         for _ in range(100):
@@ -147,10 +192,13 @@ def atomic_write_bytes(path, data, what="file", error=CheckpointError):
         else:
             raise FileExistsError("could not create a unique temporary file in %s" % dirname)
         try:
+            if mode is not None:
+                os.chmod(tmp, mode)
             _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
+        _existing_mode(path, what, error)      # again, just before the rename
         os.replace(tmp, path)
         tmp = None
     except BaseException as e:
@@ -161,8 +209,8 @@ def atomic_write_bytes(path, data, what="file", error=CheckpointError):
                 pass
         if isinstance(e, OSError):
             reason = e.strerror or str(e)
-            raise error("could not write %s %s: %s (free some disk space or choose another "
-                        "folder)" % (what, path, reason)) from e
+            raise error("could not write %s %s: %s (%s)"
+                        % (what, path, reason, os_error_hint(e, "another folder"))) from e
         raise
     _fsync_dir(dirname)
 
@@ -170,10 +218,11 @@ def atomic_write_bytes(path, data, what="file", error=CheckpointError):
 _TMP_NAME = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
 
 
-def remove_stale_temp_files(dirname):
+def remove_stale_temp_files(dirname, base=None):
     """Delete temp files that atomic_write_bytes left behind when its process was killed
     mid-write (SIGKILL, power loss): `.<name>.<pid>.<hex>.tmp` whose process no longer runs
-    (on Windows, where a pid cannot be probed safely: older than a day). Returns their names."""
+    (on Windows, where a pid cannot be probed safely: older than a day); only those of `base`
+    when given. Returns their names."""
     removed = []
     try:
         names = os.listdir(dirname)
@@ -181,7 +230,9 @@ def remove_stale_temp_files(dirname):
         return removed
     for name in names:
         m = _TMP_NAME.match(name)
-        if not m:
+        if not m or (base is not None and not name.startswith("." + base + ".")):
+            continue
+        if not stat.S_ISREG(_lstat_mode(os.path.join(dirname, name))):
             continue
         path = os.path.join(dirname, name)
         if os.name == "posix":
@@ -204,6 +255,13 @@ def remove_stale_temp_files(dirname):
         except OSError:
             pass
     return removed
+
+
+def _lstat_mode(path):
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return 0
 
 
 def atomic_write_text(path, text, what="file", error=CheckpointError):

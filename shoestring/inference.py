@@ -34,6 +34,7 @@ import os
 import numpy as np
 
 from . import kernels
+from .config import check_sampling
 from .errors import ShoestringError
 from .params import ModelConfig, ParamLayout, guard_state
 
@@ -56,28 +57,43 @@ def load(path):
         raise CheckpointError("%s: the tokenizer is unusable (%s) (retrain or use another "
                               "checkpoint)" % (path, exc)) from None
     try:
-        return Model(cfg, ckpt["params"], tok)
+        model = Model(cfg, ckpt["params"], tok)
+        check_outputs(model, "checkpoint %s" % path)
+        return model
     except ShoestringError as exc:
-        raise CheckpointError("%s: %s" % (path, exc)) from None
+        msg = str(exc)
+        raise CheckpointError(msg if msg.startswith("checkpoint ") else "%s: %s" % (path, msg)) \
+            from None
 
 
 def _check_sampling(temperature, top_k, top_p):
-    if not (isinstance(temperature, (int, float)) and temperature >= 0):
-        raise ShoestringError("temperature must be a number >= 0 (0 is greedy), got %r" % (temperature,))
-    if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 0:
-        raise ShoestringError("top_k must be a whole number >= 0 (0 disables it), got %r" % (top_k,))
-    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-        raise ShoestringError("top_p must be in (0, 1] (1 disables it), got %r" % (top_p,))
-    return float(temperature), int(top_k), float(top_p)
+    """config.check_sampling, the one check the command line uses too (temperatures below 1e-6
+    are greedy; see there)."""
+    return check_sampling(temperature, top_k, top_p)[:3]
 
 
 def _make_rng(seed):
-    """A kernels.Rng from an int seed, or from the OS when seed is None."""
+    """A kernels.Rng from a seed in [0, 2**64) (never wrapped), or from the OS when seed is None."""
+    seed = check_sampling(0.0, 0, 1.0, seed)[3]
     if seed is None:
         seed = int.from_bytes(os.urandom(8), "little")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ShoestringError("seed must be a whole number or None, got %r" % (seed,))
-    return kernels.Rng(int(seed))
+    return kernels.Rng(seed)
+
+
+def check_outputs(model, where="the model"):
+    """Run the model once on two tokens and refuse it if its state or logits are not finite
+    (finite but huge parameters pass the checkpoint's checks, then chat printed nothing, #17)."""
+    dec = model.decoder()
+    tok = model.tokenizer
+    ids = [model.eos if model.eos is not None else 0] + tok.encode("a", allow_special=False)
+    for t in ids:
+        dec.step(t)
+        if not (np.isfinite(dec.logits).all() and np.isfinite(dec.state).all()):
+            big = float(np.max(np.abs(model.params)))
+            raise ShoestringError(
+                "%s produces non-finite outputs (its largest parameter is %.3g, too large for "
+                "float32 arithmetic) (the run diverged before this save; use an earlier "
+                "checkpoint)" % (where, big))
 
 
 class Model:

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from .errors import KernelArgumentError, ShoestringError
+from .params import LAYER_KEYS, LAYER_MATRICES, layer_shapes
 
 try:
     from . import _shoestring_c
@@ -154,6 +155,43 @@ def matmul_backward(dinp, dW, db, dout, inp, W):
     p_inp = _arr(fn, "inp", inp, (N, C), "N,C")
     p_W = _arr(fn, "W", W, (OC, C), "OC,C")
     lib.ss_matmul_backward(p_dinp, p_dW, p_db, p_dout, p_inp, p_W, N, C, OC)
+
+
+class PackedMatrix:
+    """A W(OC,C) packed by matmul_pack for the instruction set that was active then."""
+
+    def __init__(self, W):
+        fn = "matmul_pack"
+        OC, C = _rows(fn, "W", W)
+        p_W = _arr(fn, "W", W, (OC, C), "OC,C")
+        self.shape, self.isa = (OC, C), isa_active()
+        self.data = np.zeros(max(1, int(lib.ss_matmul_packed_floats(C, OC))), np.float32)
+        lib.ss_matmul_pack(ffi.cast("float *", self.data.ctypes.data), p_W, C, OC)
+
+
+def matmul_pack(W):
+    """W(OC,C) packed once for matmul_forward_packed (pack again after W changes)."""
+    return PackedMatrix(W)
+
+
+def matmul_forward_packed(out, inp, W, packed, b=None):
+    """matmul_forward(out, inp, W, b) from W's packed panels: the same bits, no packing."""
+    fn = "matmul_forward_packed"
+    N, C = _rows(fn, "inp", inp)
+    OC = _rows(fn, "W", W)[0]
+    if not isinstance(packed, PackedMatrix) or packed.shape != (OC, C):
+        raise KernelArgumentError("%s: packed must be matmul_pack(W) of this W (OC,C)=%s"
+                                  % (fn, (OC, C)))
+    if packed.isa != isa_active():
+        raise KernelArgumentError("%s: W was packed for %s but %s is active (pack it again)"
+                                  % (fn, packed.isa, isa_active()))
+    p_out = _out(fn, "out", out, (N, OC), "N,OC")
+    p_inp = _arr(fn, "inp", inp, (N, C), "N,C")
+    p_W = _arr(fn, "W", W, (OC, C), "OC,C")
+    p_b = _arr(fn, "b", b, (OC,), "OC", optional=True)
+    lib.ss_matmul_forward_packed(p_out, p_inp, p_W, ffi.cast("float *", packed.data.ctypes.data),
+                                 p_b, N, C, OC)
+    return out
 
 
 # ---- RMSNorm ------------------------------------------------------------------------------
@@ -360,22 +398,12 @@ def dropout_backward(dinp, dout, mask):
 # ---- MoE-GRU layer over a whole window (csrc/moegru.c) ------------------------------------------
 # Layouts (batch-major, so a batch slice [b0:b1] of every per-sequence array is contiguous):
 #   inp (B,T,I), out/dout (B,T,H), recurrent state h/dh (B,X,H). Weights and gradients are dicts
-#   with keys Wg (X,I), bg (X), Wz (X,H,I), bz (X,H), Wcx (X,H,I), Wch (X,H,H), bc (X,H),
-#   gamma (H), and Wp (H,I), bp (H) exactly when I != H (absent or None when I == H).
-#   acts and ws are flat float32 buffers of at least moegru_sizes(...) floats; acts is written by
-#   forward and read by the matching backward (same inp, weights, sizes and K).
-MOEGRU_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
-
-
-def _moegru_shapes(I, H, X):
-    """{key: (shape, dims)} of one layer's tensors; Wp/bp only when I != H."""
-    s = {"Wg": ((X, I), "X,I"), "bg": ((X,), "X"), "Wz": ((X, H, I), "X,H,I"),
-         "bz": ((X, H), "X,H"), "Wcx": ((X, H, I), "X,H,I"), "Wch": ((X, H, H), "X,H,H"),
-         "bc": ((X, H), "X,H"), "gamma": ((H,), "H")}
-    if I != H:
-        s["Wp"] = ((H, I), "H,I")
-        s["bp"] = ((H,), "H")
-    return s
+#   with the keys of params.LAYER_SCHEMA (Wg (X,I), bg (X), Wz (X,H,I), bz (X,H), Wcx (X,H,I),
+#   Wch (X,H,H), bc (X,H), gamma (H), and Wp (H,I), bp (H) exactly when I != H; absent or None
+#   when I == H). acts and ws are flat float32 buffers of at least moegru_sizes(...) floats; acts
+#   is written by forward and read by the matching backward (same inp, weights, sizes and K).
+MOEGRU_KEYS = LAYER_KEYS
+_moegru_shapes = layer_shapes          # {key: (shape, dims)} of one layer (I, H, X)
 
 
 def moegru_sizes(B, T, I, H, X, K):
@@ -561,8 +589,6 @@ def moegru_backward(dinp, dh, grads, ws, dout, acts, inp, w, K, eps=1e-5, cap=0.
 # once: DecodeWeights validates the parameter views and packs the matrices at model load
 # (ss_decode_pack / ss_decode_pack_q8 and their sizes), a Decoder owns its state, workspace and
 # logits (ss_decode_step), and a Generator runs the whole loop in C (ss_generate).
-DECODE_LAYER_KEYS = ("Wg", "bg", "Wz", "bz", "Wcx", "Wch", "bc", "gamma", "Wp", "bp")
-DECODE_MATRICES = ("Wg", "Wz", "Wcx", "Wch", "Wp")       # per layer; plus the head
 Q8_BLOCK = 32
 
 
@@ -736,23 +762,11 @@ class DecodeWeights:
         self._layers = ffi.new("ss_decode_layer[]", L)
         for l in range(L):
             I = cfg.layer_input(l)
-            ly = self._layers[l]
-            pre = "l%d." % l
-            ly.Wg = ptr(pre + "Wg", (X, I), "X,I")
-            ly.bg = ptr(pre + "bg", (X,), "X")
-            ly.Wz = ptr(pre + "Wz", (X, H, I), "X,H,I")
-            ly.bz = ptr(pre + "bz", (X, H), "X,H")
-            ly.Wcx = ptr(pre + "Wcx", (X, H, I), "X,H,I")
-            ly.Wch = ptr(pre + "Wch", (X, H, H), "X,H,H")
-            ly.bc = ptr(pre + "bc", (X, H), "X,H")
-            ly.gamma = ptr(pre + "gamma", (H,), "H")
-            self._shapes.update({pre + "Wg": ((X, I), "X,I"), pre + "Wz": ((X, H, I), "X,H,I"),
-                                 pre + "Wcx": ((X, H, I), "X,H,I"),
-                                 pre + "Wch": ((X, H, H), "X,H,H")})
-            if I != H:
-                ly.Wp = ptr(pre + "Wp", (H, I), "H,I")
-                ly.bp = ptr(pre + "bp", (H,), "H")
-                self._shapes[pre + "Wp"] = ((H, I), "H,I")
+            ly, pre = self._layers[l], "l%d." % l
+            for key, (shape, dims) in layer_shapes(I, H, X).items():    # params.LAYER_SCHEMA
+                setattr(ly, key, ptr(pre + key, shape, dims))
+                if key in LAYER_MATRICES:
+                    self._shapes[pre + key] = (shape, dims)
         self._shapes["Wo"] = ((V, H), "V,H")
         m = ffi.new("ss_decode_model *")
         m.V, m.C, m.H, m.L, m.X, m.K = V, C, H, L, X, K

@@ -51,6 +51,10 @@ class ModelConfig:
                                   "(lower K or raise X)" % (self.K, self.X), setting=("K", "X"))
         if not (self.eps_rmsnorm > 0):
             raise ShoestringError("eps_rmsnorm must be positive, got %r" % self.eps_rmsnorm)
+        if not 1e-38 <= self.eps_rmsnorm <= 3.4e38:     # 0 or infinite in float32 (#17)
+            raise ShoestringError("eps_rmsnorm %r is outside what float32, the precision the "
+                                  "model uses, can hold (use a value in [1e-38, 1])"
+                                  % (self.eps_rmsnorm,), setting="eps_rmsnorm")
         if (not isinstance(self.cap, (int, float)) or isinstance(self.cap, bool)
                 or not math.isfinite(self.cap) or self.cap < 0):
             raise ShoestringError("cap must be a finite number >= 0 (0: no cap), got %r"
@@ -90,6 +94,7 @@ LAYER_SCHEMA = (
     ("Wp", "H,I", True), ("bp", "H", False),              # residual projection (I != H only)
 )
 LAYER_KEYS = tuple(name for name, _, _ in LAYER_SCHEMA)
+LAYER_MATRICES = tuple(name for name, _, decayed in LAYER_SCHEMA if decayed)   # Wg Wz Wcx Wch Wp
 PROJECTION_KEYS = ("Wp", "bp")
 
 

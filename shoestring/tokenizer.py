@@ -39,6 +39,7 @@ import heapq
 import json
 import os
 import re
+import stat
 import time
 from collections import Counter
 from itertools import chain
@@ -47,12 +48,15 @@ import numpy as np
 
 from .dataset import CHUNK_BYTES, atomic_write_text, expand_paths, read_text_chunks
 from .errors import TokenizerError
+from .safeio import why_missing
 
 SPECIALS = ("[USER]", "[BOT]", "[EOS]", "[PAD]", "[UNK]")
 FORMAT = "shoestring-bpe"
 VERSION = 1
 PRETOKENIZER = "shoestring-1"        # names the rules above; a change of rules gets a new name
 
+_MAX_LOAD_BYTES = 2 * 1024 ** 3     # Tokenizer.load: no tokenizer or checkpoint is larger
+_SNIFF_ABOVE = 16 << 20             # larger files must start like a JSON object to be read
 _ENCODE_CHUNK_CHARS = 1 << 20        # encode_array pre-tokenises texts this long at a time
 _CACHE_MAX = 1 << 18                 # pre-token cache entries before the cache is cleared
 
@@ -574,12 +578,31 @@ class Tokenizer:
         """Load a tokenizer JSON file, or the tokenizer inside a shoestring checkpoint."""
         name = os.fspath(path)
         if not os.path.exists(name):
-            raise TokenizerError("tokenizer file not found: %s" % name)
+            why = why_missing(name)
+            raise TokenizerError("tokenizer file not found: %s" % name if why == "not found"
+                                 else "%s is %s (fix the link or give the file itself)"
+                                 % (name, why))
         if os.path.isdir(name):
             raise TokenizerError("%s is a folder, not a tokenizer file" % name)
+        # sizes and file types before reading: /dev/zero or a huge junk file is never read whole
         try:
-            with open(name, "r", encoding="utf-8") as f:
-                d = json.load(f)
+            st = os.stat(name)
+        except OSError as e:
+            raise TokenizerError("cannot read %s: %s" % (name, e.strerror or e)) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise TokenizerError("%s is not a regular file (give a tokenizer .json file or a "
+                                 "checkpoint)" % name)
+        if st.st_size > _MAX_LOAD_BYTES:
+            raise TokenizerError("%s is %.1f GB, larger than any tokenizer or checkpoint (give a "
+                                 "tokenizer .json file or a checkpoint)" % (name, st.st_size / 1e9))
+        try:
+            with open(name, "rb") as f:
+                head = f.read(4096)
+                if st.st_size > _SNIFF_ABOVE and not _looks_like_json_object(head):
+                    raise TokenizerError("%s is not a tokenizer file (it does not start with a "
+                                         "JSON object)" % name)
+                data = head + f.read(st.st_size + 1 - len(head))
+            d = json.loads(data.decode("utf-8"))
         except OSError as e:
             raise TokenizerError("cannot read %s: %s" % (name, e.strerror or e)) from None
         except UnicodeDecodeError as e:
@@ -591,6 +614,10 @@ class Tokenizer:
         except RecursionError:
             raise TokenizerError("%s is not a tokenizer file (its JSON is nested too deeply)"
                                  % name) from None
+        except ValueError as e:     # e.g. an integer of more than 4300 digits
+            why = ("it holds a number of more than 4,300 digits" if "digits" in str(e)
+                   else str(e)[:120])
+            raise TokenizerError("%s is not a tokenizer file (%s)" % (name, why)) from None
         if isinstance(d, dict) and "tokenizer" in d:
             d = d["tokenizer"]  # a checkpoint
         try:
@@ -608,6 +635,11 @@ class Tokenizer:
     def __repr__(self):
         return "Tokenizer(vocab_size=%d, specials=%d, merges=%d)" % (
             self.vocab_size, len(self.special_tokens), len(self.merges))
+
+
+def _looks_like_json_object(head):
+    """Whether bytes start (after whitespace and a BOM) with a JSON object's `{`."""
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
 
 
 # ---- merge learning ---------------------------------------------------------------------------

@@ -7,8 +7,13 @@
 Contiguous streams with carried state (truncated BPTT), mean cross-entropy, AdamW with
 matrices-only decay, global-norm clip, warm-up + cosine schedule, gradient accumulation, seeded.
 Checkpoints (`last.json`, `best.json`) are written atomically; resuming continues exactly where the
-run stopped (data position, RNG state, optimiser state, carried recurrent state). Ctrl-C (in the
-main thread) finishes the current step, saves last.json and returns with `interrupted` set. A
+run stopped (data position, RNG state, optimiser state, carried recurrent state). Ctrl-C, SIGTERM
+and SIGHUP (in the main thread) finish the current step, save last.json and return with
+`interrupted` set (and `stop_signal`, so the CLI exits 130, 143 or 129); a second one stops at
+once, last.json as it was. Progress output that cannot be written (a closed pipe or terminal, a
+full disk) is dropped, never the run (safeio.SafeStream). Checkpoints are saved before the
+metrics row, which is appended whole or not at all. A run owns its folder (rundir.py: a lock,
+no second run in a folder holding one, no rewinding of a newer last.json). A
 non-finite loss or gradient stops training and keeps the last good checkpoint. A stream whose
 recurrent state passes params.STATE_GUARD (or is not finite) is reset to zero; every reset is
 counted and logged (MODEL.md §2, stability hazard).
@@ -36,7 +41,9 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import signal
+import sys
 import time
 
 import numpy as np
@@ -51,7 +58,13 @@ from .model import Masks, Network, dropout_mask
 from .optim import AdamW, clip_scale, default_warmup, grad_norm, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
 from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
+from .rundir import RunLock, check_folder, fresh_run_dir
+from .safeio import SafeStream, os_error_hint, os_error_text
 from .tokens import cached_encode, check_texts, count_chars, encode_files
+
+# Signals that stop a run the way Ctrl-C does (SIGHUP: a closed terminal or SSH session).
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, n))
 
 
 PLAN_EVERY = 50            # steps between re-plans of a time budget
@@ -223,10 +236,12 @@ class Trainer:
         self.resets = 0
         self.train_fp = fingerprint(train_tokens)
         self.data_paths = []          # the model data files (recorded in the checkpoint)
+        self.run_id = secrets.token_hex(8)    # one id for a run and all its resumes
         self.validation_path = None
         if ckpt is not None:
             self._restore(ckpt)
-        self.stop_requested = False   # Ctrl-C: save last.json and return
+        self.stop_requested = False
+        self.stop_signal = None       # the signal that asked the run to stop
         self.stop_clean = False       # Run.stop(): validate, save and return
         self.chat_data = False        # the model data is in the chat format of MODEL.md §4
         self.best_path = self.last_path = None
@@ -254,7 +269,7 @@ class Trainer:
                 "chat and be evaluated but not resume training (resume from the run's last.json)")
         try:
             self._restore_state(ck)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
             raise CheckpointError(
                 "the checkpoint's training state is malformed (%s: %s) (the file was edited or "
                 "damaged; use another checkpoint)" % (type(exc).__name__, str(exc)[:120])) from None
@@ -299,6 +314,12 @@ class Trainer:
             self.total_steps = int(tr["planned_total"])
             self.warmup = int(tr["warmup"])
             self.planned = True
+        run_id = tr.get("run_id")
+        if run_id is not None:
+            if not (isinstance(run_id, str) and 0 < len(run_id) <= 64
+                    and all(c in "0123456789abcdef" for c in run_id)):
+                raise ValueError("run_id must be a short hex string, got %r" % (run_id,))
+            self.run_id = run_id
 
     def checkpoint_dict(self):
         train_cfg = dict(self.config.to_dict(), threads=self.threads,
@@ -319,6 +340,7 @@ class Trainer:
                 "offset": self.offset, "rng": self.rng.bit_generator.state,
                 "best_val": None if math.isinf(self.best_val) else self.best_val,
                 "state_resets": self.resets, "train_fingerprint": self.train_fp,
+                "run_id": self.run_id,
                 "state": self.h.tolist(),
                 "elapsed_s": round(self.elapsed(), 3),
                 "planned_total": self.total_steps if self.planned else None,
@@ -415,6 +437,14 @@ class Trainer:
             raise TrainingError(
                 "the gradient norm became %s at step %d (lower lr; the last good checkpoint is "
                 "kept)" % (norm, self.opt.step + 1), setting="lr")
+        # NaN/inf weights with a finite gradient come from the update itself (a step too large
+        # for float32, or 0/0 in AdamW): a float64 sum is NaN or inf exactly then
+        if not math.isfinite(float(np.sum(self.params, dtype=np.float64))):
+            bad = int(self.params.size - np.count_nonzero(np.isfinite(self.params)))
+            raise TrainingError(
+                "the AdamW update at step %d made %d parameters non-finite with a finite gradient "
+                "(lower lr, or raise eps_adamw; the last good checkpoint is kept)"
+                % (self.opt.step, bad), setting=("lr", "eps_adamw"))
         if self.ema is not None:              # warm-up: early steps average over fewer
             t = self.opt.step
             d = min(c.ema, (1.0 + t) / (10.0 + t))
@@ -454,14 +484,32 @@ class Trainer:
         self.progress.total = self.total_steps
 
     # ---- the loop -----------------------------------------------------------------------------
-    def _on_sigint(self, signum, frame):
-        if self.stop_requested:      # second Ctrl-C: stop now, last.json stays as it was
-            raise KeyboardInterrupt
+    def _on_signal(self, signum, frame):
+        if self.stop_requested:      # a second signal: stop now, last.json stays as it was
+            if signum == getattr(signal, "SIGINT", None):
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         self.stop_requested = True
+        self.stop_signal = signum
+
+    def _install_signals(self):
+        """Route SIGINT/SIGTERM/SIGHUP to _on_signal (main thread only); the previous handlers."""
+        if not _main_thread():
+            return {}
+        prev = {}
+        for sig in STOP_SIGNALS:
+            try:
+                prev[sig] = signal.signal(sig, self._on_signal)
+            except (OSError, ValueError):
+                pass
+        return prev
 
     def run(self):
-        """Train until total_steps, max_minutes or a stop; True if stopped by Ctrl-C (last.json
-        saved without validating). Run.stop() ends after the current step, validated and saved."""
+        """Train until total_steps, max_minutes or a stop; True if stopped by a signal (Ctrl-C,
+        SIGTERM, SIGHUP: last.json saved without validating; the signal is self.stop_signal).
+        Run.stop() ends after the current step, validated and saved."""
         c, prog = self.config, self.progress
         budget = self.budget_s is not None
 
@@ -475,7 +523,7 @@ class Trainer:
         prog.start_step = self.opt.step
         self._session_t0 = time.time()
         session_step0 = self.opt.step
-        prev = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        prev = self._install_signals()
         tokens_per_step = self.B * self.T * self.acc
         t_last, step_last, loss_acc, n_acc = time.time(), self.opt.step, 0.0, 0
         interrupted = False
@@ -521,7 +569,6 @@ class Trainer:
                            "tokens_per_s": tps, "state_resets": self.resets,
                            "time": round(now, 3)}
                     self.metrics.append(rec)
-                    self._write_metrics()
                     prog.message("step %d: train loss %.4f, val loss %.4f, ppl %.2f, %.3f bits/char"
                                  % (step, rec["train_loss"], val, ppl, bpc))
                     self._emit("on_eval", rec)
@@ -529,6 +576,7 @@ class Trainer:
                         self.best_val = val
                         self.best_path = self.save("best.json")
                     self.last_path = self.save("last.json")
+                    self._write_metrics(step)          # after the checkpoints it describes
                     t_last, step_last, loss_acc, n_acc = time.time(), step, 0.0, 0
                 if budget_over:
                     prog.message("the time budget of %g minutes is spent at step %d"
@@ -541,25 +589,44 @@ class Trainer:
                     prog.message("max_minutes %g reached at step %d; resume from last.json"
                                  % (c.max_minutes, step))
                     break
+            if interrupted:             # saved while the handlers still hold the signals
+                self.last_path = self.save("last.json")
         except KeyboardInterrupt:
             prog.close()
             raise
         finally:
-            if prev is not None:
-                signal.signal(signal.SIGINT, prev)
+            for sig, handler in prev.items():
+                try:
+                    signal.signal(sig, handler)
+                except (OSError, ValueError, TypeError):
+                    pass
             self.net.close()
             self.elapsed_s = self.elapsed()
             self._session_t0 = None
         prog.close()
-        if interrupted:
-            self.last_path = self.save("last.json")
         self._emit("on_train_end")
         return interrupted
 
-    def _write_metrics(self):
-        """metrics.jsonl: one JSON object per validation, rewritten atomically."""
-        atomic_write_text(os.path.join(self.out_dir, "metrics.jsonl"),
-                          "".join(json.dumps(r) + "\n" for r in self.metrics), "metrics log")
+    def _write_metrics(self, step):
+        """metrics.jsonl: one JSON object per validation, rewritten atomically (whole or not at
+        all), after the checkpoints of `step` that it describes, so a failure here loses none."""
+        try:
+            atomic_write_text(os.path.join(self.out_dir, "metrics.jsonl"),
+                              "".join(json.dumps(r) + "\n" for r in self.metrics), "metrics log")
+        except CheckpointError as exc:
+            msg = str(exc)
+            note = "the checkpoints of step %d were saved: resume from %s" % (step, self.last_path)
+            msg = msg[:-1] + "; " + note + ")" if msg.endswith(")") else "%s (%s)" % (msg, note)
+            raise CheckpointError(msg, setting=exc.settings + ("out_dir",)) from None
+
+
+def _some_names(paths, most=3):
+    """A short list of file names: `a.txt, b.txt, c.txt and 9,997 more files` (a progress line
+    for a folder of 10,000 files stays one short line)."""
+    names = [os.path.basename(os.fspath(p)) for p in paths[:most]]
+    more = len(paths) - most
+    return ", ".join(names) + (" and %s more file%s" % (format(more, ","), "s" if more > 1 else "")
+                               if more > 0 else "")
 
 
 def _main_thread():
@@ -613,7 +680,7 @@ class TrainResult:
     steps: int                    # optimiser steps done in total (this session and before)
     tokens: int                   # tokens trained on in this session
     seconds: float                # wall time of this session's training loop
-    interrupted: bool             # stopped by Ctrl-C (last.json saved without validating)
+    interrupted: bool             # stopped by a signal (last.json saved without validating)
     stopped: bool                 # ended by a callback's run.stop() (validated and saved)
     out_dir: str
     best_val: float               # best validation loss (inf if none)
@@ -621,6 +688,7 @@ class TrainResult:
     model_config: ModelConfig     # the trained model's (V is the tokenizer's)
     tokenizer: object
     params: np.ndarray            # the final parameters (a copy)
+    stop_signal: int = None       # the signal that stopped the run (SIGINT, SIGTERM, SIGHUP)
 
 
 def _resolve(config, ckpt):
@@ -635,27 +703,43 @@ def _resolve(config, ckpt):
     return resume_config(ckpt["config"], given, config.model.to_dict())
 
 
+
 def train(config=None, model_data=None, validation_data=None, out_dir=None, callbacks=(),
           checkpoint=None, bpe_data=None, quiet=False):
     """Train a tokenizer (unless resuming) and a model; returns a TrainResult.
 
     config: a TrainConfig (default: TrainConfig(), or when resuming the checkpoint's own).
     model_data: text files or folders of .txt files (default: the checkpoint's, else the chat
-    corpus shipped with shoestring). validation_data: a held-out text file (default: the last
-    config.val_fraction of the model data). out_dir: where checkpoints and metrics.jsonl go
-    (default: the checkpoint's folder, else runs/<timestamp>). checkpoint: a path (or a dict from
-    load_checkpoint) to resume from; a config given with it may only change the run's plan.
+    corpus shipped with shoestring). validation_data: a held-out text file (default: the
+    checkpoint's when resuming, else the last config.val_fraction of the model data). out_dir:
+    where checkpoints and metrics.jsonl go (default: the checkpoint's folder, else a fresh
+    runs/<timestamp>). checkpoint: a path (or a dict from load_checkpoint) to resume from; a
+    config given with it may only change the run's plan. bpe_data: text files for the tokenizer
+    (default: the model data; refused when resuming). quiet: no progress display.
     callbacks: objects with on_<event> methods or {event: function} dicts (see the module's
-    docstring). bpe_data: text files for the tokenizer (default: the model data). quiet: no
-    progress display.
+    docstring).
+    out_dir is the run's own folder (see rundir.py): locked while training; a new run refuses a
+    folder that holds another run; a resumed one refuses to rewind a newer last.json there.
     """
-    progress = Progress(0, quiet=quiet)
+    progress = Progress(0, stream=SafeStream(sys.stderr), quiet=quiet)
     ckpt_path = None
     if isinstance(checkpoint, (str, os.PathLike)):
         ckpt_path = os.fspath(checkpoint)
         checkpoint = load_checkpoint(ckpt_path)
     ckpt = checkpoint
+    if ckpt is not None and bpe_data:
+        raise ShoestringError("bpe_data cannot apply when resuming: the tokenizer comes from the "
+                              "checkpoint (leave bpe_data out, or start a new run)",
+                              setting="bpe_data")
     config = _resolve(config, ckpt)
+    resume_step = ckpt["training"].get("step") if ckpt is not None else None
+    if ckpt is not None and not isinstance(resume_step, int):
+        resume_step = 0
+    run_id = ckpt["training"].get("run_id") if ckpt is not None else None
+    if out_dir is None and ckpt_path:
+        out_dir = os.path.dirname(os.path.abspath(ckpt_path))
+    if out_dir is not None and os.path.isdir(out_dir):     # fail before the data work
+        check_folder(os.fspath(out_dir), run_id, resume_step)
     cfg_model = ModelConfig(**ckpt["config"]["model"]) if ckpt is not None else config.model
     threads = config.threads or default_threads()
     # before reading data or training a tokenizer: the smallest vocabulary it could produce
@@ -681,6 +765,12 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
                          % model_paths[0])
     if config.epochs is None and config.minutes is None and config.max_steps is None:
         config = config.replace(minutes=BUNDLED_MINUTES if bundled else DEFAULT_MINUTES)
+    if not validation_data and ckpt is not None:     # the split the checkpoint was trained on
+        validation_data = (ckpt["config"].get("train") or {}).get("validation_data")
+        if validation_data is not None and not isinstance(validation_data, str):
+            raise CheckpointError("the checkpoint's config.train.validation_data is not a path "
+                                  "(the file was edited or damaged; pass validation_data)",
+                                  setting="validation_data")
     data_paths = check_texts(model_paths, config.encoding_errors)   # fails early, holds no text
 
     if ckpt is not None:
@@ -703,21 +793,45 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         tok = Tokenizer.train(paths=bpe_paths, vocab_size=config.model.V,
                               encoding_errors=config.encoding_errors)
         progress.message("tokenizer: %d tokens trained on %s in %.1f s"
-                         % (tok.vocab_size, ", ".join(os.path.basename(p) for p in bpe_paths),
-                            time.time() - t0))
+                         % (tok.vocab_size, _some_names(bpe_paths), time.time() - t0))
     if tok.vocab_size != cfg_model.V:
         cfg_model = ModelConfig(**dict(cfg_model.to_dict(), V=tok.vocab_size))
     check_memory(cfg_model, config.batch_size, config.seq_length, threads)
 
     if out_dir is None:
-        out_dir = os.path.dirname(os.path.abspath(ckpt_path)) if ckpt_path else \
-            os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+        out_dir = fresh_run_dir("runs")
     out_dir = os.fspath(out_dir)
+    if not out_dir:
+        raise UsageError("out_dir is empty (give a folder name, or leave it out for a fresh "
+                         "runs/<timestamp>)", setting="out_dir")
+    created = not os.path.isdir(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
-        raise ShoestringError("cannot create out_dir %s: %s (choose another folder)"
-                              % (out_dir, exc.strerror or exc), setting="out_dir") from None
+        raise ShoestringError("cannot create out_dir %s: %s (%s)"
+                              % (out_dir, os_error_text(exc), os_error_hint(exc, "another folder")),
+                              setting="out_dir") from None
+    lock = RunLock(out_dir).acquire()
+    ok = False
+    try:
+        check_folder(out_dir, run_id, resume_step)
+        result = _train_in(config, cfg_model, tok, ckpt, out_dir, data_paths, validation_data,
+                           progress, callbacks)
+        ok = True
+        return result
+    finally:
+        lock.release()
+        if not ok and created:        # leave no empty folder behind a run that never began
+            try:
+                os.unlink(lock.path)
+                os.rmdir(out_dir)
+            except OSError:
+                pass
+
+
+def _train_in(config, cfg_model, tok, ckpt, out_dir, data_paths, validation_data, progress,
+              callbacks):
+    """The part of train() that runs with out_dir locked: the data, the Trainer, the run."""
     for name in remove_stale_temp_files(out_dir):      # left by a run killed mid-save
         progress.message("removed %s, an unfinished save of a killed run" % name)
 
@@ -805,4 +919,4 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         seconds=time.time() - t0, interrupted=interrupted, stopped=trainer.stop_clean,
         out_dir=out_dir,
         best_val=trainer.best_val, state_resets=trainer.resets, model_config=cfg_model,
-        tokenizer=tok, params=trainer.eval_params.copy())
+        tokenizer=tok, params=trainer.eval_params.copy(), stop_signal=trainer.stop_signal)

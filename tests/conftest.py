@@ -33,3 +33,61 @@ def tiny_corpus(tmp_path):
     p = tmp_path / "tiny.txt"
     p.write_text(TINY_CHAT, encoding="utf-8")
     return str(p)
+
+
+# ---- the suite writes only inside temporary folders (#17) ----------------------------------------
+# A snapshot of the source tree before the session and a comparison after it: a test that
+# leaves a file in the tree (a runs/ folder, a checkpoint, hypothesis' example database) fails
+# the session. Build outputs and the tools' own caches are not the tests' doing.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_NOT_WATCHED = (".git", "build", "dist", "__pycache__", ".pytest_cache")
+
+
+def _tree():
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(_ROOT):
+        dirnames[:] = [d for d in dirnames if d not in _NOT_WATCHED and not d.startswith(".venv")
+                       and not d.endswith(".egg-info")]
+        for f in filenames:
+            if f.startswith("_shoestring_c") or f.endswith((".pyc", ".so", ".o", ".pyd")):
+                continue
+            p = os.path.join(dirpath, f)
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            files[os.path.relpath(p, _ROOT)] = (st.st_size, st.st_mtime_ns)
+    return files
+
+
+try:                                  # hypothesis keeps its example database and caches in ./.hypothesis
+    import tempfile
+
+    from hypothesis import settings as _hyp_settings
+    from hypothesis.configuration import set_hypothesis_home_dir
+    _hyp_settings.register_profile("shoestring", database=None)
+    _hyp_settings.load_profile("shoestring")
+    _HYP_HOME = tempfile.mkdtemp(prefix="ss-hypothesis-")
+    set_hypothesis_home_dir(_HYP_HOME)
+except ImportError:
+    _HYP_HOME = None
+
+
+def pytest_sessionstart(session):
+    session.config._ss_tree = _tree()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _HYP_HOME:
+        import shutil
+        shutil.rmtree(_HYP_HOME, ignore_errors=True)
+    before = getattr(session.config, "_ss_tree", None)
+    if before is None:
+        return
+    after = _tree()
+    changed = sorted(p for p in after if before.get(p) != after[p])
+    if changed:
+        import sys
+        sys.stderr.write("\nthe test suite wrote into the source tree (tests must write only "
+                         "inside temporary folders): %s\n" % ", ".join(changed[:20]))
+        session.exitstatus = 1

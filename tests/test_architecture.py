@@ -19,7 +19,7 @@ COMPILED = "_shoestring_c"
 def graph_without_compiled_module():
     """The package's import graph, less the edges that are imports of the compiled module (grimp
     cannot see an extension module and reads `from . import _shoestring_c` as `shoestring`)."""
-    g = grimp.build_graph("shoestring")
+    g = grimp.build_graph("shoestring", cache_dir=None)
     for importer in sorted(g.find_modules_that_directly_import("shoestring")):
         details = g.get_import_details(importer=importer, imported="shoestring")
         if details and all(COMPILED in d["line_contents"] for d in details):
@@ -45,7 +45,7 @@ def test_no_import_cycle():
 
 
 def test_only_kernels_imports_the_compiled_module():
-    g = grimp.build_graph("shoestring")
+    g = grimp.build_graph("shoestring", cache_dir=None)
     importers = set()
     for m in g.modules:
         for imported in ("shoestring", "shoestring." + COMPILED):

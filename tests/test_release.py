@@ -302,6 +302,14 @@ def test_fresh_build_prints_no_deprecation_notice(tmp_path):
         assert re.search(r"^Project-URL: %s, https://" % label, meta, re.M), label
     assert re.search(r"^Classifier: Development Status :: ", meta, re.M)
     assert "shoestring-%s.dist-info/licenses/LICENSE" % version in names
+    # every module and asset of the package is in the wheel (the corpus, the serve page, ...)
+    pkg = src / "shoestring"
+    wanted = sorted(str(f.relative_to(src)).replace(os.sep, "/") for f in pkg.rglob("*")
+                    if f.is_file() and f.suffix in (".py", ".txt", ".html", ".js", ".css", ".json")
+                    and "__pycache__" not in f.parts)
+    missing = [f for f in wanted if f not in names]
+    assert not missing, "the wheel lacks %s (package-data in pyproject.toml)" % missing
+    assert "shoestring/data/chat.txt" in wanted
     with tarfile.open(str(out / files[1])) as tf:
         shipped = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
     assert {"CHANGELOG.md", "LICENSE", "shoestring/version.py"} <= shipped

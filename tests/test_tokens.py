@@ -182,6 +182,8 @@ def test_training_reads_the_cache_on_a_second_run_and_on_resume(tmp_path, tiny_c
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "tokens encoded" in err and os.path.isfile(os.path.join(out, "tokens.bin"))
+    for n in ("last.json", "best.json", "metrics.jsonl"):      # a folder holding a run refuses
+        os.unlink(os.path.join(out, n))                         # a new one (#17): clear it first
     assert main(argv) == 0                                      # a second run, same data
     assert "read from the token cache" in capsys.readouterr().err
     assert main(["train", "--checkpoint", os.path.join(out, "last.json"), "--max-steps", "4"]

@@ -1,0 +1,370 @@
+"""Faults around a training run (#17): signals, a vanishing stderr, two runs and one folder, a
+full disk for the metrics log, numbers in their float32 meaning, sampling and loading checks.
+
+The promise: a stopped run (SIGINT, SIGTERM, SIGHUP) saves last.json and exits with the shell's
+status for that signal; output that cannot be written never stops a run; a run owns its folder;
+nothing is ever lost or rewound. Every test works inside pytest's temporary folders.
+"""
+import errno
+import glob
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from reliability_cases import TINY_CHAT
+from shoestring.checkpoint import load_checkpoint
+from shoestring.cli import main
+from test_faults import ARCH, QUIET, corpus, step_of  # noqa: F401  (corpus: a fixture)
+from test_faults import shoestring_cmd as cmd
+
+POSIX = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and file descriptors")
+
+
+def no_temp_files(folder):
+    return not glob.glob(os.path.join(folder, ".*.tmp"))
+
+
+# ---- signals at random moments -----------------------------------------------------------------
+@POSIX
+def test_term_hup_int_at_random_moments_lose_nothing(tmp_path, corpus):
+    """21 runs, each stopped by SIGTERM, SIGHUP or SIGINT (in turn) after a random delay of
+    0-1.2 s from its first line of output, each resuming from last.json when there is one.
+
+    A stop that lands in the training loop (nearly all) must exit 128 + the signal number, say
+    "at step N; saved", and leave last.json at step N; one that lands in the few milliseconds
+    before the loop installs its handlers may die by the signal, with nothing saved yet to lose.
+    Always: no traceback, last.json loads completely and never goes back, no temp file."""
+    out = str(tmp_path / "run")
+    last = os.path.join(out, "last.json")
+    rng = random.Random(1717)
+    sigs = [signal.SIGTERM, signal.SIGHUP, signal.SIGINT]
+    common = ["--model-data", corpus, "--out-dir", out, "--eval-every", "7", "--epochs",
+              "100000", "--sample-every", "0", "--no-chat"] + ARCH
+    steps, graceful, during = [], 0, []
+    for i in range(21):
+        sig = sigs[i % 3]
+        argv = ["train"] + common + (["--checkpoint", last] if os.path.exists(last) else [])
+        p = subprocess.Popen(cmd(argv), cwd=str(tmp_path), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        first = p.stderr.readline()
+        assert first, "the run printed nothing"
+        time.sleep(rng.uniform(0.0, 1.2))
+        p.send_signal(sig)
+        rest = p.communicate(timeout=120)[1]
+        err = (first + rest).decode("utf-8", "replace")
+        assert "Traceback" not in err, err[-2000:]
+        m = re.search(r"at step (\d+); saved (\S+)", err)
+        if p.returncode == 128 + sig and m:
+            graceful += 1
+            assert step_of(last) == int(m.group(1))
+            assert no_temp_files(out), "a graceful stop left a temp file"
+            during.append(int(m.group(1)))
+        else:                         # before the loop: stopped with nothing new to save
+            assert p.returncode in (128 + sig, -sig), (p.returncode, err[-1000:])
+            assert re.search("stopped by SIG|interrupted", err) or p.returncode < 0, err[-500:]
+            if steps:
+                assert step_of(last) == steps[-1]
+        if os.path.exists(last):
+            ck = load_checkpoint(last)
+            assert np.isfinite(ck["params"]).all()
+            s = ck["training"]["step"]
+            assert not steps or s >= steps[-1], ("last.json went backwards", steps, s)
+            steps.append(s)
+    assert graceful >= 15, "only %d of 21 stops landed in the loop" % graceful
+    assert steps[-1] > 0
+    print("signals: %d of 21 stops graceful; saved steps %s" % (graceful, during))
+
+
+@POSIX
+def test_sighup_with_the_terminal_gone_still_saves(tmp_path, corpus):
+    """A closed SSH session: stderr is gone (its reader closed) and SIGHUP arrives."""
+    out = str(tmp_path / "run")
+    p = subprocess.Popen(cmd(["train", "--model-data", corpus, "--out-dir", out, "--epochs",
+                              "100000", "--eval-every", "50", "--no-chat", "--sample-every", "1"]
+                             + ARCH), cwd=str(tmp_path), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p.stderr.readline()
+    p.stderr.close()                  # the terminal is gone: every later write is EPIPE
+    time.sleep(1.0)
+    assert p.poll() is None, "the run died when its stderr went away (rc %r)" % p.returncode
+    p.send_signal(signal.SIGHUP)
+    assert p.wait(timeout=60) == 128 + signal.SIGHUP
+    assert step_of(os.path.join(out, "last.json")) > 0
+
+
+# ---- stderr that cannot be written ---------------------------------------------------------
+@POSIX
+@pytest.mark.parametrize("redirect", ["2>&-", "2>/dev/full", "2>&1 | head -c 20 >/dev/null"])
+def test_unwritable_stderr_never_stops_a_run(tmp_path, corpus, redirect):
+    if "/dev/full" in redirect and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    out = str(tmp_path / "run")
+    argv = cmd(["train", "--model-data", corpus, "--out-dir", out, "--max-steps", "40",
+                "--eval-every", "1", "--sample-every", "1", "--no-chat"] + ARCH)
+    line = " ".join("'%s'" % a for a in argv) + " " + redirect + "; echo rc=${PIPESTATUS[0]}"
+    p = subprocess.run(["bash", "-c", line], cwd=str(tmp_path), capture_output=True, text=True,
+                       timeout=120, stdin=subprocess.DEVNULL)
+    assert "rc=0" in p.stdout, (p.stdout, p.stderr[-1000:])
+    assert step_of(os.path.join(out, "last.json")) == 40
+    rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["step"] for r in rows] == list(range(1, 41))
+
+
+# ---- a run owns its folder -------------------------------------------------------------------
+@POSIX
+def test_two_runs_aimed_at_one_folder(tmp_path, corpus):
+    """Started together into one --out-dir: one trains, the other is refused with one line;
+    the survivor's checkpoints are whole and its own."""
+    out = str(tmp_path / "shared")
+    argv = cmd(["train", "--model-data", corpus, "--out-dir", out, "--max-steps", "60",
+                "--eval-every", "3"] + ARCH + QUIET)
+    for attempt in range(3):
+        if os.path.exists(out):
+            for f in os.listdir(out):
+                os.unlink(os.path.join(out, f))
+            os.rmdir(out)
+        ps = [subprocess.Popen(argv + ["--seed", str(k)], cwd=str(tmp_path),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE) for k in (1, 2)]
+        res = [(p.wait(timeout=120), p.stderr.read().decode()) for p in ps]
+        codes = sorted(r[0] for r in res)
+        assert codes == [0, 1], res
+        err = next(e for c, e in res if c == 1).strip().splitlines()
+        assert len(err) == 1 and re.search(
+            "in use by another training run|already holds a training run", err[0]), err
+        winner = [1, 2][[r[0] for r in res].index(0)]
+        last, best = load_checkpoint(os.path.join(out, "last.json")), \
+            load_checkpoint(os.path.join(out, "best.json"))
+        assert last["training"]["step"] == 60
+        assert last["config"]["train"]["seed"] == best["config"]["train"]["seed"] == winner
+        assert last["training"]["run_id"] == best["training"]["run_id"]
+
+
+@POSIX
+def test_default_folders_of_runs_started_together_differ(tmp_path, corpus):
+    argv = cmd(["train", "--model-data", corpus, "--max-steps", "3"] + ARCH + QUIET)
+    ps = [subprocess.Popen(argv, cwd=str(tmp_path), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(3)]
+    assert [p.wait(timeout=120) for p in ps] == [0, 0, 0], [p.stderr.read() for p in ps]
+    runs = sorted(os.listdir(tmp_path / "runs"))
+    assert len(runs) == 3, runs
+    for r in runs:
+        assert step_of(str(tmp_path / "runs" / r / "last.json")) == 3
+
+
+def test_fresh_run_dir_in_one_second(tmp_path):
+    from shoestring.rundir import fresh_run_dir
+    made = [fresh_run_dir(str(tmp_path / "runs")) for _ in range(5)]
+    assert len(set(made)) == 5 and all(os.path.isdir(d) for d in made)
+
+
+def test_a_new_run_never_replaces_another_runs_checkpoints(tmp_path, corpus, capsys):
+    out = str(tmp_path / "run")
+    base = ["train", "--model-data", corpus, "--out-dir", out, "--eval-every", "2"] + ARCH + QUIET
+    assert main(base + ["--max-steps", "6"]) == 0
+    before = {n: open(os.path.join(out, n), "rb").read()
+              for n in ("best.json", "last.json", "metrics.jsonl")}
+    capsys.readouterr()
+    assert main(base + ["--max-steps", "2", "--lr", "0.5"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a training run" in err[0] and "--checkpoint" in err[0]
+    for n, data in before.items():
+        assert open(os.path.join(out, n), "rb").read() == data, n
+
+
+def test_resuming_an_older_checkpoint_never_rewinds_last(tmp_path, corpus, capsys):
+    """best.json (or any older checkpoint) resumed into its folder, where last.json is newer."""
+    import shutil
+    out = str(tmp_path / "run")
+    base = ["--model-data", corpus, "--eval-every", "2"] + ARCH + QUIET
+    assert main(["train", "--out-dir", out, "--max-steps", "4"] + base) == 0
+    shutil.copy(os.path.join(out, "last.json"), os.path.join(out, "step4.json"))
+    assert main(["train", "--checkpoint", os.path.join(out, "last.json"), "--max-steps", "8"]
+                + base) == 0
+    newer = open(os.path.join(out, "last.json"), "rb").read()
+    capsys.readouterr()
+    assert main(["train", "--checkpoint", os.path.join(out, "step4.json"), "--max-steps", "10"]
+                + base) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "newer than the checkpoint being resumed" in err[0], err
+    assert open(os.path.join(out, "last.json"), "rb").read() == newer
+    # branching off into another folder is fine
+    branch = str(tmp_path / "branch")
+    assert main(["train", "--checkpoint", os.path.join(out, "step4.json"), "--out-dir", branch,
+                 "--max-steps", "6"] + base) == 0
+    assert step_of(os.path.join(branch, "last.json")) == 6
+    assert open(os.path.join(out, "last.json"), "rb").read() == newer
+
+
+def test_resuming_into_another_runs_folder_is_refused(tmp_path, corpus, capsys):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    base = ["--model-data", corpus, "--max-steps", "2"] + ARCH + QUIET
+    assert main(["train", "--out-dir", a] + base) == 0
+    assert main(["train", "--out-dir", b, "--seed", "9"] + base) == 0
+    before = open(os.path.join(b, "last.json"), "rb").read()
+    capsys.readouterr()
+    assert main(["train", "--checkpoint", os.path.join(a, "last.json"), "--out-dir", b,
+                 "--max-steps", "4"] + QUIET) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another training run" in err[0], err
+    assert open(os.path.join(b, "last.json"), "rb").read() == before
+
+
+# ---- the metrics log: after the checkpoints, whole lines only ---------------------------------------
+def _fd_path(fd):
+    try:
+        return os.readlink("/proc/self/fd/%d" % fd)
+    except OSError:
+        return ""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name descriptors")
+def test_a_full_disk_for_the_metrics_log(tmp_path, corpus, capsys, monkeypatch):
+    """The disk fills up while metrics.jsonl is written (half a line reaches it): the
+    checkpoints of that step are already saved, the message says so truly, and the log holds
+    whole lines only; the resumed run continues it without gluing onto anything."""
+    out = str(tmp_path / "run")
+    real_write = os.write
+    state = {"fail": False}
+
+    def write(fd, data):
+        if state["fail"] and "metrics.jsonl" in _fd_path(fd) or (
+                state["fail"] and ".metrics.jsonl" in _fd_path(fd)):
+            real_write(fd, bytes(data[:max(1, len(data) // 2)]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    from shoestring import trainer as train_mod
+    real_save = train_mod.Trainer.save
+
+    def save(self, name):
+        state["fail"] = self.opt.step >= 3
+        return real_save(self, name)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(train_mod.Trainer, "save", save)
+    rc = main(["train", "--model-data", corpus, "--out-dir", out, "--eval-every", "1",
+               "--max-steps", "5"] + ARCH + QUIET)
+    monkeypatch.undo()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    assert "No space left on device" in err[0] and "free some disk space" in err[0]
+    assert "step 3 were saved" in err[0], err[0]
+    assert step_of(os.path.join(out, "last.json")) == 3
+    text = open(os.path.join(out, "metrics.jsonl"), encoding="utf-8").read()
+    assert text.endswith("\n")
+    assert [json.loads(l)["step"] for l in text.splitlines()] in ([1, 2], [1, 2, 3])
+    # a partial line left by an older crash is never glued onto
+    with open(os.path.join(out, "metrics.jsonl"), "a") as f:
+        f.write('{"step": 99, "val_lo')
+    assert main(["train", "--checkpoint", os.path.join(out, "last.json"), "--eval-every", "1",
+                 "--max-steps", "6"] + QUIET) == 0
+    rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"), encoding="utf-8")]
+    assert rows[-1]["step"] == 6 and all(r["step"] != 99 for r in rows)
+
+
+def test_hints_match_the_error():
+    from shoestring.safeio import os_error_hint
+    assert "disk space" in os_error_hint(OSError(errno.ENOSPC, "x"))
+    assert "disk space" not in os_error_hint(OSError(errno.EACCES, "x"))
+    assert "permissions" in os_error_hint(OSError(errno.EACCES, "x"))
+    assert "read-only" in os_error_hint(OSError(errno.EROFS, "x"))
+    assert "loop" in os_error_hint(OSError(errno.ELOOP, "x"))
+
+
+# ---- numbers in their float32 meaning ------------------------------------------------------------
+@pytest.mark.parametrize("kw", [{"eps_adamw": 1e-46}, {"lr": 1e39}, {"wd": 1e300},
+                                {"grad_clip": 1e-50}])
+def test_float32_meaning_of_settings(kw):
+    from shoestring import TrainConfig, UsageError
+    name = next(iter(kw))
+    with pytest.raises(UsageError, match=name):
+        TrainConfig(**kw)
+
+
+def test_eps_rmsnorm_in_float32():
+    from shoestring import ModelConfig, ShoestringError
+    for bad in (1e-46, 1e-300):
+        with pytest.raises(ShoestringError, match="eps_rmsnorm"):
+            ModelConfig(eps_rmsnorm=bad)
+
+
+def test_nan_weights_after_an_update_blame_the_update(tmp_path, corpus, capsys, monkeypatch):
+    from shoestring import optim
+
+    real = optim.kernels.adamw_step
+    calls = {"n": 0}
+
+    def step(params, *a):
+        real(params, *a)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            params[7] = np.nan               # what 0/0 in the update produces
+    monkeypatch.setattr(optim.kernels, "adamw_step", step)
+    out = str(tmp_path / "run")
+    rc = main(["train", "--model-data", corpus, "--out-dir", out, "--eval-every", "1",
+               "--max-steps", "6"] + ARCH + QUIET)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    assert "--eps-adamw" in err[0] and "non-finite" in err[0] and "step 3" in err[0], err[0]
+    assert step_of(os.path.join(out, "last.json")) == 2
+
+
+# ---- sampling: one check, safe for every float ---------------------------------------------------
+@pytest.fixture(scope="module")
+def model_ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("model")
+    corpus = d / "tiny.txt"
+    corpus.write_text(TINY_CHAT, encoding="utf-8")
+    out = str(d / "run")
+    assert main(["train", "--model-data", str(corpus), "--out-dir", out, "--max-steps", "30"]
+                + ARCH + QUIET) == 0
+    return os.path.join(out, "last.json")
+
+
+def test_tiny_temperatures_are_greedy_and_never_print_banned_tokens(model_ckpt):
+    import shoestring
+    m = shoestring.load(model_ckpt)
+    greedy = m.generate("what is", max_tokens=20, temperature=0.0)
+    for t in (1e-7, 1e-30, 3e-39, 1e-40, 1e-45, 5e-324):
+        outs = {m.generate("what is", max_tokens=20, temperature=t, seed=s) for s in (1, 2, 3)}
+        assert outs == {greedy}, (t, outs)
+        assert not any(s in greedy for s in ("[USER]", "[PAD]", "[UNK]"))
+
+
+def test_sampling_settings_one_check(model_ckpt):
+    import shoestring
+    from shoestring.errors import UsageError
+    m = shoestring.load(model_ckpt)
+    for bad in ({"seed": -1}, {"seed": 2 ** 64}, {"seed": 1.0}, {"temperature": float("inf")},
+                {"temperature": 1e39}, {"temperature": True}, {"top_p": float("nan")},
+                {"top_k": -1}):
+        with pytest.raises(UsageError):
+            m.generate("hi", max_tokens=2, **bad)
+        with pytest.raises(UsageError):
+            m.chat(**bad)
+    assert m.generate("hi", max_tokens=4, seed=2 ** 64 - 1) is not None
+
+
+def test_huge_but_finite_parameters_refused_at_load(model_ckpt, tmp_path):
+    import base64
+    import zlib
+    doc = json.load(open(model_ckpt))
+    vals = np.frombuffer(base64.b64decode(doc["params"]["data"]), "<f4").copy()
+    vals[:] = 3e37
+    raw = vals.astype("<f4").tobytes()
+    doc["params"].update(data=base64.b64encode(raw).decode(), crc32=zlib.crc32(raw) & 0xFFFFFFFF)
+    bad = str(tmp_path / "huge.json")
+    json.dump(doc, open(bad, "w"))
+    for argv in (["generate", "--checkpoint", bad, "--prompt", "hi"], ["chat", "--checkpoint", bad]):
+        p = subprocess.run(cmd(argv), capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL, cwd=str(tmp_path))
+        assert p.returncode == 1 and "non-finite outputs" in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
