@@ -23,10 +23,11 @@ from .errors import (  # noqa: F401,E402
 from .params import ModelConfig  # noqa: F401,E402
 
 
-def load(path):
-    """Load a checkpoint into a ready-to-run Model (generate, chat); see shoestring.inference."""
+def load(path, int8=False):
+    """Load a checkpoint into a ready-to-run Model (generate, chat); int8=True decodes with int8
+    weights (an int8 export always does); see shoestring.inference."""
     from .inference import load as _load
-    return _load(path)
+    return _load(path, int8=int8)
 
 
 def train(config=None, model_data=None, validation_data=None, out_dir=None, callbacks=(),

@@ -23,6 +23,7 @@ def cmd_info(args):
     print("compiled in:            %s" % ", ".join(kernels.isa_compiled()))
     print("supported by this CPU:  %s" % ", ".join(kernels.isa_supported()))
     print("build:                  %s" % kernels.build_info())
+    print("int8 decode kernels:    %s" % kernels.int8_info())
     print("cores:                  %d" % (os.cpu_count() or 1))
     return 0
 
@@ -310,7 +311,7 @@ def cmd_chat(args):
     from .chat import run_chat
     from .inference import load
 
-    model = load(resolve_checkpoint(args, note=not args.quiet))
+    model = load(resolve_checkpoint(args, note=not args.quiet), int8=args.int8)
     tolerant_stdin()
     return run_chat(model, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed,
                     banner=not args.quiet)
@@ -321,7 +322,7 @@ def cmd_generate(args):
     that `echo` adds) as it streams, stopping early at [EOS]."""
     from .inference import load
 
-    model = load(resolve_checkpoint(args, note=not args.quiet))
+    model = load(resolve_checkpoint(args, note=not args.quiet), int8=args.int8)
     prompt = args.prompt
     if prompt is None:
         tolerant_stdin()
@@ -412,8 +413,8 @@ def cmd_export(args):
     out = args.out
     if out is None:
         stem = os.path.splitext(src)[0]
-        out = stem + (".weights.json" if args.format == "json" else "")
-    written = export(src, out, fmt=args.format)
+        out = stem + ((".int8.json" if args.int8 else ".weights.json") if args.format == "json" else "")
+    written = export(src, out, fmt=args.format, int8=args.int8)
     for line in summary(src, written):
         print(line)
     return 0

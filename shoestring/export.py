@@ -251,8 +251,24 @@ def export_safetensors(ckpt, cfg, tok, out, source):
 WRITERS = {"json": export_json, "safetensors": export_safetensors}
 
 
-def export(checkpoint, out, fmt="json"):
-    """Export `checkpoint` to `out` in format `fmt`; returns [(path written, size in bytes)]."""
+def export_int8(ckpt, cfg, tok, out, source):
+    """Weights-only int8 file at `out` (.json added when missing; shoestring.quant). Returns
+    [(path, bytes)]."""
+    from .quant import int8_document
+
+    path = out if out.endswith(".json") else out + ".json"
+    training = {k: v for k, v in weights_only(ckpt, source)["training"].items()
+                if isinstance(v, (int, str, bool))}
+    atomic_write_text(path, int8_document(cfg, ckpt["params"], tok.to_dict(), training),
+                      what="int8 file")
+    return [(path, os.path.getsize(path))]
+
+
+def export(checkpoint, out, fmt="json", int8=False):
+    """Export `checkpoint` to `out` in format `fmt` (int8: the json format with int8 matrices);
+    returns [(path written, size in bytes)]."""
+    if int8 and fmt != "json":
+        raise ShoestringError("--int8 writes a shoestring file: use it with --format json")
     if fmt not in WRITERS:
         raise ShoestringError("unknown export format %r (use one of: %s)" % (fmt, ", ".join(WRITERS)))
     out = os.fspath(out)
@@ -266,7 +282,7 @@ def export(checkpoint, out, fmt="json"):
     except (KeyError, TypeError, ShoestringError) as exc:
         raise CheckpointError("%s: cannot export: %s (use another checkpoint)" % (checkpoint, exc)) \
             from None
-    return WRITERS[fmt](ckpt, cfg, tok, out, checkpoint)
+    return (export_int8 if int8 else WRITERS[fmt])(ckpt, cfg, tok, out, checkpoint)
 
 
 def summary(checkpoint, written):

@@ -8,9 +8,14 @@
     for piece in chat.send("and you?", stream=True):
         print(piece, end="", flush=True)          # text pieces, never half a UTF-8 character
 
-Every token goes through ss_decode_step (csrc/decode.c): one C call per token at batch 1 over
-weights packed once at load, then ss_sample picks the next one. One loop (`_decode`) serves
-generate and chat, and one check (`_check_sampling`) their sampling arguments. Sampling never picks a special
+The whole loop runs in C (ss_generate, csrc/decode.c): the prompt is fed, then every token is
+drawn (ss_sample), fed back (ss_decode_step over weights packed once at load) and written into a
+buffer that Python reads chunk by chunk to stream text; the state, the sampler and the random
+generator stay in C between chunks. When a stream is stopped early (Ctrl-C, closing it), the
+state is put back to right after the last token handed out, exactly as if the loop had stopped
+there. `int8=True` (or an int8 export) runs the step on int8 weights with per-row scales (a
+quarter of the bytes read per token; kernels.DecodeWeights). One loop (`_decode`) serves
+generate, chat and the server, and one check (`_check_sampling`) their sampling arguments. Sampling never picks a special
 token other than [EOS] ([USER], [BOT], [PAD], [UNK] are banned); [EOS] ends the reply and is never
 printed. The same seed gives the same text on every run and machine (the generator is splitmix64
 in C; the floating-point sums may differ in the last bits between instruction sets, which can
@@ -39,13 +44,20 @@ from .errors import ShoestringError
 from .params import ModelConfig, ParamLayout, guard_state
 
 
-def load(path):
-    """Load a checkpoint written by `shoestring train` into a Model (raises CheckpointError)."""
+def load(path, int8=False):
+    """Load a checkpoint written by `shoestring train` (or exported) into a Model (raises
+    CheckpointError). int8=True quantises the matrices to int8 for decoding; an int8 export
+    (`shoestring export --int8`) always loads as int8."""
     from .checkpoint import load_checkpoint
     from .errors import CheckpointError
+    from .quant import is_int8_file, load_int8
     from .tokenizer import Tokenizer
 
-    ckpt = load_checkpoint(path)
+    q8 = None
+    if is_int8_file(path):
+        ckpt, q8 = load_int8(path)
+    else:
+        ckpt = load_checkpoint(path)
     try:
         cfg = ModelConfig(**ckpt["config"]["model"])
     except (KeyError, TypeError, ShoestringError) as exc:
@@ -57,7 +69,7 @@ def load(path):
         raise CheckpointError("%s: the tokenizer is unusable (%s) (retrain or use another "
                               "checkpoint)" % (path, exc)) from None
     try:
-        model = Model(cfg, ckpt["params"], tok)
+        model = Model(cfg, ckpt["params"], tok, int8=int8, q8=q8)
         check_outputs(model, "checkpoint %s" % path)
         return model
     except ShoestringError as exc:
@@ -100,10 +112,12 @@ class Model:
     """A trained model ready to run: config, flat float32 parameters and tokenizer.
 
     The parameters are used in place (not copied); after changing them (training goes on), call
-    refresh() so that decoding sees the new values.
+    refresh() so that decoding sees the new values. int8=True decodes with int8 copies of the
+    matrices (quantised per row here, or given as q8 = {name: (q, scale)}, as an int8 export
+    stores them).
     """
 
-    def __init__(self, cfg, params, tokenizer):
+    def __init__(self, cfg, params, tokenizer, int8=False, q8=None):
         if not isinstance(cfg, ModelConfig):
             raise ShoestringError("Model: cfg must be a ModelConfig, got %s" % type(cfg).__name__)
         layout = ParamLayout(cfg)
@@ -120,7 +134,8 @@ class Model:
         self.params = np.ascontiguousarray(params)
         self.tokenizer = tokenizer
         self.views = layout.views(self.params)
-        self._weights = kernels.DecodeWeights(cfg, self.views)
+        self.int8 = bool(int8 or q8 is not None)
+        self._weights = kernels.DecodeWeights(cfg, self.views, int8=self.int8, q8=q8)
         self.n_params = layout.n
         specials = [i for i in range(cfg.V) if tokenizer.is_special(i)]
         self.eos = tokenizer.special_id("[EOS]") if "[EOS]" in tokenizer.special_tokens else None
@@ -138,9 +153,10 @@ class Model:
         """One line for banners: size, shape and the instruction set in use."""
         c = self.cfg
         routing = "dense" if c.K == c.X else "top-%d of %d experts" % (c.K, c.X)
-        return ("%s parameters (V=%d, C=%d, H=%d, L=%d, X=%d, %s), %s kernels"
+        weights = ", int8 weights (%s)" % kernels.int8_kernel() if self.int8 else ""
+        return ("%s parameters (V=%d, C=%d, H=%d, L=%d, X=%d, %s), %s kernels%s"
                 % (format(self.n_params, ","), c.V, c.C, c.H, c.L, c.X, routing,
-                   kernels.isa_active()))
+                   kernels.isa_active(), weights))
 
     def decoder(self):
         """A fresh kernels.Decoder (zero state) on this model's weights."""
@@ -182,21 +198,18 @@ class Model:
 
 
 def _decode(dec, ids, rng, sampling, max_tokens, eos, ended=None):
-    """The decode loop: feed `ids` to the Decoder `dec`, then sample up to max_tokens tokens,
-    feeding each back before yielding it. Stops at `eos` (neither yielded nor fed), and then
-    appends True to the list `ended` if one is given."""
-    for t in ids[:-1]:
-        dec.step(t, head=False)
-    dec.step(ids[-1])
-    draw = dec.sampler(rng, *sampling)
-    for _ in range(max_tokens):
-        tok = draw()
-        if tok == eos:
-            if ended is not None:
-                ended.append(True)
-            return
-        dec.step(tok)
-        yield tok
+    """The decode loop, in C (kernels.Generator over ss_generate): feed `ids` to the Decoder
+    `dec`, then sample up to max_tokens tokens, each fed back before it is yielded. Stops at
+    `eos` (neither yielded nor fed), and then appends True to the list `ended` if one is given.
+    Closing it early leaves `dec` and `rng` exactly as after the last token yielded."""
+    gen = kernels.Generator(dec, rng, *sampling, eos=eos)
+    toks = gen.tokens(ids, max_tokens)
+    try:
+        yield from toks
+    finally:
+        toks.close()              # stopped early: back to right after the last token yielded
+    if gen.status == "eos" and ended is not None:
+        ended.append(True)
 
 
 def decode_tokens(dec, ids, rng, sampling, max_tokens, eos, ended=None):
@@ -251,6 +264,7 @@ class ChatSession:
         self._nl = tok.encode("\n", allow_special=False)
         self._space = tok.encode(" ", allow_special=False)
         self._busy = False
+        self._decode = _decode    # the token loop (a test can script it)
         self.turns = 0
         self.state_resets = 0
 
@@ -280,11 +294,13 @@ class ChatSession:
         self._busy = True
         ended = []                # [True] once [EOS] is sampled
         last = ""                 # text of the last token fed (does it end in whitespace?)
+        toks = None
         try:
             sd = self.model.tokenizer.stream_decoder()
             trim = _ReplyTrim()
-            for tok in _decode(dec, ids, self.rng, (self.temperature, self.top_k, self.top_p),
-                               self.max_response, self._eos, ended):
+            toks = self._decode(dec, ids, self.rng, (self.temperature, self.top_k, self.top_p),
+                                self.max_response, self._eos, ended)
+            for tok in toks:
                 piece = sd.feed(tok)
                 last = piece or last
                 piece = trim.feed(piece)
@@ -294,6 +310,8 @@ class ChatSession:
             if piece:
                 yield piece
         finally:
+            if toks is not None:
+                toks.close()      # stopped early: the state right after the last token shown
             # close the turn as training data does: [space] [EOS] \n
             if not ended and last and not last[-1].isspace():
                 for t in self._space:

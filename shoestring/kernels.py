@@ -604,7 +604,7 @@ def int8_dot_set(on):
 
 
 def int8_info():
-    """One line for `shoestring info`: the int8 decode kernels available here and the one in use."""
+    """For `shoestring info`: the int8 decode kernels available here and the one in use."""
     before = isa_active()
     kinds = []
     try:
@@ -616,7 +616,7 @@ def int8_info():
     finally:
         set_isa(before)
     kinds = list(dict.fromkeys(kinds))
-    return "int8 decode kernels: %s (in use: %s)" % (", ".join(kinds), int8_kernel())
+    return "%s (in use: %s)" % (", ".join(kinds), int8_kernel())
 
 
 def panel_size(OC, C):
@@ -972,11 +972,14 @@ class Generator:
         gen = Generator(decoder, Rng(1), 0.8, 40, 0.95, eos=eos_id)
         for ids in gen.generate(prompt_ids, max_tokens=200):   # lists of ids, chunk by chunk
             ...
+        for tok in gen.tokens(prompt_ids, 200):                # or one id at a time
+            ...
         gen.status        # "eos", "limit" or "stopped" (stop() from another thread)
 
-    Every id yielded has been fed to the decoder (its state is after it); [EOS] ends a run and
-    is neither yielded nor fed. Ctrl-C (KeyboardInterrupt) arrives between chunks of at most
-    `chunk` tokens, with the state consistent with the ids yielded so far."""
+    Every id handed out has been fed to the decoder; [EOS] ends a run and is neither handed out
+    nor fed. C runs ahead by up to `chunk` tokens: when the caller stops early (Ctrl-C, closing
+    a stream), settle() puts the decoder state, logits and generator back to right after the
+    last id handed out, exactly as if the loop had stopped there."""
 
     def __init__(self, decoder, rng, temperature, top_k, top_p, eos=None, chunk=16):
         fn = "Generator"
@@ -999,6 +1002,9 @@ class Generator:
         self._g = g
         self._out = np.zeros(self.chunk, np.int32)
         self._p_out = ffi.from_buffer("int32_t[]", self._out)
+        self._snap = None          # (state, logits, rng, n_generated) before the last chunk
+        self._given = self._made = 0   # ids of the last chunk handed out / generated
+        self._run = 0                  # runs started by tokens()
 
     @property
     def status(self):
@@ -1008,9 +1014,36 @@ class Generator:
         """Ask the running loop to stop before its next token (safe from another thread)."""
         self._g.stop = 1
 
+    def _call(self, p_ids, n_ids, cap):
+        g, rng = self._g, self.rng
+        g.rng = int(rng.state[0])
+        n = lib.ss_generate(g, p_ids, n_ids, self._p_out, cap)
+        rng.state[0] = g.rng
+        return n
+
     def generate(self, prompt, max_tokens):
         """Feed prompt (a non-empty sequence of ids), then generate up to max_tokens ids;
         yields them as lists, chunk by chunk (never an empty list)."""
+        self._run += 1
+        for ids in self._chunks(prompt, max_tokens):
+            self._given = len(ids)
+            yield ids
+
+    def tokens(self, prompt, max_tokens):
+        """The same ids one at a time. Closing this iterator early (or an exception in the
+        caller's loop) settles the state: see settle()."""
+        self._run += 1
+        run = self._run
+        try:
+            for ids in self._chunks(prompt, max_tokens):
+                for i, t in enumerate(ids):
+                    self._given = i + 1
+                    yield t
+        finally:
+            if self._run == run:           # not a later run on the same decoder
+                self.settle()
+
+    def _chunks(self, prompt, max_tokens):
         fn = "generate"
         V = self.decoder.V
         ids = np.ascontiguousarray(prompt, dtype=np.int64)
@@ -1020,16 +1053,31 @@ class Generator:
             raise KernelArgumentError("%s: prompt has ids outside [0, V) = [0, %d)" % (fn, V))
         max_tokens = _int(fn, "max_tokens", max_tokens, 0)
         ids = ids.astype(np.int32)
-        g, rng = self._g, self.rng
+        g, dec = self._g, self.decoder
         g.max_tokens = max_tokens
         g.stop = 0
-        p_ids, n_ids = ffi.from_buffer("int32_t[]", ids), int(ids.size)
-        while True:
-            g.rng = int(rng.state[0])
-            n = lib.ss_generate(g, p_ids, n_ids, self._p_out, self.chunk)
-            rng.state[0] = g.rng
-            p_ids, n_ids = ffi.NULL, 0
+        self._snap = None
+        self._call(ffi.from_buffer("int32_t[]", ids), int(ids.size), 0)    # the prompt only
+        while g.status == 0:
+            self._snap = (dec.state.copy(), dec.logits.copy(), int(self.rng.state[0]),
+                          g.n_generated)
+            self._given = 0
+            self._made = n = self._call(ffi.NULL, 0, self.chunk)
             if n:
                 yield self._out[:n].tolist()
-            if g.status != 0:
-                return
+        self._snap = None
+
+    def settle(self):
+        """After stopping early: make the decoder state, logits and generator what they would
+        be had the loop stopped right after the last id handed out (no-op when all were)."""
+        if self._snap is None or self._given >= self._made:
+            return
+        g, dec = self._g, self.decoder
+        state, logits, rng, n_gen = self._snap
+        dec.state[...] = state
+        dec.logits[...] = logits
+        self.rng.state[0] = rng
+        g.n_generated, g.status, g.stop = n_gen, 0, 0
+        self._call(ffi.NULL, 0, self._given)       # the same ids again: same state, same draws
+        self._made = self._given
+        g.status = 3

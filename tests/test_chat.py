@@ -190,7 +190,8 @@ def test_interrupted_reply_closes_the_turn(model):
 
 # ---- the token stream the state sees -------------------------------------------------------
 def _record(session):
-    """Wrap the session's decoder so that every fed token id is recorded."""
+    """Wrap the session's decoder and its token loop so that every fed token id is recorded
+    (the loop runs in C: its prompt and the ids it yields are what it fed)."""
     fed = []
     dec = session._dec
     step = dec.step
@@ -199,13 +200,36 @@ def _record(session):
         fed.append(tok)
         step(tok, head)
     dec.step = recording_step
+    loop = session._decode
+
+    def recording_loop(d, prompt, *args):
+        fed.extend(prompt)
+        for tok in loop(d, prompt, *args):
+            fed.append(tok)
+            yield tok
+    session._decode = recording_loop
     return fed
 
 
 def _script_sampler(session, ids):
-    """Make the session 'sample' the given ids in order."""
+    """Make the session 'sample' the given ids in order: its token loop (the C loop,
+    inference._decode) is replaced by the same steps in Python, fed through the session's
+    decoder (so _record sees every id) with the draws scripted."""
     it = iter(ids)
-    session._dec.sampler = lambda *a: (lambda: next(it))
+
+    def loop(dec, prompt, rng, sampling, max_tokens, eos, ended=None):
+        for t in prompt[:-1]:
+            dec.step(t, head=False)
+        dec.step(prompt[-1])
+        for _ in range(max_tokens):
+            tok = next(it)
+            if tok == eos:
+                if ended is not None:
+                    ended.append(True)
+                return
+            dec.step(tok)
+            yield tok
+    session._decode = loop
 
 
 def test_turns_follow_the_training_format(model):

@@ -492,3 +492,23 @@ def test_top_k_ties_keep_the_lowest_ids(k):
     r = kernels.Rng(3)
     got = {kernels.sample(x, r, 5.0, k, 1.0, allowed) for _ in range(3000)}
     assert got == set(np.flatnonzero(want))
+
+
+@pytest.mark.parametrize("used", [1, 5, 16, 17])
+def test_stopping_early_settles_like_the_python_loop(isa, used):
+    """C runs ahead by a chunk; when the caller stops after `used` tokens, settle() leaves the
+    state, the logits and the generator exactly where the Python loop stopping there would."""
+    cfg = CONFIGS["topk"]
+    _, P = make(cfg, seed=25)
+    w = kernels.DecodeWeights(cfg, P)
+    a, b = kernels.Decoder(w), kernels.Decoder(w)
+    ra, rb = kernels.Rng(3), kernels.Rng(3)
+    want = python_generate(a, [1, 2, 3], used, ra, 1.0, 0, 1.0, None)
+    toks = kernels.Generator(b, rb, 1.0, 0, 1.0, chunk=16).tokens([1, 2, 3], 100)
+    got = [next(toks) for _ in range(used)]
+    toks.close()
+    assert got == want
+    np.testing.assert_array_equal(b.state, a.state)
+    if used:
+        np.testing.assert_array_equal(b.logits, a.logits)
+    assert rb.state[0] == ra.state[0]
