@@ -11,6 +11,9 @@ Contract:
   only), refuses files over 2 GiB, and refuses tensor shapes the file is too small to hold before
   decoding or allocating anything. Every problem becomes ONE CheckpointError line naming what is
   wrong and what to do, never another exception type.
+- `read_checkpoint(path)` is what the library uses: a typed Checkpoint (ModelConfig,
+  TrainConfig, Tokenizer, parameters, optimiser and run state), validated once, here, so that
+  training, inference and the commands check nothing again.
 
 The file is one plain JSON document (RFC 8259, ASCII, no NaN/Infinity literals):
 
@@ -551,3 +554,51 @@ def load_checkpoint(path):
         "training": r.plain(doc["training"], "training"),
         "metrics": r.plain(doc["metrics"], "metrics"),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The typed checkpoint the library reads
+# ---------------------------------------------------------------------------------------------
+
+class Checkpoint:
+    """A checkpoint as training, inference and the commands use it, validated once, here.
+
+    model: the trained ModelConfig; train: the run's TrainConfig (None in a file without
+    config.train, such as a weights-only export); tokenizer: a Tokenizer whose vocabulary is
+    model.V; params: (n,) float32 in ParamLayout(model) order; optimizer: {"step", "m", "v"} or
+    None; training: the run state (data position, RNG, best_val, carried state (L,B,X,H) ...);
+    metrics: the validation rows; path. ck["config"], ck["tokenizer"], ... read the sections as
+    stored (what load_checkpoint returns), for code that works on the file's content.
+    """
+
+    def __init__(self, raw, path=None):
+        from .config import from_saved
+        from .tokenizer import Tokenizer
+
+        where = "checkpoint %s" % path if path else "the checkpoint"
+        self.raw, self.path = raw, path
+        self.model = ModelConfig(**raw["config"]["model"])           # checked by the loader
+        try:
+            self.tokenizer = Tokenizer.from_dict(raw["tokenizer"])
+        except ShoestringError as exc:
+            raise CheckpointError("%s: the tokenizer is unusable (%s) (use another checkpoint)"
+                                  % (where, exc)) from None
+        if self.tokenizer.vocab_size != self.model.V:
+            raise CheckpointError(
+                "%s: its tokenizer has %d tokens but its model has V=%d (the file was edited or "
+                "mixes two runs; use another checkpoint)"
+                % (where, self.tokenizer.vocab_size, self.model.V))
+        self.train = from_saved(raw["config"])[0] if "train" in raw["config"] else None
+        self.params, self.optimizer = raw["params"], raw["optimizer"]
+        self.training, self.metrics = raw["training"], raw["metrics"]
+
+    def __getitem__(self, key):
+        return self.raw[key]
+
+    def get(self, key, default=None):
+        return self.raw.get(key, default)
+
+
+def read_checkpoint(path):
+    """load_checkpoint(path) as a typed, validated Checkpoint (CheckpointError otherwise)."""
+    return Checkpoint(load_checkpoint(path), os.fspath(path))

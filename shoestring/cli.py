@@ -284,6 +284,7 @@ def build_parser():
     srv.add_argument("--max-body-kb", type=int_in(1, 1 << 20), default=1024,
                      help="largest request body accepted, KB (default: 1024)")
     srv.add_argument("--quiet", action="store_true", help="do not log requests")
+    add_int8_arg(srv)
     add_sampling_args(srv)
 
     plot = sub.add_parser("plot", help="loss curves of a run: a chart here, or an SVG/PNG file")

@@ -115,8 +115,8 @@ def train_config(args):
     given = {k: getattr(args, k) for k in SETTINGS if hasattr(args, k)}
     given_model = {k: getattr(args, k) for k in MODEL_KEYS if hasattr(args, k)}
     if args.checkpoint:
-        from .checkpoint import load_checkpoint
-        ckpt = load_checkpoint(args.checkpoint)
+        from .checkpoint import read_checkpoint
+        ckpt = read_checkpoint(args.checkpoint)
         return resume_config(ckpt["config"], given, given_model), ckpt
     given_model.setdefault("K", given_model.get("X", ModelConfig.X))   # default: dense
     given_model.setdefault("cap", NEW_RUN_CAP)          # bounded recurrence for new models
@@ -427,7 +427,7 @@ def cmd_serve(args):
     from . import serve
 
     path = resolve_checkpoint(args)
-    model = load(path)
+    model = load(path, int8=args.int8)
     model_id = serve.model_id_for(path)
     srv = serve.make_server(model, args.host, args.port, args.api_key, args.cache_mb,
                             args.max_tokens, args.max_body_kb, args.temperature, args.top_k,

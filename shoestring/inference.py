@@ -48,28 +48,18 @@ def load(path, int8=False):
     """Load a checkpoint written by `shoestring train` (or exported) into a Model (raises
     CheckpointError). int8=True quantises the matrices to int8 for decoding; an int8 export
     (`shoestring export --int8`) always loads as int8."""
-    from .checkpoint import load_checkpoint
+    from .checkpoint import Checkpoint, read_checkpoint
     from .errors import CheckpointError
     from .quant import is_int8_file, load_int8
-    from .tokenizer import Tokenizer
 
     q8 = None
     if is_int8_file(path):
-        ckpt, q8 = load_int8(path)
+        raw, q8 = load_int8(path)
+        ck = Checkpoint(raw, path)
     else:
-        ckpt = load_checkpoint(path)
+        ck = read_checkpoint(path)        # validated there: config, tokenizer, parameters
     try:
-        cfg = ModelConfig(**ckpt["config"]["model"])
-    except (KeyError, TypeError, ShoestringError) as exc:
-        raise CheckpointError("%s: the model configuration is unusable (%s) (retrain or use "
-                              "another checkpoint)" % (path, exc)) from None
-    try:
-        tok = Tokenizer.from_dict(ckpt["tokenizer"])
-    except ShoestringError as exc:
-        raise CheckpointError("%s: the tokenizer is unusable (%s) (retrain or use another "
-                              "checkpoint)" % (path, exc)) from None
-    try:
-        model = Model(cfg, ckpt["params"], tok, int8=int8, q8=q8)
+        model = Model(ck.model, ck.params, ck.tokenizer, int8=int8, q8=q8)
         check_outputs(model, "checkpoint %s" % path)
         return model
     except ShoestringError as exc:

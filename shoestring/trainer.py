@@ -48,7 +48,7 @@ import time
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from .config import BUNDLED_MINUTES, DEFAULT_MINUTES, TrainConfig, resume_config
 from .data import default_corpus_path
 from .dataset import Windows, atomic_write_text, remove_stale_temp_files
@@ -713,7 +713,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     corpus shipped with shoestring). validation_data: a held-out text file (default: the
     checkpoint's when resuming, else the last config.val_fraction of the model data). out_dir:
     where checkpoints and metrics.jsonl go (default: the checkpoint's folder, else a fresh
-    runs/<timestamp>). checkpoint: a path (or a dict from load_checkpoint) to resume from; a
+    runs/<timestamp>). checkpoint: a path (or a Checkpoint from read_checkpoint) to resume from; a
     config given with it may only change the run's plan. bpe_data: text files for the tokenizer
     (default: the model data; refused when resuming). quiet: no progress display.
     callbacks: objects with on_<event> methods or {event: function} dicts (see the module's
@@ -722,11 +722,15 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     folder that holds another run; a resumed one refuses to rewind a newer last.json there.
     """
     progress = Progress(0, stream=SafeStream(sys.stderr), quiet=quiet)
-    ckpt_path = None
-    if isinstance(checkpoint, (str, os.PathLike)):
-        ckpt_path = os.fspath(checkpoint)
-        checkpoint = load_checkpoint(ckpt_path)
     ckpt = checkpoint
+    if isinstance(checkpoint, (str, os.PathLike)):
+        ckpt = read_checkpoint(checkpoint)
+    elif isinstance(checkpoint, dict):
+        ckpt = Checkpoint(checkpoint)
+    elif checkpoint is not None and not isinstance(checkpoint, Checkpoint):
+        raise UsageError("checkpoint must be a path or a Checkpoint, got %s"
+                         % type(checkpoint).__name__, setting="checkpoint")
+    ckpt_path = ckpt.path if ckpt is not None else None
     if ckpt is not None and bpe_data:
         raise ShoestringError("bpe_data cannot apply when resuming: the tokenizer comes from the "
                               "checkpoint (leave bpe_data out, or start a new run)",
@@ -740,7 +744,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         out_dir = os.path.dirname(os.path.abspath(ckpt_path))
     if out_dir is not None and os.path.isdir(out_dir):     # fail before the data work
         check_folder(os.fspath(out_dir), run_id, resume_step)
-    cfg_model = ModelConfig(**ckpt["config"]["model"]) if ckpt is not None else config.model
+    cfg_model = ckpt.model if ckpt is not None else config.model
     threads = config.threads or default_threads()
     # before reading data or training a tokenizer: the smallest vocabulary it could produce
     check_memory(ModelConfig(**dict(cfg_model.to_dict(), V=min(cfg_model.V, 261))),
@@ -774,16 +778,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     data_paths = check_texts(model_paths, config.encoding_errors)   # fails early, holds no text
 
     if ckpt is not None:
-        from .tokenizer import Tokenizer
-        where = "checkpoint %s" % ckpt_path if ckpt_path else "the checkpoint"
-        try:
-            tok = Tokenizer.from_dict(ckpt["tokenizer"])
-        except ShoestringError as exc:
-            raise CheckpointError("%s: %s (use another checkpoint)" % (where, exc)) from None
-        if tok.vocab_size != cfg_model.V:
-            raise CheckpointError(
-                "%s: its tokenizer has %d tokens but its model has V=%d (the file was edited or "
-                "mixes two runs; use another checkpoint)" % (where, tok.vocab_size, cfg_model.V))
+        tok = ckpt.tokenizer                  # validated by Checkpoint
     else:
         from .tokenizer import Tokenizer
         if isinstance(bpe_data, (str, os.PathLike)):
@@ -870,8 +865,8 @@ def _train_in(config, cfg_model, tok, ckpt, out_dir, data_paths, validation_data
 
     params = None
     if ckpt is not None:          # with ema, params is the average; the trained weights are kept
-        opt = ckpt.get("optimizer") or {}
-        params = np.array(opt.get("train_params", ckpt["params"]), np.float32)
+        opt = ckpt.optimizer or {}
+        params = np.array(opt.get("train_params", ckpt.params), np.float32)
     trainer = Trainer(config, cfg_model, tok, train_tokens, val_tokens, params=params,
                       ckpt=ckpt, out_dir=out_dir, progress=progress, callbacks=callbacks)
     trainer.data_paths = data_paths

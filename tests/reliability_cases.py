@@ -249,7 +249,7 @@ def _run_rows(cmd):
                             ("tbshape", "1 TB shape", "more than the whole file"),
                             ("tbconfig", "config of TBs", "but the whole file is"),
                             ("nan", "NaN parameters", "non-finite"),
-                            ("tokvocab", "tokenizer/V mismatch", "tokens but the model's vocabulary"),
+                            ("tokvocab", "tokenizer/V mismatch", "tokenizer has .* tokens but its model has V="),
                             ("tokbad", "malformed tokenizer", "tokenizer is unusable"),
                             ("tokhuge", "absurd merge ids", "tokenizer is unusable")):
         rows.append(("%s --checkpoint %s" % (cmd, what), base + ["{%s}" % name], 1, pat))

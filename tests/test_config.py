@@ -134,3 +134,26 @@ def test_resume_config_from_python(ckpt):
     with pytest.raises(ShoestringError, match="config.train.lr"):
         resume_config(bad)
     assert dataclasses.replace(cfg, lr=0.5).lr == 0.5
+
+
+def test_read_checkpoint_is_typed_and_validated_once(ckpt, tmp_path):
+    import json
+
+    from shoestring.checkpoint import Checkpoint, read_checkpoint
+    from shoestring.errors import CheckpointError
+    from shoestring.tokenizer import Tokenizer
+
+    ck = read_checkpoint(ckpt)
+    assert isinstance(ck, Checkpoint) and ck.path == ckpt
+    assert isinstance(ck.model, ModelConfig) and isinstance(ck.train, TrainConfig)
+    assert isinstance(ck.tokenizer, Tokenizer) and ck.tokenizer.vocab_size == ck.model.V
+    assert ck.train == resume_config(ck["config"]) and ck.train.lr == 0.004
+    assert ck.params.dtype.name == "float32" and ck.optimizer["step"] == ck.training["step"] == 2
+    assert ck["metrics"] == ck.metrics and ck.get("nothing") is None
+    doc = json.load(open(ckpt))
+    doc["tokenizer"]["merges"] = doc["tokenizer"]["merges"][:-3]          # V no longer matches
+    doc["tokenizer"]["vocab_size"] -= 3
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="tokenizer has .* tokens but its model has V="):
+        read_checkpoint(str(bad))

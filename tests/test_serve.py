@@ -218,6 +218,18 @@ def test_a_cached_turn_feeds_only_the_new_message(server):
     assert stats["entries"] == 3 and stats["hits"] >= 2
 
 
+def test_int8_model_serves_what_its_chat_says(ckpt):
+    q = shoestring.load(ckpt, int8=True)         # `shoestring serve --int8`
+    srv = _start(q)
+    try:
+        for seed in (1, 2):
+            d = chat(srv, [_user("what is 6 plus 2")], seed=seed, **SAMPLING)
+            want = q.chat(max_response=MAX_TOKENS, seed=seed, **SAMPLING).send("what is 6 plus 2")
+            assert d["choices"][0]["message"]["content"] == want
+    finally:
+        _stop(srv)
+
+
 def test_cache_is_bounded_lru():
     import numpy as np
     c = serve.StateCache(3 * (400 + serve.ENTRY_OVERHEAD))

@@ -23,7 +23,11 @@ What it measures, on one thread (BLAS pinned to one thread before numpy is impor
      pseudo-terminal (so it runs interactively) to the moment the `you> ` prompt arrives on the
      terminal; with `python -c pass` and `python -c "import numpy"` as baselines.
   5. peak RSS of a chat session: the same interactive process answers 5 turns, then gets Ctrl-D;
-     ru_maxrss of exactly that child comes from os.wait4.
+     ru_maxrss of exactly that child comes from os.wait4; float32 and --int8.
+  6. with --quality CHECKPOINT TEXT (repeatable): the quality cost of int8, validation bits per
+     character of TEXT (held-out) with float32 and with int8 weights, same checkpoint, computed
+     by the decode step token by token over the whole text (state carried, as in chat, with the
+     training's state guard).
 """
 import os
 
@@ -173,12 +177,44 @@ def _read_until(fd, marker, timeout):
     return buf
 
 
-def chat_process(ckpt, turns, cwd):
+def bits_per_char(model, text, int8):
+    """Validation bits per character of `text` under `model` (float32 or int8 decode step)."""
+    from shoestring import kernels
+    from shoestring.params import guard_state
+    w = kernels.DecodeWeights(model.cfg, model.views, int8=int8)
+    dec = kernels.Decoder(w)
+    ids = model.tokenizer.encode(text, allow_special=True)
+    nll = 0.0
+    for i in range(len(ids) - 1):
+        dec.step(ids[i])
+        guard_state(dec.state[:, None])    # as training and chat: a runaway state starts afresh
+        lg = dec.logits.astype(np.float64)
+        m = lg.max()
+        nll += m + np.log(np.exp(lg - m).sum()) - lg[ids[i + 1]]
+    chars = len(model.tokenizer.decode(ids[1:]))
+    return nll / np.log(2) / chars, len(ids) - 1
+
+
+def quality(pairs):
+    import shoestring
+    print("\nint8 quality cost: validation bits/char, float32 vs int8 weights, same checkpoint "
+          "(decode step over the whole held-out text, state carried with the training's guard)")
+    for ck, text_path in pairs:
+        with open(text_path, encoding="utf-8") as f:
+            text = f.read()
+        model = shoestring.load(ck)
+        f32, n = bits_per_char(model, text, False)
+        i8, _ = bits_per_char(model, text, True)
+        print("  %s on %s (%d tokens, %d chars): float32 %.4f, int8 %.4f, cost %+.4f bits/char"
+              % (ck, text_path, n, len(text), f32, i8, i8 - f32))
+
+
+def chat_process(ckpt, turns, cwd, int8=False):
     """Start `shoestring chat` on a pty; -> (seconds to the first prompt, peak RSS in MiB)."""
     master, slave = pty.openpty()
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "shoestring", "chat", "--checkpoint", ckpt,
-                          "--seed", "1", "--max-response", "100"],
+                          "--seed", "1", "--max-response", "100"] + (["--int8"] if int8 else []),
                          stdin=slave, stdout=slave, stderr=slave, cwd=cwd, close_fds=True)
     os.close(slave)
     try:
@@ -220,7 +256,13 @@ def baseline(code, cwd, reps):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--quality", nargs=2, action="append", metavar=("CHECKPOINT", "TEXT"),
+                    help="also report validation bits/char of TEXT, float32 vs int8 (repeatable)")
+    ap.add_argument("--no-speed", action="store_true", help="only the --quality figures")
     args = ap.parse_args()
+    if args.no_speed:
+        quality(args.quality or [])
+        return 0
     reps = 3 if args.quick else 9
     n_tokens = 500 if args.quick else 2000
 
@@ -274,17 +316,22 @@ def main():
                     print(line)
         kernels.set_isa(default_isa)
         ck = os.path.join(d, "k6.json")
-        starts, rss = [], []
-        for i in range(5 if not args.quick else 2):
-            s, r = chat_process(ck, 5 if i == 0 else 0, d)
-            starts.append(s)
-            rss.append(r)
+        for int8 in (False, True):
+            starts, rss = [], []
+            for i in range(5 if not args.quick else 2):
+                s, r = chat_process(ck, 5 if i == 0 else 0, d, int8)
+                starts.append(s)
+                rss.append(r)
+            print("\n%s start-up to the `you> ` prompt (pty, default checkpoint %.1f MB): best %.3f s, "
+                  "median %.3f s" % ("--int8" if int8 else "float32", os.path.getsize(ck) / 1e6,
+                                     min(starts), statistics.median(starts)))
+            print("%s peak RSS of a chat session (5 turns of up to 100 tokens): %.1f MiB"
+                  % ("--int8" if int8 else "float32", rss[0]))
         py, _ = baseline("pass", d, 5)
         npy, _ = baseline("import numpy", d, 5)
-        print("\nstart-up to the `you> ` prompt (pty, default checkpoint %.1f MB): best %.3f s, "
-              "median %.3f s  [python -c pass: %.3f s; import numpy: %.3f s]"
-              % (os.path.getsize(ck) / 1e6, min(starts), statistics.median(starts), py, npy))
-        print("peak RSS of a chat session (5 turns of up to 100 tokens): %.1f MiB" % rss[0])
+        print("[python -c pass: %.3f s; python -c 'import numpy': %.3f s]" % (py, npy))
+    if args.quality:
+        quality(args.quality)
     return 0
 
 
