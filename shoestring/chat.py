@@ -9,8 +9,8 @@ Scripted (stdin is not a terminal): no banner and no prompts; each input line is
 and each reply is printed on one line (a newline inside a reply becomes a space); the same
 commands work; the end of input ends the session with status 0.
 
-Start-up is kept short: numpy, the C module and the checkpoint are loaded only after argparse,
-and nothing else heavy happens before the first prompt.
+Start-up is kept short: the C module and the checkpoint are loaded only after the arguments are
+parsed, and nothing else heavy happens before the first prompt.
 """
 import sys
 
