@@ -120,6 +120,10 @@ int ss_sample(float *work, const float *logits, const uint8_t *allowed, int V,
     if (!(temperature > 0.0f) || top_k == 1 || n_allowed == 1 || !isfinite(lmax)) return best;
 
     const float invT = 1.0f / temperature;
+    /* #17 (reliable): below ~3e-39 (or for an infinite temperature) 1/T is inf (or 0), and
+     * (s - lmax) * invT becomes NaN, which printed banned tokens; the Python check makes such
+     * temperatures greedy, and so does this line for any caller of ss_sample */
+    if (!(invT > 0.0f) || !(invT < INFINITY)) return best;
     int n = 0, sorted = 0;
     double total = 0;
     if (top_k > 0 && top_k < n_allowed) {

@@ -898,21 +898,6 @@ class Decoder:
         lib.ss_decode_step(self._p_logits if head else ffi.NULL, self._p_state, self._p_work,
                            self.weights._m, int(token))
 
-    # Kept until the Python loops (sample.py / inference.py) run on Generator; they are the
-    # same C call as sample() with the settings bound.
-    def sample(self, rng, temperature, top_k, top_p):
-        """Next token id from self.logits (see sample())."""
-        return sample(self.logits, rng, temperature, top_k, top_p, self._allowed,
-                      _work=self._p_swork)
-
-    def sampler(self, rng, temperature, top_k, top_p):
-        """A no-argument function returning the next token id from self.logits, like sample()
-        with these settings, which are checked once here (per token: one C call)."""
-        _sample_args("sampler", rng, temperature, top_k, top_p)
-        f, args = lib.ss_sample, (self._p_swork, self._p_logits, self._p_allowed, self.V,
-                                  float(temperature), int(min(top_k, self.V)), float(top_p), rng._p)
-        return lambda: f(*args)
-
 
 class Rng:
     """The splitmix64 state ss_sample draws from: one uint64 word; the same seed, the same draws."""
@@ -939,7 +924,7 @@ def _sample_args(fn, rng, temperature, top_k, top_p):
         raise KernelArgumentError("%s: top_p must be in (0, 1], got %r" % (fn, top_p))
 
 
-def sample(logits, rng, temperature, top_k, top_p, allowed=None, _work=None):
+def sample(logits, rng, temperature, top_k, top_p, allowed=None):
     """ss_sample: next token id from logits (V): argmax (ties: lowest id) when temperature == 0
     or top_k == 1; else softmax(logits/temperature) cut to the top_k (0: all) and then to the
     top_p nucleus, drawn from rng (a Rng). allowed (V) uint8 or None: ids with 0 are never
@@ -951,9 +936,8 @@ def sample(logits, rng, temperature, top_k, top_p, allowed=None, _work=None):
     p_logits = _arr(fn, "logits", logits, (V,), "V")
     p_allowed = _allowed_arg(fn, allowed, V)
     _sample_args(fn, rng, temperature, top_k, top_p)
-    if _work is None:
-        _work = ffi.from_buffer("float[]", np.empty(int(lib.ss_sample_workspace_size(V)), np.float32))
-    tok = lib.ss_sample(_work, p_logits, p_allowed, V, float(temperature), int(min(top_k, V)),
+    work = ffi.from_buffer("float[]", np.empty(int(lib.ss_sample_workspace_size(V)), np.float32))
+    tok = lib.ss_sample(work, p_logits, p_allowed, V, float(temperature), int(min(top_k, V)),
                         float(top_p), rng._p)        # top_k >= V keeps every id: same as V
     if tok < 0:
         raise KernelArgumentError("%s: every token id is banned" % fn)

@@ -97,6 +97,9 @@ def guard_std_streams():
                 pass
 
 
+PENDING = []     # SIGTERM/SIGHUP received outside the training loop (see raise_on_termination)
+
+
 class Terminated(BaseException):
     """SIGTERM or SIGHUP outside the training loop: unwinds like Ctrl-C does (so a file being
     written is cleaned up by its writer), and the command exits 128 + the signal number."""
@@ -116,6 +119,10 @@ def raise_on_termination():
         return lambda: None
 
     def handler(signum, frame):
+        # remembered too: an exception raised while Python runs a finaliser (__del__, a
+        # generator's close) is printed and dropped, and the command would go on as if the
+        # signal never came; the training loop checks this list when it takes over the signals
+        PENDING.append(signum)
         raise Terminated(signum)
 
     prev = {}

@@ -50,7 +50,7 @@ from .optim import AdamW, clip_scale, default_warmup, grad_norm, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
 from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
 from .rundir import RunLock, check_folder, fresh_run_dir
-from .safeio import SafeStream, os_error_hint, os_error_text
+from .safeio import PENDING, SafeStream, os_error_hint, os_error_text
 from .tokens import cached_encode, check_texts, count_chars, encode_files
 
 # Signals that stop a run the way Ctrl-C does (SIGHUP: a closed terminal or SSH session).
@@ -433,6 +433,9 @@ class Trainer:
         eval_every = c.eval_every or self.steps_per_epoch
         prog.start_step = self.opt.step
         prev = self._install_signals()
+        if PENDING and prev:      # a SIGTERM/SIGHUP before the loop that a finaliser swallowed
+            self.stop_requested, self.stop_signal = True, PENDING[-1]
+            del PENDING[:]
         tokens_per_step = self.B * self.T * self.acc
         t_last, step_last, loss_acc, n_acc = time.time(), self.opt.step, 0.0, 0
         interrupted = False

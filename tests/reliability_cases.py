@@ -56,6 +56,15 @@ FILES = {
     "notjson": "notjson.json: plain text",
     "array": "array.json: a JSON array",
     "deep": "deep.json: 100000 nested JSON arrays",
+    "rundir": "run/: the folder of the run that made ckpt.json (last.json, best.json, metrics)",
+    "badrng": "ckpt.json whose RNG state is out of range (2**200)",
+    "huge": "ckpt.json whose parameters are all 3e37: finite, valid checksum, useless",
+    "notrain": "ckpt.json without its training configuration (config.train)",
+    "loop": "loop.txt: a symbolic link loop (loop.txt -> loop2.txt -> loop.txt)",
+    "tinycopy": "tinycopy.txt: a copy of tiny.txt (an input --out must never replace)",
+    "linkout": "linkout.json: a symbolic link to tok.json",
+    "fifo": "fifo.json: a named pipe (stands for any device node: never replaced)",
+    "hugeint": "hugeint.json: a tokenizer whose merge holds a 5000-digit number",
 }
 
 TRUNC = [10 * k for k in range(10)]
@@ -185,7 +194,30 @@ def _train_rows():
          "config.train.batch_size"),
         ("train --checkpoint contradicting flag", resume + ["{ckpt}", "--gru-hidden-size", "32"],
          1, "contradicts the checkpoint"),
+        # #17: flags that cannot apply on resume, run folders, numbers in float32
+        ("train --checkpoint with --bpe-data", resume + ["{ckpt}", "--bpe-data", "{tiny}"], 1,
+         "--bpe-data cannot apply when resuming"),
+        ("train --checkpoint with another --val-fraction", resume + ["{ckpt}", "--val-fraction",
+                                                                    "0.3"], 1,
+         "--val-fraction 0.3 contradicts the checkpoint"),
+        ("train --checkpoint with another --seed", resume + ["{ckpt}", "--seed", "5"], 1,
+         "--seed 5 contradicts the checkpoint"),
+        ("train --checkpoint RNG state out of range", resume + ["{badrng}"], 1,
+         "training state is malformed"),
+        ("train --checkpoint without config.train", resume + ["{notrain}"], 1,
+         "no training configuration"),
+        ("train --out-dir holding another run", ["train", "--model-data", "{tiny}", "--out-dir",
+                                                 "{rundir}", "{SMALL}"], 1,
+         "already holds a training run"),
+        ("train --out-dir empty", ["train", "--model-data", "{tiny}", "--out-dir", "", "{SMALL}"],
+         2, "--out-dir is empty"),
+        ("train --eps-rmsnorm 0 in float32", TRAIN + ["--eps-rmsnorm", "1e-46"], 1,
+         "--eps-rmsnorm .*float32"),
+        ("train --model-data symbolic link loop", ["train", "--model-data", "{loop}", "{SMALL}"],
+         1, "symbolic link loop"),
     ]
+    rows += _flag_rows("train", "--eps-adamw", [("0 in float32", "1e-46")], TRAIN[1:])
+    rows += _flag_rows("train", "--lr", [("infinite in float32", "1e39")], TRAIN[1:])
     return rows
 
 
@@ -219,6 +251,22 @@ def _tokenizer_rows():
          "malformed"),
         ("tokenizer --load absurd merge ids", ["tokenizer", "--load", "{tokhuge}"], 1,
          "malformed"),
+        # #17: write only what is meant; read nothing endless
+        ("tokenizer --out equal to --bpe-data", tk + ["--bpe-data", "{tinycopy}", "--out",
+                                                      "{tinycopy}"], 2, "is also an input"),
+        ("tokenizer --out empty", tk + ["--bpe-data", "{tiny}", "--out", ""], 2, "--out is empty"),
+        ("tokenizer --out a symbolic link", tk + ["--bpe-data", "{tiny}", "--out", "{linkout}"],
+         2, "not a regular file"),
+        ("tokenizer --out a named pipe", tk + ["--bpe-data", "{tiny}", "--out", "{fifo}"], 2,
+         "not a regular file"),
+        ("tokenizer --bpe-data /dev/zero", tk + ["--bpe-data", "/dev/zero"], 1,
+         "not a regular file"),
+        ("tokenizer --load /dev/zero", ["tokenizer", "--load", "/dev/zero"], 1,
+         "not a regular file"),
+        ("tokenizer --load symbolic link loop", ["tokenizer", "--load", "{loop}"], 1,
+         "symbolic link loop"),
+        ("tokenizer --load huge integer", ["tokenizer", "--load", "{hugeint}"], 1,
+         "more than 4,300 digits"),
     ]
     return rows
 
@@ -231,6 +279,7 @@ def _run_rows(cmd):
                                                                  ("absurd", "1.5")]),
                       ("--top-k", _INT0_BAD), ("--seed", _INT0_BAD)):
         rows += _flag_rows(cmd, flag, bad, base[1:] + ["{ckpt}"])
+    rows += _flag_rows(cmd, "--temperature", [("absurd", "1e39")], base[1:] + ["{ckpt}"])
     size_flag = "--max-tokens" if cmd == "generate" else "--max-response"
     rows += _flag_rows(cmd, size_flag, _INT_BAD, base[1:] + ["{ckpt}"])
     for k in (0, 30, 60, 90):
@@ -251,7 +300,9 @@ def _run_rows(cmd):
                             ("nan", "NaN parameters", "non-finite"),
                             ("tokvocab", "tokenizer/V mismatch", "tokenizer has .* tokens but its model has V="),
                             ("tokbad", "malformed tokenizer", "tokenizer is unusable"),
-                            ("tokhuge", "absurd merge ids", "tokenizer is unusable")):
+                            ("tokhuge", "absurd merge ids", "tokenizer is unusable"),
+                            ("huge", "huge finite parameters", "non-finite outputs"),
+                            ("loop", "symbolic link loop", "symbolic link|Too many levels")):
         rows.append(("%s --checkpoint %s" % (cmd, what), base + ["{%s}" % name], 1, pat))
     if cmd == "generate":
         rows.append(("generate empty --prompt", ["generate", "--prompt", "", "--checkpoint",
@@ -391,6 +442,31 @@ def make_files(root, train=None):
     _mutate(p["ckpt"], ck("badstate"), lambda d: d["training"].pop("rng"))
     _mutate(p["ckpt"], ck("badpos"), lambda d: d["training"].update(window=10 ** 9))
     _mutate(p["ckpt"], ck("badtrain"), lambda d: d["config"]["train"].update(batch_size="4"))
+    # #17
+    p["rundir"] = run
+    _mutate(p["ckpt"], ck("badrng"), lambda d: d["training"]["rng"]["state"].update(state=2 ** 200))
+    _mutate(p["ckpt"], ck("notrain"), lambda d: d["config"].pop("train"))
+
+    def huge(d):
+        n = d["params"]["shape"][0]
+        d["params"] = _tensor(np.full(n, 3e37, np.float32))
+    _mutate(p["ckpt"], ck("huge"), huge)
+    p["loop"] = os.path.join(root, "loop.txt")
+    p["tinycopy"] = os.path.join(root, "tinycopy.txt")
+    _write(p["tinycopy"], TINY_CHAT.encode("utf-8"))
+    p["linkout"] = os.path.join(root, "linkout.json")
+    p["hugeint"] = os.path.join(root, "hugeint.json")
+    _write(p["hugeint"], ('{"format": "shoestring-bpe", "version": 1, "pretokenizer": '
+                          '"shoestring-1", "special_tokens": ["[EOS]"], "merges": [[1%s, 2]]}'
+                          % ("0" * 5000)).encode("ascii"))
+    try:
+        os.symlink("loop2.txt", p["loop"])
+        os.symlink("loop.txt", os.path.join(root, "loop2.txt"))
+        os.symlink("tok.json", p["linkout"])
+        p["fifo"] = os.path.join(root, "fifo.json")
+        os.mkfifo(p["fifo"])
+    except (OSError, NotImplementedError):     # no symbolic links here: the rows then fail
+        pass
     return p
 
 
@@ -413,11 +489,14 @@ def display(argv):
             out.append("$SMALL")
             continue
         a = re.sub(r"\{(trunc\d\d|flip|version|nokey|tbshape|tbconfig|nan|tokvocab|tokbad|"
-                   r"tokhuge|badstate|badpos|badtrain)\}", r"\1.json", a)
+                   r"tokhuge|badstate|badpos|badtrain|badrng|huge|notrain|linkout|hugeint|fifo)\}",
+                   r"\1.json", a)
+        a = a.replace("{rundir}", "run/")
         a = a.replace("{ckpt}", "ckpt.json").replace("{tok}", "tok.json")
         a = a.replace("{missing}", "nope.txt").replace("{out}", "out/").replace(
             "{emptydir}", "emptydir/")
-        a = re.sub(r"\{(tiny|empty|zero|latin1|hugeline|short|onechar)\}", r"\1.txt", a)
+        a = re.sub(r"\{(tiny|empty|zero|latin1|hugeline|short|onechar|loop|tinycopy)\}",
+                   r"\1.txt", a)
         a = a.replace("{binary}", "binary.bin").replace("{notjson}", "notjson.json")
         a = a.replace("{array}", "array.json").replace("{deep}", "deep.json")
         if a == _BIG:

@@ -242,25 +242,6 @@ def test_sample_argument_errors():
         kernels.sample(x.astype(np.float64), r, 1.0, 0, 1.0)
 
 
-def test_bound_sampler_equals_sample():
-    cfg = CONFIGS["topk"]
-    _, P = make(cfg, seed=2)
-    w = kernels.DecodeWeights(cfg, P)
-    allowed = np.ones(cfg.V, np.uint8)
-    allowed[[0, 1, 3]] = 0
-    a, b = kernels.Decoder(w, allowed), kernels.Decoder(w, allowed)
-    ra, rb = kernels.Rng(5), kernels.Rng(5)
-    draw = b.sampler(rb, 1.3, 7, 0.9)
-    tok_a = tok_b = 2
-    for _ in range(30):
-        a.step(tok_a)
-        b.step(tok_b)
-        tok_a, tok_b = a.sample(ra, 1.3, 7, 0.9), draw()
-        assert tok_a == tok_b and allowed[tok_a]
-    with pytest.raises(KernelArgumentError, match="top_k"):
-        b.sampler(rb, 1.0, -1, 0.9)
-
-
 @pytest.mark.parametrize("p", [0.3, 0.9])
 def test_nucleus_over_many_tokens(isa, p):
     """top-p without top-k over a flat distribution (the bisection path): the sampled support is
@@ -353,14 +334,14 @@ def test_tied_head_needs_c_equal_h():
 
 # ---- the generation loop in C against the Python loop ------------------------------------------
 def python_generate(dec, ids, max_tokens, rng, T, k, p, eos):
-    """The token loop of Model.generate / ChatSession (sample.py) before the C loop: ids out."""
+    """The token loop of Model.generate / ChatSession (sample.py) before the C loop, one Python
+    call per step and per draw: ids out."""
     for t in ids[:-1]:
         dec.step(t, head=False)
     dec.step(ids[-1])
-    draw = dec.sampler(rng, T, k, p)
     out = []
     for _ in range(max_tokens):
-        tok = draw()
+        tok = kernels.sample(dec.logits, rng, T, k, p, dec._allowed)
         if tok == eos:
             break
         out.append(tok)

@@ -52,12 +52,18 @@ def test_term_hup_int_at_random_moments_lose_nothing(tmp_path, corpus):
         sig = sigs[i % 3]
         argv = ["train"] + common + (["--checkpoint", last] if os.path.exists(last) else [])
         p = subprocess.Popen(cmd(argv), cwd=str(tmp_path), stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env=dict(os.environ, PYTHONFAULTHANDLER="1"))
         first = p.stderr.readline()
         assert first, "the run printed nothing"
         time.sleep(rng.uniform(0.0, 1.2))
         p.send_signal(sig)
-        rest = p.communicate(timeout=120)[1]
+        try:
+            rest = p.communicate(timeout=120)[1]
+        except subprocess.TimeoutExpired:     # where it hangs, for the failure message
+            p.send_signal(signal.SIGABRT)
+            raise AssertionError("no exit after %s: %s" % (
+                signal.Signals(sig).name, p.communicate(timeout=30)[1].decode()[-3000:]))
         err = (first + rest).decode("utf-8", "replace")
         assert "Traceback" not in err, err[-2000:]
         m = re.search(r"at step (\d+); saved (\S+)", err)
@@ -368,3 +374,21 @@ def test_huge_but_finite_parameters_refused_at_load(model_ckpt, tmp_path):
                            stdin=subprocess.DEVNULL, cwd=str(tmp_path))
         assert p.returncode == 1 and "non-finite outputs" in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_the_c_sampler_is_safe_for_every_temperature():
+    """ss_sample itself (not only the Python check): a temperature whose reciprocal is infinite
+    or zero in float32 is greedy, never a banned id (the max here is at a banned id 1 and ties
+    at the allowed ids 3 and 5: greedy is 3)."""
+    from shoestring import kernels
+    logits = np.array([1.0, 9.0, 2.0, 3.0, 0.5, 3.0, -1.0], np.float32)
+    allowed = np.array([1, 0, 1, 1, 1, 1, 1], np.uint8)
+    for t in (1e-38, 3e-39, 1e-40, 1e-45, 5e-324, float("inf"), 1e38):
+        for top_k in (0, 3):
+            got = {kernels.sample(logits, kernels.Rng(s), t, top_k, 1.0, allowed)
+                   for s in range(16)}
+            assert 1 not in got, (t, top_k, got)
+            if t < 2.9e-39 or t == float("inf"):     # 1/T is inf or 0 in float32: greedy
+                assert got == {3}, (t, top_k, got)
+            elif t < 1e-30:                           # one-hot but for the exact tie
+                assert got <= {3, 5}, (t, top_k, got)

@@ -5,11 +5,11 @@
 
 What it measures, on one thread (BLAS pinned to one thread before numpy is imported):
   1. microseconds per token, for every instruction set usable here, float32 and int8 weights:
-     the C step alone (kernels.Decoder.step with the head), the Python loop (Model.generate:
-     a Python call per step and per draw, the loop before the C one), and the user's loop on the
-     C generation loop (kernels.Generator: prompt fed, then ss_generate in chunks of 16 with top-k
-     40 / top-p 0.95, each id turned into streamed text by the tokenizer's stream decoder, as the
-     CLI does). [EOS] is banned during the benchmark so that every run generates exactly the
+     the C step alone (kernels.Decoder.step with the head), the Python loop that generation used
+     before ss_generate (a Python call per step and per draw), and the user's loop on the C
+     generation loop (kernels.Generator, what Model.generate and the chat run: prompt fed, then
+     ss_generate in chunks of 16 with top-k 40 / top-p 0.95, each id turned into streamed text by
+     the tokenizer's stream decoder, as the CLI does). [EOS] is banned during the benchmark so that every run generates exactly the
      requested number of tokens. Each figure is this thread's CPU time over a run of N tokens
      divided by N, best of several runs (the machine is shared: wall time would count the time
      other processes hold the core).
@@ -35,6 +35,7 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_N
     os.environ[_v] = "1"
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import platform  # noqa: E402
 import pty  # noqa: E402
 import select  # noqa: E402
@@ -134,12 +135,28 @@ def bench_tokens(model, isa, n_tokens, reps, int8):
             dec.step(100 + (i & 255))
         return (cpu() - t0) / n_tokens
 
-    def python_loop():
-        t0 = cpu()
-        model.generate("hello there", max_tokens=n_tokens, seed=1)
-        return (cpu() - t0) / n_tokens
-
     prompt = model.tokenizer.encode("hello there", allow_special=False)
+
+    def python_loop():
+        """The loop before ss_generate: one Python call per step and per draw (the settings
+        bound once, as Decoder.sampler did), each id streamed as text."""
+        t0 = cpu()
+        d = kernels.Decoder(weights, model.allowed)
+        rng = kernels.Rng(1)
+        draw = functools.partial(kernels.lib.ss_sample, d._p_swork, d._p_logits, d._p_allowed,
+                                 model.cfg.V, 0.8, 40, 0.95, rng._p)
+        sd = model.tokenizer.stream_decoder()
+        pieces = []
+        for t in prompt[:-1]:
+            d.step(t, head=False)
+        d.step(prompt[-1])
+        for _ in range(n_tokens):
+            tok = draw()
+            d.step(tok)
+            piece = sd.feed(tok)
+            if piece:
+                pieces.append(piece)
+        return (cpu() - t0) / n_tokens
 
     def c_loop():
         t0 = cpu()
