@@ -417,7 +417,8 @@ class _Reader:
         for i, (s, w) in enumerate(zip(stored, want)):
             if s != w:
                 self.fail("layout does not match config.model: entry %d is '%s' %s in the file but "
-                          "config.model implies '%s' %s" % (i, s[0][:80], s[1], w[0], w[1]),
+                          "config.model implies '%s' %s"
+                          % (i, s[0][:80].encode("unicode_escape").decode("ascii"), s[1], w[0], w[1]),
                           "the model config and the parameters disagree; " + _DAMAGED)
         if len(stored) != len(want):
             self.fail("layout does not match config.model: the file lists %d tensors, config.model "
