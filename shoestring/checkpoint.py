@@ -58,7 +58,11 @@ DOC_KEYS = HEADER_KEYS + ("config", "tokenizer", "layout", "training", "metrics"
                           "optimizer")
 TENSOR_KEYS = ("dtype", "byteorder", "shape", "crc32", "data")
 OPTIMIZER_KEYS = ("step", "m", "v")
+# With weight averaging (--ema), `params` holds the average (what evaluation, chat and every
+# reader use) and the optimizer section also keeps the weights being trained, so resume is exact.
+OPTIMIZER_OPTIONAL = ("train_params",)
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+MODEL_OPTIONAL = ("cap", "tie_embeddings")      # added by issue #11: older files lack them
 
 _TAG_FLOAT = "$float"
 _TAG_DICT = "$dict"
@@ -135,14 +139,22 @@ def _model_config(model, fail):
     if not isinstance(model, dict):
         fail("config.model must be an object, got %s" % type(model).__name__)
     for k in MODEL_KEYS:
-        if k not in model:
+        if k not in model and k not in MODEL_OPTIONAL:
             fail("config.model is missing key '%s'" % k)
     for k in model:
         if k not in MODEL_KEYS:
             fail("config.model has unknown key '%s'" % k)
     for k in MODEL_KEYS:
+        if k not in model:
+            continue
         v = model[k]
-        if k == "eps_rmsnorm":
+        if k == "cap":
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                fail("config.model.cap must be a finite number >= 0, got %r" % (v,))
+        elif k == "tie_embeddings":
+            if not isinstance(v, bool):
+                fail("config.model.tie_embeddings must be true or false, got %r" % (v,))
+        elif k == "eps_rmsnorm":
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
                 fail("config.model.eps_rmsnorm must be a finite number > 0, got %r" % (v,))
         elif not isinstance(v, int) or isinstance(v, bool):
@@ -194,12 +206,15 @@ def encode_checkpoint(ckpt):
     pl = ParamLayout(cfg)
     _check_array("params", ckpt["params"], pl.n)
     if opt is not None:
-        if not isinstance(opt, dict) or set(opt) != set(OPTIMIZER_KEYS):
-            fail("optimizer must be None or a dict with exactly the keys step, m, v")
+        if (not isinstance(opt, dict) or not set(OPTIMIZER_KEYS) <= set(opt)
+                or not set(opt) <= set(OPTIMIZER_KEYS + OPTIMIZER_OPTIONAL)):
+            fail("optimizer must be None or a dict with the keys step, m, v (and train_params)")
         if not _is_int(opt["step"]) or opt["step"] < 0:
             fail("optimizer step must be a whole number >= 0, got %r" % (opt["step"],))
         _check_array("optimizer m", opt["m"], pl.n)
         _check_array("optimizer v", opt["v"], pl.n)
+        if "train_params" in opt:
+            _check_array("optimizer train_params", opt["train_params"], pl.n)
     for k, typ in (("tokenizer", dict), ("training", dict), ("metrics", list)):
         if not isinstance(ckpt[k], typ):
             fail("%s must be a %s, got %s" % (k, typ.__name__, type(ckpt[k]).__name__))
@@ -219,8 +234,10 @@ def encode_checkpoint(ckpt):
             "training": _to_json(ckpt["training"], "training"),
             "metrics": _to_json(ckpt["metrics"], "metrics"),
             "params": _encode_tensor(ckpt["params"]),
-            "optimizer": None if opt is None else {
+            "optimizer": None if opt is None else dict({
                 "step": int(opt["step"]), "m": _encode_tensor(opt["m"]), "v": _encode_tensor(opt["v"])},
+                **({"train_params": _encode_tensor(opt["train_params"])} if "train_params" in opt
+                   else {})),
         }
     except RecursionError:
         fail("a value is nested too deeply or refers to itself")
@@ -400,7 +417,8 @@ class _Reader:
         for i, (s, w) in enumerate(zip(stored, want)):
             if s != w:
                 self.fail("layout does not match config.model: entry %d is '%s' %s in the file but "
-                          "config.model implies '%s' %s" % (i, s[0][:80], s[1], w[0], w[1]),
+                          "config.model implies '%s' %s"
+                          % (i, s[0][:80].encode("unicode_escape").decode("ascii"), s[1], w[0], w[1]),
                           "the model config and the parameters disagree; " + _DAMAGED)
         if len(stored) != len(want):
             self.fail("layout does not match config.model: the file lists %d tensors, config.model "
@@ -512,13 +530,13 @@ def load_checkpoint(path):
             if k not in opt:
                 r.fail("optimizer is missing key '%s'" % k)
         for k in opt:
-            if k not in OPTIMIZER_KEYS:
+            if k not in OPTIMIZER_KEYS + OPTIMIZER_OPTIONAL:
                 r.fail("optimizer has unknown key '%s'" % k[:80])
         step = opt["step"]
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             r.fail("optimizer step must be a whole number >= 0, got %s" % json.dumps(step)[:40])
         arrays = {}
-        for k in ("m", "v"):
+        for k in ("m", "v") + tuple(k for k in OPTIMIZER_OPTIONAL if k in opt):
             rec = opt[k]
             if isinstance(rec, dict) and isinstance(rec.get("shape"), list) and rec["shape"] != [n]:
                 r.fail("optimizer tensor '%s' has shape %s but params has %d values"
@@ -527,7 +545,7 @@ def load_checkpoint(path):
             r.finite(arrays[k], "optimizer." + k, _DAMAGED)
         if np.any(arrays["v"] < 0):
             r.fail("tensor 'optimizer.v' holds negative values (AdamW's v is a mean of squares)")
-        optimizer = {"step": step, "m": arrays["m"], "v": arrays["v"]}
+        optimizer = dict(arrays, step=step)
 
     return {
         "config": r.plain(doc["config"], "config"),

@@ -18,8 +18,9 @@ import re
 import sys
 
 from .version import __version__
-from .config import (MAX_COUNT, MAX_EXPERTS, MAX_LAYERS, MAX_SEED, MAX_SIZE, MAX_TEMPERATURE,
-                     MAX_VOCAB, MAX_WIDTH, SETTINGS, parse_setting)
+from .config import (BUNDLED_MINUTES, DEFAULT_MINUTES, MAX_COUNT, MAX_EXPERTS, MAX_LAYERS,
+                     MAX_SEED, MAX_SIZE, MAX_TEMPERATURE, MAX_VOCAB, MAX_WIDTH, NEW_RUN_CAP,
+                     SETTINGS, parse_setting)
 from .errors import ShoestringError, UsageError
 from .params import ModelConfig
 
@@ -151,11 +152,25 @@ def add_train_args(p):
                    default=argparse.SUPPRESS,
                    help="experts run per token K, 1..X; K=X is dense (default: X)")
     add_model_flag(a, "eps_rmsnorm", _float_in(0.0, 1.0, lo_open=True), "RMSNorm epsilon")
+    a.add_argument("--cap", dest="cap", type=_float_in(0.0, 1e6, name="cap"),
+                   default=argparse.SUPPRESS,
+                   help="soft cap of the recurrent candidate, c = cap*tanh(GELU(u)/cap), which "
+                        "keeps the state bounded; 0 is the uncapped model of older checkpoints "
+                        "(default: %g)" % NEW_RUN_CAP)
+    a.add_argument("--tie-embeddings", dest="tie_embeddings", action="store_true",
+                   default=argparse.SUPPRESS,
+                   help="the head reuses the embedding matrix (needs --embedding-dim equal to "
+                        "--gru-hidden-size; default: a separate head)")
     t = p.add_argument_group("training")
     add_setting(t, "seq_length", "time steps T per window")
     add_setting(t, "batch_size", "parallel streams B")
-    add_setting(t, "epochs", "passes over the model data; when resuming, the new total",
-                "5; 20 on the bundled corpus, which is small")
+    add_setting(t, "minutes", "time budget: warm-up and cosine decay are planned from the "
+                "measured speed to end after this many minutes of training, then the run "
+                "validates, saves and stops; resuming keeps the plan",
+                "%g; %g on the bundled corpus, unless --epochs or --max-steps is given"
+                % (DEFAULT_MINUTES, BUNDLED_MINUTES))
+    add_setting(t, "epochs", "passes over the model data instead of a time budget; when "
+                "resuming, the new total", "a time budget, see --minutes")
     add_setting(t, "max_steps", "stop after this many optimiser steps in total", "no limit")
     add_setting(t, "max_minutes", "stop this session after this many minutes of training, then "
                 "validate and save", "no limit")
@@ -166,6 +181,13 @@ def add_train_args(p):
     add_setting(t, "warmup_steps", "warm-up steps", "2%% of the total, at most 200")
     add_setting(t, "accumulate", "gradient accumulation: windows per optimiser step")
     add_setting(t, "eps_adamw", "AdamW epsilon")
+    add_setting(t, "dropout", "locked dropout on each layer's input and on the head's input (one "
+                "mask per stream per window, shared by its time steps)")
+    add_setting(t, "embedding_dropout", "drop whole embedding rows (every occurrence of a token "
+                "in a window)")
+    add_setting(t, "weight_drop", "DropConnect on the recurrent matrices Wch (one mask per step)")
+    add_setting(t, "ema", "decay of the moving average of the weights that validation, "
+                "best.json and the chat use; 0 disables")
     add_setting(t, "threads", "worker threads", "all cores")
     add_setting(t, "seed", "random seed", short="-s")
     o = p.add_argument_group("output")
@@ -222,6 +244,16 @@ def build_parser():
                       help="no banner and no notes on standard error")
     add_sampling_args(chat)
     add_int8_arg(chat)
+
+    ev = sub.add_parser("eval", help="bits per character of a checkpoint on a text file")
+    add_checkpoint_args(ev, "checkpoint to score")
+    ev.add_argument("--data", required=True, metavar="FILE",
+                    help="text to score, as one stream with the state carried through it, every "
+                         "token predicted once (the first from [EOS])")
+    ev.add_argument("--json", action="store_true",
+                    help='print {"bits_per_char", "nats_per_token", "tokens", "chars"} as JSON')
+    ev.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
+                    help="what to do with bytes that are not UTF-8 (default: strict)")
 
     gen = sub.add_parser("generate", help="continue a prompt")
     add_checkpoint_args(gen)

@@ -11,7 +11,8 @@ import sys
 from .version import __version__
 from .errors import UsageError
 
-MODEL_KEYS = ("V", "C", "H", "L", "X", "K", "eps_rmsnorm")    # the architecture flags' dests
+MODEL_KEYS = ("V", "C", "H", "L", "X", "K", "eps_rmsnorm", "cap",
+              "tie_embeddings")                                # the architecture flags' dests
 
 
 def cmd_info(args):
@@ -108,7 +109,7 @@ def train_config(args):
     Every setting flag defaults to argparse.SUPPRESS, so exactly the flags given (under any
     abbreviation argparse accepts) are attributes of `args`; a resume merges those, and only
     those, into the checkpoint's config (config.resume_config)."""
-    from .config import SETTINGS, TrainConfig, resume_config
+    from .config import NEW_RUN_CAP, SETTINGS, TrainConfig, resume_config
     from .params import ModelConfig
 
     given = {k: getattr(args, k) for k in SETTINGS if hasattr(args, k)}
@@ -118,6 +119,7 @@ def train_config(args):
         ckpt = read_checkpoint(args.checkpoint)
         return resume_config(ckpt["config"], given, given_model), ckpt
     given_model.setdefault("K", given_model.get("X", ModelConfig.X))   # default: dense
+    given_model.setdefault("cap", NEW_RUN_CAP)          # bounded recurrence for new models
     return TrainConfig(model=ModelConfig(**given_model), **given), None
 
 
@@ -192,6 +194,28 @@ def cmd_train(args):
             print("opening the chat (leave with `exit` or Ctrl-D); later: shoestring chat %s"
                   % result.out_dir, file=sys.stderr)
         return run_chat(model, args.max_tokens, args.temperature, args.top_k, args.top_p, None)
+    return 0
+
+
+# ---- eval ---------------------------------------------------------------------------------------
+def cmd_eval(args):
+    """`shoestring eval --checkpoint F --data FILE [--json]` (MODEL.md §7, evaluate.py)."""
+    import json
+
+    from .dataset import read_texts
+    from .evaluate import score_text
+    from .inference import load
+
+    model = load(resolve_checkpoint(args, note=not args.json))
+    text = "".join(t for _, t in read_texts([args.data], args.encoding_errors, "evaluation data"))
+    r = score_text(model.cfg, model.params, model.tokenizer, text)
+    if args.json:
+        print(json.dumps({k: r[k] for k in ("bits_per_char", "nats_per_token", "tokens", "chars",
+                                            "perplexity", "state_resets")}))
+    else:
+        print("%s: %.4f bits/char, %.4f nats/token, perplexity %.2f (%d tokens, %d characters, "
+              "%d state resets)" % (args.data, r["bits_per_char"], r["nats_per_token"],
+                                    r["perplexity"], r["tokens"], r["chars"], r["state_resets"]))
     return 0
 
 

@@ -34,8 +34,12 @@ MAX_THREADS = 1024
 MAX_COUNT = 10 ** 12        # steps, epochs, intervals
 MAX_SEED = 2 ** 64 - 1
 
-DEFAULT_EPOCHS = 5          # MODEL.md §6
-BUNDLED_EPOCHS = 20         # on the bundled chat corpus (230 KB): about 1,000 steps
+# Without epochs, max_steps or minutes a run gets a time budget (issue #11: the loop plans its
+# schedule to end with the budget and keeps the best validation in best.json).
+DEFAULT_MINUTES = 5.0       # user data
+BUNDLED_MINUTES = 2.0       # the bundled chat corpus
+
+NEW_RUN_CAP = 4.0           # the candidate's soft cap of new models (ModelConfig.cap; issue #11)
 
 # what resuming does with a setting (see resume_config)
 FIXED, PLAN, SESSION = "fixed", "plan", "session"
@@ -99,16 +103,17 @@ def _check_float32(name, value):
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run (MODEL.md §2, §6). None means "the trainer chooses"."""
-    model: ModelConfig = field(default_factory=ModelConfig)   # architecture; model.V is the
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(cap=NEW_RUN_CAP))
+                                                              # architecture; model.V is the
                                                               # vocabulary asked of the tokenizer
     seq_length: int = setting(80, int, 1, MAX_SIZE, resume=FIXED)        # T, steps per window
     batch_size: int = setting(16, int, 1, MAX_SIZE, resume=FIXED)        # B, parallel streams
     accumulate: int = setting(1, int, 1, MAX_SIZE, resume=FIXED)         # windows per step
-    epochs: Optional[int] = setting(None, int, 1, MAX_COUNT)   # None: 5, or 20 on the bundled corpus
+    epochs: Optional[int] = setting(None, int, 1, MAX_COUNT)   # None: the time budget decides
     max_steps: Optional[int] = setting(None, int, 1, MAX_COUNT)          # None: no limit
     max_minutes: Optional[float] = setting(None, float, 0.0, 10 ** 6, lo_open=True,
                                            resume=SESSION)     # per session; None: no limit
-    lr: float = setting(0.001, float, 0.0, None, lo_open=True)           # peak learning rate
+    lr: float = setting(0.002, float, 0.0, None, lo_open=True)           # peak learning rate
     wd: float = setting(0.01, float, 0.0)                      # AdamW decay, matrices only
     grad_clip: float = setting(1.0, float, 0.0)                # global-norm clip; 0 disables
     lr_schedule: str = setting("cosine", str, choices=("cosine", "constant"))
@@ -122,6 +127,14 @@ class TrainConfig:
     eval_every: Optional[int] = setting(None, int, 1, MAX_COUNT)     # None: once per epoch
     threads: Optional[int] = setting(None, int, 1, MAX_THREADS, resume=SESSION)  # None: all cores
     encoding_errors: str = setting("strict", str, choices=("strict", "replace"), resume=SESSION)
+    # issue #11: regularisers (training only; masks from the seeded generator), weight averaging
+    # and a time budget
+    # defaults from tools/bench_quality.py (BENCHMARKS.md, "Quality per CPU-minute")
+    dropout: float = setting(0.3, float, 0.0, 0.95)            # locked dropout, layer/head inputs
+    embedding_dropout: float = setting(0.1, float, 0.0, 0.95)  # whole vocabulary rows per window
+    weight_drop: float = setting(0.3, float, 0.0, 0.95)        # DropConnect on Wch per step
+    ema: float = setting(0.0, float, 0.0, 0.99999)             # moving-average decay; 0: off
+    minutes: Optional[float] = setting(None, float, 0.0, 10 ** 6, lo_open=True)  # time budget
 
     def __post_init__(self):
         if not isinstance(self.model, ModelConfig):

@@ -139,10 +139,11 @@ def format_text(info):
                                   if info["weights_only"] else "full (can resume training)"),
         "model",
         "  parameters      %s" % format(info["parameters"], ","),
-        "  architecture    MoE-GRU: V=%s C=%s H=%s L=%s X=%s K=%s (%s)%s"
-        % (m.get("V"), m.get("C"), m.get("H"), m.get("L"), m.get("X"), m.get("K"), routing,
-           ", " + extra if extra else ""),
+        "  architecture    MoE-GRU: V=%s C=%s H=%s L=%s X=%s K=%s (%s)"
+        % (m.get("V"), m.get("C"), m.get("H"), m.get("L"), m.get("X"), m.get("K"), routing),
     ]
+    if extra:
+        lines.append("  also            %s" % extra)
     t = info["tokenizer"]
     lines += [
         "tokenizer",

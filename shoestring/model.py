@@ -8,7 +8,16 @@ the result does not depend on timing: the same seed and thread count give the sa
 
 Layouts (batch-major, so a shard's slice is contiguous): tokens/targets (B,T) int32,
 activations (B,T,I), recurrent state h (L,B,X,H).
+
+Regularisers (training only, issue #11) come as masks drawn by the trainer from its seeded
+generator (see Masks): embedding dropout scales whole vocabulary rows, locked dropout masks each
+layer's input and the head's input with one (B,I) mask per window shared by its T steps, and
+DropConnect replaces Wch by Wch * mask in a separate buffer for one optimiser step (its gradient
+is masked the same way in reduce_grads). The candidate's soft cap (cfg.cap) is part of the
+model. With tied embeddings (cfg.tie_embeddings) the head's weight is WE and its gradient adds
+into WE's.
 """
+from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -23,6 +32,28 @@ def split_batch(B, S):
     S = max(1, min(S, B))
     bounds = [B * s // S for s in range(S + 1)]
     return [(bounds[s], bounds[s + 1]) for s in range(S)]
+
+
+@dataclass
+class Masks:
+    """The dropout masks of one window (each None when that regulariser is off); they hold 0 or
+    1/(1-p). embedding (V): row scales; inputs: [(B,I)] per layer; head (B,H)."""
+    embedding: object = None
+    inputs: list = field(default_factory=list)
+    head: object = None
+
+
+def dropout_mask(rng, shape, p):
+    """A float32 mask of `shape`: 0 with probability p, else 1/(1-p) (inverted dropout, so
+    evaluation uses the weights as they are); drawn from the numpy Generator rng."""
+    if p <= 0:
+        return np.ones(shape, np.float32)
+    return ((rng.random(shape) >= p) * np.float32(1.0 / (1.0 - p))).astype(np.float32)
+
+
+def head_weight(views):
+    """The head's (V,H) weight: Wo, or WE when the embeddings are tied (no Wo in the layout)."""
+    return views["Wo"] if "Wo" in views else views["WE"]
 
 
 class _Shard:
@@ -45,10 +76,17 @@ class _Shard:
             self.dtop = np.zeros((Bs, T, cfg.H), np.float32)
             self.grads = net.layout.zeros()
             self.gviews = net.layout.views(self.grads)
+            self.ghead = head_weight(self.gviews)
+            # inputs after locked dropout and their gradients (used only when masks are given)
+            self.xd = [np.zeros((Bs, T, cfg.layer_input(l)), np.float32) for l in range(cfg.L)]
+            self.dxd = [np.zeros_like(a) for a in self.xd]
+            self.xh = np.zeros((Bs, T, cfg.H), np.float32)
+            self.dxh = np.zeros_like(self.xh)
         # one prepared layer call per layer: weights, this shard's grads, acts and scratch bound
         self.layers = [
             kernels.MoeGruBinding(net.lw[l], Bs, T, cfg.layer_input(l), cfg.K, cfg.eps_rmsnorm,
-                                  grads=layer_views(self.gviews, l) if train else None)
+                                  grads=layer_views(self.gviews, l) if train else None,
+                                  cap=cfg.cap)
             for l in range(cfg.L)]
 
 
@@ -56,15 +94,23 @@ class Network:
     """Forward/backward of the whole model over (B, T) windows, sharded over threads.
 
     params: the flat float32 buffer (owned by the caller; updated in place by the optimiser).
+    weight_drop: the layers run on a separate Wch buffer that set_weight_masks fills (DropConnect).
     """
 
-    def __init__(self, cfg, params, B, T, threads=1, train=True):
+    def __init__(self, cfg, params, B, T, threads=1, train=True, weight_drop=False):
         self.cfg, self.B, self.T = cfg, B, T
         self.layout = ParamLayout(cfg)
         self.params = params
         self.views = self.layout.views(params)
+        self.head = head_weight(self.views)
         self.train = train
         self.lw = [layer_views(self.views, l) for l in range(cfg.L)]
+        self.wch_masks = None
+        if weight_drop:
+            self.wch = [w["Wch"] for w in self.lw]
+            self.wch_eff = [np.array(w) for w in self.wch]
+            self.lw = [dict(w, Wch=e) for w, e in zip(self.lw, self.wch_eff)]
+        self.masks = Masks()
         # the last window's activations, all shards in one buffer each (a shard owns its rows)
         self.x0 = np.zeros((B, T, cfg.C), np.float32)                        # (B,T,C)
         self.outs = [np.zeros((B, T, cfg.H), np.float32) for _ in range(cfg.L)]   # (B,T,H)
@@ -78,37 +124,53 @@ class Network:
 
     # ---- one shard -------------------------------------------------------------------------
     def _forward_shard(self, sh, tokens, targets, h, dscale):
-        cfg, v = self.cfg, self.views
+        cfg, v, mk = self.cfg, self.views, self.masks
+        train = dscale is not None
         tok = np.ascontiguousarray(tokens[sh.b0:sh.b1]).reshape(-1)
-        kernels.embedding_forward(sh.x0.reshape(sh.N, cfg.C), tok, v["WE"])
+        kernels.embedding_forward(sh.x0.reshape(sh.N, cfg.C), tok, v["WE"],
+                                  mk.embedding if train else None)
         x = sh.x0
         for l in range(cfg.L):
+            if train and mk.inputs and mk.inputs[l] is not None:
+                kernels.dropout_forward(sh.xd[l], x, mk.inputs[l][sh.b0:sh.b1])
+                x = sh.xd[l]
             sh.layers[l].forward(sh.outs[l], h[l, sh.b0:sh.b1], x)
             x = sh.outs[l]
+        if train and mk.head is not None:
+            kernels.dropout_forward(sh.xh, x, mk.head[sh.b0:sh.b1])
+            x = sh.xh
         top = x.reshape(sh.N, cfg.H)
-        kernels.matmul_forward(sh.logits, top, v["Wo"], v["bo"])
+        kernels.matmul_forward(sh.logits, top, self.head, v["bo"])
         tgt = np.ascontiguousarray(targets[sh.b0:sh.b1]).reshape(-1)
-        train = dscale is not None
         kernels.crossentropy_forward(sh.losses, sh.dlogits if train else None, sh.logits, tgt,
                                      dscale if train else 1.0)
         if train:
-            self._backward_shard(sh, tok)
+            self._backward_shard(sh, tok, top)
         return float(np.sum(sh.losses, dtype=np.float64))
 
-    def _backward_shard(self, sh, tok):
-        cfg, v, g = self.cfg, self.views, sh.gviews
-        top = sh.outs[-1].reshape(sh.N, cfg.H)
+    def _backward_shard(self, sh, tok, top):
+        cfg, g, mk = self.cfg, sh.gviews, self.masks
         dtop = sh.dtop
         dtop.fill(0.0)
-        kernels.matmul_backward(dtop.reshape(sh.N, cfg.H), g["Wo"], g["bo"], sh.dlogits, top, v["Wo"])
+        kernels.matmul_backward(dtop.reshape(sh.N, cfg.H), sh.ghead, g["bo"], sh.dlogits, top,
+                                self.head)
         dout = dtop
+        if mk.head is not None:
+            sh.dxh.fill(0.0)
+            kernels.dropout_backward(sh.dxh, dtop, mk.head[sh.b0:sh.b1])
+            dout = sh.dxh
         for l in reversed(range(cfg.L)):
-            inp = sh.outs[l - 1] if l > 0 else sh.x0
+            masked = bool(mk.inputs) and mk.inputs[l] is not None
+            inp = sh.xd[l] if masked else (sh.outs[l - 1] if l > 0 else sh.x0)
             dinp = sh.dx[l]
             dinp.fill(0.0)
             sh.layers[l].backward(dinp, dout, inp)
             dout = dinp
-        kernels.embedding_backward(g["WE"], dout.reshape(sh.N, cfg.C), tok)
+            if masked:
+                sh.dxd[l].fill(0.0)
+                kernels.dropout_backward(sh.dxd[l], dinp, mk.inputs[l][sh.b0:sh.b1])
+                dout = sh.dxd[l]
+        kernels.embedding_backward(g["WE"], dout.reshape(sh.N, cfg.C), tok, mk.embedding)
 
     # ---- whole batch --------------------------------------------------------------------------
     def _run(self, tokens, targets, h, dscale):
@@ -118,10 +180,25 @@ class Network:
                 for sh in self.shards]
         return [f.result() for f in futs]
 
-    def forward_backward(self, tokens, targets, h, dscale):
+    def forward_backward(self, tokens, targets, h, dscale, masks=None):
         """Loss sum (nats) over the window; adds dscale * dloss/dparams into the shard gradient
-        buffers (collect them with reduce_grads); h (L,B,X,H) is advanced to the final state."""
-        return sum(self._run(tokens, targets, h, dscale))
+        buffers (collect them with reduce_grads); h (L,B,X,H) is advanced to the final state.
+        masks: this window's dropout Masks (None: no dropout)."""
+        self.masks = masks if masks is not None else Masks()
+        try:
+            return sum(self._run(tokens, targets, h, dscale))
+        finally:
+            self.masks = Masks()
+
+    def set_weight_masks(self, masks):
+        """DropConnect for the next optimiser step: Wch_eff = Wch * mask per layer (masks: a list
+        of (X,H,H) arrays), so reduce_grads masks Wch's gradient the same way. Needs
+        weight_drop=True; call it again after every update (it reads the current Wch)."""
+        self.wch_masks = masks
+        for l, m in enumerate(masks):
+            w = self.wch[l]
+            kernels.dropout_forward(self.wch_eff[l].reshape(-1, 1, w.shape[-1]),
+                                    w.reshape(-1, 1, w.shape[-1]), m.reshape(-1, w.shape[-1]))
 
     def forward(self, tokens, targets, h):
         """Loss sum (nats) over the window, no gradients; h is advanced."""
@@ -152,4 +229,8 @@ class Network:
         bits however the buffer is cut); the threads share the buffer in ranges (split_blocks)."""
         self.run(self._reduce_range, [(out, lo, hi) for lo, hi in split_blocks(out.shape[0],
                                                                                  self.threads)])
+        if self.wch_masks is not None:       # d(Wch * mask)/dWch = mask
+            gv = self.layout.views(out)
+            for l, m in enumerate(self.wch_masks):
+                gv["l%d.Wch" % l] *= m
         return out

@@ -14,6 +14,7 @@ from .errors import ShoestringError
 
 
 RECURRENT_GAIN = 0.5
+EMBEDDING_STD = 0.02        # WE ~ N(0, EMBEDDING_STD^2); see ParamLayout.init
 STATE_GUARD = 1000.0        # L2 norm of one stream's recurrent state that triggers a reset
 
 
@@ -37,6 +38,8 @@ class ModelConfig:
     X: int = 6            # experts per layer
     K: int = 6            # active experts per token (K == X: dense)
     eps_rmsnorm: float = 1e-5
+    cap: float = 0.0      # candidate soft cap c = cap*tanh(GELU(u)/cap); 0: c = GELU(u) (older runs)
+    tie_embeddings: bool = False    # the head uses WE (needs C == H); the layout has no Wo
 
     def __post_init__(self):
         for name in ("V", "C", "H", "L", "X", "K"):
@@ -52,6 +55,18 @@ class ModelConfig:
             raise ShoestringError("eps_rmsnorm %r is outside what float32, the precision the "
                                   "model uses, can hold (use a value in [1e-38, 1])"
                                   % (self.eps_rmsnorm,), setting="eps_rmsnorm")
+        if (not isinstance(self.cap, (int, float)) or isinstance(self.cap, bool)
+                or not math.isfinite(self.cap) or self.cap < 0):
+            raise ShoestringError("cap must be a finite number >= 0 (0: no cap), got %r"
+                                  % (self.cap,), setting="cap")
+        object.__setattr__(self, "cap", float(self.cap))
+        if not isinstance(self.tie_embeddings, bool):
+            raise ShoestringError("tie_embeddings must be true or false, got %r"
+                                  % (self.tie_embeddings,), setting="tie_embeddings")
+        if self.tie_embeddings and self.C != self.H:
+            raise ShoestringError("tie_embeddings needs C == H (the head reuses the embedding), got "
+                                  "C=%d, H=%d (set them equal or leave tie_embeddings off)"
+                                  % (self.C, self.H), setting=("tie_embeddings", "C", "H"))
 
     def layer_input(self, layer):
         """I, the input width of layer `layer`."""
@@ -104,7 +119,8 @@ def layout(cfg):
         for name, (shape, _) in layer_shapes(cfg.layer_input(l), cfg.H, cfg.X).items():
             decayed = LAYER_SCHEMA[LAYER_KEYS.index(name)][2]
             (mats if decayed else rest).append(("l%d.%s" % (l, name), shape))
-    mats.append(("Wo", (cfg.V, cfg.H)))
+    if not cfg.tie_embeddings:
+        mats.append(("Wo", (cfg.V, cfg.H)))
     rest = [("WE", (cfg.V, cfg.C))] + rest + [("bo", (cfg.V,))]
     return [(n, s, True) for n, s in mats] + [(n, s, False) for n, s in rest]
 
@@ -145,15 +161,21 @@ class ParamLayout:
         return np.zeros(self.n, dtype=dtype)
 
     def init(self, seed):
-        """Fresh parameters: matrices ~ N(0, 1/fan_in) (Wch scaled by RECURRENT_GAIN), WE ~ N(0, 1),
-        biases 0, gains 1."""
+        """Fresh parameters: matrices ~ N(0, 1/fan_in) (Wch scaled by RECURRENT_GAIN),
+        WE ~ N(0, EMBEDDING_STD^2), biases 0, gains 1.
+
+        WE was N(0, 1) before issue #11: rows that large barely move under AdamW (a step is about
+        lr), so the embedding stayed close to random for hundreds of steps, and its large inputs
+        drove the unbounded candidate into state resets (96 in 1,500 steps on nano-shakespeare);
+        at 0.02 (as in GPT-2 and the PyTorch recipe) the best validation was 0.05 bits/char lower
+        with no reset (BENCHMARKS.md, "What moved the figure")."""
         rng = np.random.default_rng(seed)
         flat = self.zeros()
         v = self.views(flat)
         for name, shape, _, _, _ in self.entries:
             base = name.split(".")[-1]
             if base == "WE":
-                v[name][...] = rng.standard_normal(shape, dtype=np.float32)
+                v[name][...] = rng.standard_normal(shape, dtype=np.float32) * np.float32(EMBEDDING_STD)
             elif base.startswith("W"):
                 fan_in = shape[-1]
                 # The recurrent matrix starts contractive (spectral radius about RECURRENT_GAIN < 1):

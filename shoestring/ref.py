@@ -128,14 +128,6 @@ def dropout_backward(dout, mask):
     return dout * mask[:, None, :]
 
 
-def dropout_mask(rng, shape, p, dtype=np.float32):
-    """A mask of `shape` holding 0 with probability p and 1/(1-p) otherwise (inverted dropout)."""
-    if p <= 0:
-        return np.ones(shape, dtype)
-    keep = rng.random(shape) >= p
-    return (keep * (1.0 / (1.0 - p))).astype(dtype)
-
-
 def softcap(c, cap):
     """The candidate's soft cap: cap * tanh(c / cap); cap == 0 leaves c as it is."""
     return c if not cap else (cap * np.tanh(c / cap)).astype(c.dtype)

@@ -18,6 +18,14 @@ non-finite loss or gradient stops training and keeps the last good checkpoint. A
 recurrent state passes params.STATE_GUARD (or is not finite) is reset to zero; every reset is
 counted and logged (MODEL.md §2, stability hazard).
 
+Issue #11: dropout masks (locked, embedding rows, DropConnect on Wch) are drawn from the run's
+seeded generator, so a resumed run draws the same ones; `ema` keeps a moving average of the
+weights that validation, best.json and the chat use (the checkpoint's `params`; the weights being
+trained go into its optimizer section); `minutes` plans warm-up + cosine to end when the budget
+does, from the measured steps per second, re-planned every PLAN_EVERY steps, the training time
+spent so far kept in the checkpoint. Validation scores the validation text as one stream
+(evaluate.score_tokens), exactly as `shoestring eval` does.
+
 Callbacks: objects with any of the methods below, or dicts {event: function}, called as
 `on_train_start(run)`, `on_step_end(run, step, metrics)`, `on_gradients(run, step)` (after the
 backward and the clip, before AdamW: run.grads are writable named views of the gradient),
@@ -41,11 +49,12 @@ import time
 import numpy as np
 
 from .checkpoint import Checkpoint, read_checkpoint, save_checkpoint
-from .config import BUNDLED_EPOCHS, DEFAULT_EPOCHS, TrainConfig, resume_config
+from .config import BUNDLED_MINUTES, DEFAULT_MINUTES, TrainConfig, resume_config
 from .data import default_corpus_path
 from .dataset import Windows, atomic_write_text, remove_stale_temp_files
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError, UsageError
-from .model import Network
+from .evaluate import score_tokens
+from .model import Masks, Network, dropout_mask
 from .optim import AdamW, clip_scale, default_warmup, grad_norm, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
 from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
@@ -56,6 +65,12 @@ from .tokens import cached_encode, check_texts, count_chars, encode_files
 # Signals that stop a run the way Ctrl-C does (SIGHUP: a closed terminal or SSH session).
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
                      if hasattr(signal, n))
+
+
+PLAN_EVERY = 50            # steps between re-plans of a time budget
+PLAN_AFTER = 20            # steps measured before the first plan
+PROVISIONAL_WARMUP = 200   # warm-up used before the first plan (default_warmup's largest)
+EVALS_PER_BUDGET = 20      # validations in a time-budgeted run without eval_every
 
 
 def default_threads():
@@ -173,7 +188,10 @@ class Trainer:
         self.B, self.T, self.acc = config.batch_size, config.seq_length, config.accumulate
         self.threads = config.threads or default_threads()
         self.train_win = Windows(train_tokens, self.B, self.T, "model data")
-        self.val_tokens = val_tokens  # what validation scores: at most config.val_tokens + 1
+        # what validation scores: [EOS], then at most config.val_tokens tokens of text, each
+        # predicted once (evaluate.score_tokens); their characters counted exactly
+        self.val_tokens = val_tokens
+        self.val_chars = count_chars(tok, val_tokens[1:])
         # tokens per character of the training text (train() sets it; plots convert with it)
         self.train_tokens_per_char = float("nan")
         self.out_dir = out_dir
@@ -185,17 +203,27 @@ class Trainer:
                 "accumulate, batch_size or seq_length, or use more data)"
                 % (self.acc, self.train_win.count), setting=("accumulate", "batch_size", "seq_length"))
         self.steps_per_epoch = max(1, self.train_win.count // self.acc)
-        total = self.steps_per_epoch * config.epochs
+        self.budget_s = 60.0 * config.minutes if config.minutes else None
+        self.elapsed_s = 0.0          # training seconds of earlier sessions (time budget)
+        self.planned = False          # the time budget's plan was made (warm-up fixed)
+        total = self.steps_per_epoch * config.epochs if config.epochs else 10 ** 12
         if config.max_steps:
             total = min(total, config.max_steps)
         self.total_steps = total
-        self.warmup = config.warmup_steps if config.warmup_steps is not None else default_warmup(total)
+        if self.budget_s is not None and config.warmup_steps is None:
+            self.warmup = PROVISIONAL_WARMUP
+        else:
+            self.warmup = config.warmup_steps if config.warmup_steps is not None else \
+                default_warmup(total)
 
         self.params = params if params is not None else self.layout.init(config.seed)
         self.grads = self.layout.zeros()
+        self.ema = self.params.copy() if config.ema else None     # moving average of params
+        self._ema_tmp = self.layout.zeros() if config.ema else None
         self.opt = AdamW(self.layout.n, self.layout.n_decay, eps=config.eps_adamw,
                          weight_decay=config.wd)
-        self.net = Network(model_cfg, self.params, self.B, self.T, self.threads, train=True)
+        self.net = Network(model_cfg, self.params, self.B, self.T, self.threads, train=True,
+                           weight_drop=config.weight_drop > 0)
         self.h = np.zeros((model_cfg.L, self.B, model_cfg.X, model_cfg.H), np.float32)  # (L,B,X,H)
         self.run_view = Run(self)     # what callbacks see
         # run state (all of it goes into the checkpoint)
@@ -276,6 +304,16 @@ class Trainer:
                                   % (state.shape, self.h.shape))
         self.h[...] = state
         self.metrics = list(ck.get("metrics", []))
+        opt = ck.get("optimizer") or {}
+        if self.ema is not None and "train_params" in opt:
+            self.ema[...] = ck["params"]          # params holds the average, see checkpoint_dict
+        self.elapsed_s = float(tr.get("elapsed_s", 0.0))
+        saved_minutes = (ck.get("config", {}).get("train") or {}).get("minutes")
+        if (self.budget_s is not None and tr.get("planned_total") is not None
+                and saved_minutes == self.config.minutes):      # the same budget: the same plan
+            self.total_steps = int(tr["planned_total"])
+            self.warmup = int(tr["warmup"])
+            self.planned = True
         run_id = tr.get("run_id")
         if run_id is not None:
             if not (isinstance(run_id, str) and 0 < len(run_id) <= 64
@@ -289,11 +327,14 @@ class Trainer:
                          model_data=[os.path.abspath(p) for p in self.data_paths],
                          validation_data=(os.path.abspath(self.validation_path)
                                           if self.validation_path else None))
+        opt = self.opt.state_dict()
+        if self.ema is not None:              # params: the average; the trained weights kept too
+            opt = dict(opt, train_params=self.params)
         return {
             "config": {"model": self.cfg.to_dict(), "train": train_cfg},
             "tokenizer": self.tok.to_dict(),
-            "params": self.params,
-            "optimizer": self.opt.state_dict(),
+            "params": self.eval_params,
+            "optimizer": opt,
             "training": {
                 "step": self.opt.step, "epoch": self.epoch, "window": self.window,
                 "offset": self.offset, "rng": self.rng.bit_generator.state,
@@ -301,6 +342,9 @@ class Trainer:
                 "state_resets": self.resets, "train_fingerprint": self.train_fp,
                 "run_id": self.run_id,
                 "state": self.h.tolist(),
+                "elapsed_s": round(self.elapsed(), 3),
+                "planned_total": self.total_steps if self.planned else None,
+                "warmup": self.warmup,
             },
             "metrics": self.metrics,
         }
@@ -316,6 +360,28 @@ class Trainer:
         """Reset training streams whose state is too large or not finite; count them."""
         self.resets += guard_state(self.h)
 
+    @property
+    def eval_params(self):
+        """The weights validation, best.json and the chat use: the average when ema is on."""
+        return self.ema if self.ema is not None else self.params
+
+    def elapsed(self):
+        """Training seconds of this run so far (all sessions)."""
+        t0 = getattr(self, "_session_t0", None)
+        return self.elapsed_s + (time.time() - t0 if t0 is not None else 0.0)
+
+    def _window_masks(self):
+        """This window's dropout masks from the run's generator (None when dropout is off)."""
+        c, cfg = self.config, self.cfg
+        if not (c.dropout or c.embedding_dropout):
+            return None
+        r, p = self.rng, c.dropout
+        return Masks(
+            embedding=dropout_mask(r, (cfg.V,), c.embedding_dropout) if c.embedding_dropout else None,
+            inputs=[dropout_mask(r, (self.B, cfg.layer_input(l)), p) if p else None
+                    for l in range(cfg.L)],
+            head=dropout_mask(r, (self.B, cfg.H), p) if p else None)
+
     def step(self):
         """Run `accumulate` windows and one AdamW update. Returns (loss mean, grad norm, lr)."""
         c = self.config
@@ -326,11 +392,17 @@ class Trainer:
         # 2. forward and backward over `accumulate` windows of (B,T) tokens; the shards' gradient
         #    buffers collect dscale * dloss/dparams, so the sum is the mean loss's gradient
         self.net.zero_grads()
+        if self.config.weight_drop:           # one DropConnect mask per layer for this step
+            cfg = self.cfg
+            self.net.set_weight_masks([dropout_mask(self.rng, (cfg.X, cfg.H, cfg.H),
+                                                    self.config.weight_drop)
+                                       for _ in range(cfg.L)])
         dscale = 1.0 / (self.B * self.T * self.acc)
         loss = 0.0
         for _ in range(self.acc):
             tokens, targets = self.train_win.window(self.window, self.offset)   # (B,T) each
-            loss += self.net.forward_backward(tokens, targets, self.h, dscale)
+            loss += self.net.forward_backward(tokens, targets, self.h, dscale,
+                                              self._window_masks())
             self.window += 1
             self._guard_state()               # h carries over; runaway streams start afresh
         loss /= self.B * self.T * self.acc
@@ -373,6 +445,12 @@ class Trainer:
                 "the AdamW update at step %d made %d parameters non-finite with a finite gradient "
                 "(lower lr, or raise eps_adamw; the last good checkpoint is kept)"
                 % (self.opt.step, bad), setting=("lr", "eps_adamw"))
+        if self.ema is not None:              # warm-up: early steps average over fewer
+            t = self.opt.step
+            d = min(c.ema, (1.0 + t) / (10.0 + t))
+            self.ema *= np.float32(d)
+            np.multiply(self.params, np.float32(1.0 - d), out=self._ema_tmp)
+            self.ema += self._ema_tmp
         # 6. the data position: the epoch ends when another step would run past its windows
         if self.window + self.acc > self.train_win.count:
             self.epoch += 1
@@ -382,25 +460,28 @@ class Trainer:
 
     # ---- validation ---------------------------------------------------------------------------
     def evaluate(self):
-        """(mean loss, perplexity, bits per character) on the validation tokens; bits per
-        character are exact for the tokens scored (their characters are counted, not guessed)."""
-        n = len(self.val_tokens)
-        T = min(self.T, n - 1)
-        B = max(1, min(self.B, (n - 1) // T))
-        win = Windows(self.val_tokens, B, T, "validation data")
-        net = Network(self.cfg, self.params, B, T, min(self.threads, B), train=False)
-        h = np.zeros((self.cfg.L, B, self.cfg.X, self.cfg.H), np.float32)
-        total, chars = 0.0, 0
-        for w in range(win.count):
-            tokens, targets = win.window(w)
-            total += net.forward(tokens, targets, h)
-            chars += count_chars(self.tok, targets)
-            guard_state(h)                    # the same guard as in training
-        net.close()
-        count = B * T * win.count
-        loss = total / count
-        bpc = total / math.log(2) / chars if chars > 0 else float("nan")
-        return loss, math.exp(min(loss, 50.0)), bpc
+        """(mean loss, perplexity, bits per character) on the validation text, scored as one
+        stream from [EOS] (evaluate.score_tokens, what `shoestring eval` reports), with the
+        weights eval_params; state resets there are counted too."""
+        r = score_tokens(self.cfg, self.eval_params, self.val_tokens, self.val_chars)
+        self.resets += r["state_resets"]
+        return r["nats_per_token"], r["perplexity"], r["bits_per_char"]
+
+    # ---- the time budget ----------------------------------------------------------------------
+    def _plan(self, session_steps, session_s):
+        """Fit warm-up + cosine into the time left, from the steps per second measured in this
+        session (validation included); the warm-up is fixed by the first plan."""
+        rate = session_steps / max(1e-9, session_s)
+        left = max(0.0, self.budget_s - self.elapsed())
+        total = self.opt.step + max(1, int(left * rate))
+        if self.config.max_steps:
+            total = min(total, self.config.max_steps)
+        self.total_steps = max(total, self.opt.step + 1)
+        if not self.planned:
+            self.planned = True
+            if self.config.warmup_steps is None:
+                self.warmup = default_warmup(self.total_steps)
+        self.progress.total = self.total_steps
 
     # ---- the loop -----------------------------------------------------------------------------
     def _on_signal(self, signum, frame):
@@ -430,8 +511,18 @@ class Trainer:
         SIGTERM, SIGHUP: last.json saved without validating; the signal is self.stop_signal).
         Run.stop() ends after the current step, validated and saved."""
         c, prog = self.config, self.progress
-        eval_every = c.eval_every or self.steps_per_epoch
+        budget = self.budget_s is not None
+
+        def cadence():
+            if c.eval_every:
+                return c.eval_every
+            if budget:
+                return max(1, self.total_steps // EVALS_PER_BUDGET)
+            return self.steps_per_epoch
+        eval_every = cadence()
         prog.start_step = self.opt.step
+        self._session_t0 = time.time()
+        session_step0 = self.opt.step
         prev = self._install_signals()
         if PENDING and prev:      # a SIGTERM/SIGHUP before the loop that a finaliser swallowed
             self.stop_requested, self.stop_signal = True, PENDING[-1]
@@ -442,7 +533,8 @@ class Trainer:
         self._emit("on_train_start")
         try:
             deadline = time.time() + 60.0 * c.max_minutes if c.max_minutes else None
-            while self.opt.step < self.total_steps:
+            while self.opt.step < self.total_steps and not (
+                    budget and self.elapsed() >= self.budget_s):
                 if self.stop_requested:
                     interrupted = True
                     break
@@ -450,6 +542,12 @@ class Trainer:
                     break
                 loss, norm, lr = self.step()
                 out_of_time = deadline is not None and time.time() >= deadline
+                done = self.opt.step - session_step0
+                if budget and (done == PLAN_AFTER or (done > PLAN_AFTER and done % PLAN_EVERY == 0)):
+                    self._plan(done, time.time() - self._session_t0)
+                    eval_every = cadence()
+                budget_over = budget and self.elapsed() >= self.budget_s
+                out_of_time = out_of_time or budget_over
                 loss_acc += loss
                 n_acc += 1
                 step = self.opt.step
@@ -483,6 +581,10 @@ class Trainer:
                     self.last_path = self.save("last.json")
                     self._write_metrics(step)          # after the checkpoints it describes
                     t_last, step_last, loss_acc, n_acc = time.time(), step, 0.0, 0
+                if budget_over:
+                    prog.message("the time budget of %g minutes is spent at step %d"
+                                 % (c.minutes, step))
+                    break
                 if self.stop_clean:
                     prog.message("stopped by a callback at step %d" % step)
                     break
@@ -502,6 +604,8 @@ class Trainer:
                 except (OSError, ValueError, TypeError):
                     pass
             self.net.close()
+            self.elapsed_s = self.elapsed()
+            self._session_t0 = None
         prog.close()
         self._emit("on_train_end")
         return interrupted
@@ -666,8 +770,8 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         bundled = True
         progress.message("no model data given: training on the bundled chat corpus (%s)"
                          % model_paths[0])
-    if config.epochs is None:     # the bundled corpus is small: more passes to learn to chat
-        config = config.replace(epochs=BUNDLED_EPOCHS if bundled else DEFAULT_EPOCHS)
+    if config.epochs is None and config.minutes is None and config.max_steps is None:
+        config = config.replace(minutes=BUNDLED_MINUTES if bundled else DEFAULT_MINUTES)
     if not validation_data and ckpt is not None:     # the split the checkpoint was trained on
         validation_data = (ckpt["config"].get("train") or {}).get("validation_data")
         if validation_data is not None and not isinstance(validation_data, str):
@@ -736,8 +840,8 @@ def _train_in(config, cfg_model, tok, ckpt, out_dir, data_paths, validation_data
         format(len(enc.ids), ","), "read from the token cache" if how == "cache" else "encoded",
         time.time() - t0))
     all_tokens = enc.ids
-    # validation scores at most val_tokens targets (+1: the first id is context only)
-    keep = config.val_tokens + 1 if config.val_tokens else None
+    # validation scores at most val_tokens tokens, the first predicted from [EOS] (evaluate.py)
+    keep = config.val_tokens if config.val_tokens else None
     if validation_data:
         vfiles = check_texts([validation_data], config.encoding_errors, "validation data")
         val_tokens = encode_files(tok, vfiles, config.encoding_errors, "validation data",
@@ -751,16 +855,21 @@ def _train_in(config, cfg_model, tok, ckpt, out_dir, data_paths, validation_data
     if len(val_tokens) < 2:
         raise DataError("validation data is too short (needs at least 2 tokens; give more text)")
     if keep is None or len(val_tokens) < keep:
-        said = "all %s held-out tokens" % format(len(val_tokens) - 1, ",")
+        said = "all %s held-out tokens" % format(len(val_tokens), ",")
     else:
         held = "the validation data" if validation_data else \
-            "%s held-out tokens" % format(len(val_tokens) - 1, ",")
+            "%s held-out tokens" % format(len(val_tokens), ",")
         val_tokens = val_tokens[:keep]
         said = "the first %s tokens of %s (val_tokens; 0 scores them all)" % (
-            format(keep - 1, ","), held)
+            format(keep, ","), held)
     progress.message("validation scores %s" % said)
+    val_tokens = np.concatenate([np.array([tok.special_id("[EOS]")], np.int32),
+                                 np.asarray(val_tokens, np.int32)])
 
-    params = None if ckpt is None else ckpt.params.copy()
+    params = None
+    if ckpt is not None:          # with ema, params is the average; the trained weights are kept
+        opt = ckpt.optimizer or {}
+        params = np.array(opt.get("train_params", ckpt.params), np.float32)
     trainer = Trainer(config, cfg_model, tok, train_tokens, val_tokens, params=params,
                       ckpt=ckpt, out_dir=out_dir, progress=progress, callbacks=callbacks)
     trainer.data_paths = data_paths
@@ -771,13 +880,28 @@ def _train_in(config, cfg_model, tok, ckpt, out_dir, data_paths, validation_data
     atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(
         trainer.checkpoint_dict()["config"], indent=2, sort_keys=True) + "\n")
     n_par = trainer.layout.n
+    if trainer.budget_s is not None:
+        length = "%s of training (%s left), the schedule planned from the measured speed" % (
+            fmt_seconds(trainer.budget_s), fmt_seconds(max(0.0, trainer.budget_s - trainer.elapsed_s)))
+        if config.max_steps:
+            length += ", at most %d steps" % config.max_steps
+    else:
+        length = "%d steps" % trainer.total_steps
+    regs = ", ".join("%s %g" % (n, getattr(config, n)) for n in
+                     ("dropout", "embedding_dropout", "weight_drop", "ema") if getattr(config, n))
     progress.message(
-        "model: %s parameters (V=%d C=%d H=%d L=%d X=%d K=%d); %d training tokens, %d validation "
-        "tokens; %d steps of %d x %d x %d tokens on %d thread%s; writing to %s"
+        "model: %s parameters (V=%d C=%d H=%d L=%d X=%d K=%d%s%s); %d training tokens, %d "
+        "validation tokens; %s of %d x %d x %d tokens on %d thread%s%s; writing to %s"
         % (f"{n_par:,}", cfg_model.V, cfg_model.C, cfg_model.H, cfg_model.L, cfg_model.X,
-           cfg_model.K, len(train_tokens), len(val_tokens), trainer.total_steps, trainer.B,
-           trainer.T, trainer.acc, trainer.threads, "s" if trainer.threads > 1 else "", out_dir))
-    if trainer.opt.step >= trainer.total_steps:
+           cfg_model.K, ", cap %g" % cfg_model.cap if cfg_model.cap else "",
+           ", tied embeddings" if cfg_model.tie_embeddings else "",
+           len(train_tokens), len(val_tokens) - 1, length, trainer.B, trainer.T, trainer.acc,
+           trainer.threads, "s" if trainer.threads > 1 else "", "; " + regs if regs else "",
+           out_dir))
+    if trainer.budget_s is not None and trainer.elapsed_s >= trainer.budget_s:
+        progress.message("the checkpoint has already spent its %g-minute budget (give --minutes "
+                         "to train further)" % config.minutes)
+    elif trainer.opt.step >= trainer.total_steps:
         progress.message("the checkpoint has already done %d of %d steps (raise epochs to "
                          "train further)" % (trainer.opt.step, trainer.total_steps))
     t0 = time.time()
@@ -793,4 +917,4 @@ def _train_in(config, cfg_model, tok, ckpt, out_dir, data_paths, validation_data
         seconds=time.time() - t0, interrupted=interrupted, stopped=trainer.stop_clean,
         out_dir=out_dir,
         best_val=trainer.best_val, state_resets=trainer.resets, model_config=cfg_model,
-        tokenizer=tok, params=trainer.params.copy(), stop_signal=trainer.stop_signal)
+        tokenizer=tok, params=trainer.eval_params.copy(), stop_signal=trainer.stop_signal)

@@ -1,9 +1,16 @@
 """Shared test helpers: the instruction sets to run, tiny corpora, ISA switching."""
 import os
+import signal
 
 import pytest
 
 from shoestring import kernels
+
+# A runner that starts pytest in the background of a non-interactive shell (`cmd &`) leaves SIGINT
+# ignored, and an ignored signal stays ignored across exec: every `shoestring` the tests start
+# would then shrug off the Ctrl-C they send it. Give SIGINT back its default before any test runs.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def isas_to_test():

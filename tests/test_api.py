@@ -13,9 +13,10 @@ import pytest
 import shoestring
 from shoestring import ModelConfig, TrainConfig, TrainingError, UsageError
 from shoestring.checkpoint import load_checkpoint
+from shoestring.config import NEW_RUN_CAP
 from shoestring.cli import main
 
-SMALL_MODEL = ModelConfig(V=300, C=16, H=24, L=2, X=3, K=2)
+SMALL_MODEL = ModelConfig(V=300, C=16, H=24, L=2, X=3, K=2, cap=NEW_RUN_CAP)   # as the CLI
 SMALL = TrainConfig(model=SMALL_MODEL, seq_length=16, batch_size=4, max_steps=8, eval_every=4,
                     epochs=50, lr=0.005, threads=2)
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -12,7 +12,7 @@ from shoestring import ModelConfig, TrainConfig, UsageError
 from shoestring.checkpoint import load_checkpoint
 from shoestring.cli import build_parser, main
 from shoestring.commands import train_config
-from shoestring.config import FIXED, SESSION, SETTINGS, parse_setting, resume_config
+from shoestring.config import FIXED, NEW_RUN_CAP, SESSION, SETTINGS, parse_setting, resume_config
 from shoestring.errors import ShoestringError
 
 SMALL = ["--bpe-vocab-size", "300", "--embedding-dim", "16", "--gru-hidden-size", "16",
@@ -23,7 +23,9 @@ SMALL = ["--bpe-vocab-size", "300", "--embedding-dim", "16", "--gru-hidden-size"
 OTHER = {"seq_length": "8", "batch_size": "2", "accumulate": "2", "epochs": "7",
          "max_steps": "9", "max_minutes": "1.5", "lr": "0.02", "wd": "0.5", "grad_clip": "0.5",
          "lr_schedule": "constant", "warmup_steps": "3", "eps_adamw": "1e-6", "seed": "5",
-         "val_fraction": "0.2", "val_tokens": "1000", "eval_every": "4", "threads": "1", "encoding_errors": "replace"}
+         "val_fraction": "0.2", "val_tokens": "1000", "eval_every": "4", "threads": "1",
+         "encoding_errors": "replace", "dropout": "0.25", "embedding_dropout": "0.2",
+         "weight_drop": "0.4", "ema": "0.99", "minutes": "3"}
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +116,7 @@ def test_python_and_flags_share_defaults_and_checks():
         parse(["train", "--batch-size", "0"])
     assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)
     cfg, _ = train_config(parse(["train", "--num-experts", "4", "--gru-hidden-size", "32"]))
-    assert cfg.model == ModelConfig(H=32, X=4, K=4)
+    assert cfg.model == ModelConfig(H=32, X=4, K=4, cap=NEW_RUN_CAP)
 
 
 def test_resume_config_from_python(ckpt):

@@ -14,6 +14,7 @@ import pytest
 
 from shoestring import kernels, ref
 from shoestring.errors import KernelArgumentError
+from shoestring.model import dropout_mask
 from shoestring.params import ModelConfig, ParamLayout
 from test_moegru import EPS, TOL, buffers, case, rel_err
 from test_ref_model import check_all, layer_case, model_case
@@ -40,7 +41,7 @@ def test_capped_layer_backward_matches_finite_differences(B, T, I, H, X, K):
 def test_dropout_reference_backward_matches_finite_differences():
     rng = np.random.default_rng(0)
     inp = rng.standard_normal((3, 4, 5))
-    mask = ref.dropout_mask(rng, (3, 5), 0.4, np.float64)
+    mask = dropout_mask(rng, (3, 5), 0.4).astype(np.float64)
     dout = rng.standard_normal((3, 4, 5))
 
     def loss():
@@ -50,20 +51,20 @@ def test_dropout_reference_backward_matches_finite_differences():
 
 
 def test_dropout_mask_is_inverted_and_seeded():
-    m = ref.dropout_mask(np.random.default_rng(5), (400, 50), 0.25)
+    m = dropout_mask(np.random.default_rng(5), (400, 50), 0.25)
     assert m.dtype == np.float32
     assert set(np.unique(m).tolist()) == {0.0, np.float32(1 / 0.75)}
     assert abs((m == 0).mean() - 0.25) < 0.01
-    np.testing.assert_array_equal(m, ref.dropout_mask(np.random.default_rng(5), (400, 50), 0.25))
-    assert (ref.dropout_mask(np.random.default_rng(5), (3, 4), 0.0) == 1).all()
+    np.testing.assert_array_equal(m, dropout_mask(np.random.default_rng(5), (400, 50), 0.25))
+    assert (dropout_mask(np.random.default_rng(5), (3, 4), 0.0) == 1).all()
 
 
 def _all_masks(rng, cfg, B, p=0.3):
-    return {"embedding": ref.dropout_mask(rng, (cfg.V,), p, np.float64),
-            "inputs": [ref.dropout_mask(rng, (B, cfg.layer_input(l)), p, np.float64)
+    return {"embedding": dropout_mask(rng, (cfg.V,), p).astype(np.float64),
+            "inputs": [dropout_mask(rng, (B, cfg.layer_input(l)), p).astype(np.float64)
                        for l in range(cfg.L)],
-            "head": ref.dropout_mask(rng, (B, cfg.H), p, np.float64),
-            "Wch": [ref.dropout_mask(rng, (cfg.X, cfg.H, cfg.H), p, np.float64)
+            "head": dropout_mask(rng, (B, cfg.H), p).astype(np.float64),
+            "Wch": [dropout_mask(rng, (cfg.X, cfg.H, cfg.H), p).astype(np.float64)
                     for l in range(cfg.L)]}
 
 
@@ -188,7 +189,7 @@ DROP_SHAPES = [(1, 1, 1), (3, 7, 9), (2, 80, 96), (5, 1, 17), (4, 3, 33)]
 def test_dropout_matches_reference(isa, B, T, C):
     rng = np.random.default_rng(B * 100 + C)
     inp = rng.standard_normal((B, T, C)).astype(np.float32)
-    mask = ref.dropout_mask(rng, (B, C), 0.3)
+    mask = dropout_mask(rng, (B, C), 0.3)
     out = np.full((B, T, C), np.nan, np.float32)
     kernels.dropout_forward(out, inp, mask)
     np.testing.assert_array_equal(out, ref.dropout_forward(inp, mask))
@@ -205,7 +206,7 @@ def test_dropout_matches_reference(isa, B, T, C):
 def test_dropout_in_place_and_dropconnect_shape(isa):
     rng = np.random.default_rng(1)
     W = rng.standard_normal((4, 6, 6)).astype(np.float32)          # (X,H,H)
-    mask = ref.dropout_mask(rng, (4 * 6, 6), 0.5)
+    mask = dropout_mask(rng, (4 * 6, 6), 0.5)
     got = W.copy()
     kernels.dropout_forward(got.reshape(24, 1, 6), got.reshape(24, 1, 6), mask)
     np.testing.assert_array_equal(got, W * mask.reshape(4, 6, 6))
@@ -216,7 +217,7 @@ def test_embedding_row_scale_matches_reference(isa, N, V, C):
     rng = np.random.default_rng(N)
     WE = rng.standard_normal((V, C)).astype(np.float32)
     tokens = rng.integers(0, V, N).astype(np.int32)
-    scale = ref.dropout_mask(rng, (V,), 0.4)
+    scale = dropout_mask(rng, (V,), 0.4)
     out = np.full((N, C), np.nan, np.float32)
     kernels.embedding_forward(out, tokens, WE, scale)
     np.testing.assert_array_equal(out, ref.embedding_forward(tokens, WE, scale))

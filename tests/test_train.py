@@ -133,6 +133,31 @@ def test_tiny_corpus_is_learned(tmp_path, tiny_corpus):
     assert os.path.isfile(os.path.join(out, "config.json"))
 
 
+def straight_and_resumed(tmp_path, corpus, common, threads, monkeypatch, stop_at):
+    """Train `common` straight, and again interrupted after step stop_at (as by Ctrl-C), saved
+    and resumed naming only the checkpoint (and threads). -> (straight dir, resumed dir)."""
+    rc, straight = _train(tmp_path, corpus, "straight", common)
+    assert rc == 0
+    real_step = train_mod.Trainer.step
+
+    def step_then_interrupt(self):
+        out = real_step(self)
+        if self.opt.step == stop_at:
+            self.stop_requested = True          # what the SIGINT handler does
+        return out
+
+    monkeypatch.setattr(train_mod.Trainer, "step", step_then_interrupt)
+    rc, half = _train(tmp_path, corpus, "half", common)
+    assert rc == 130
+    assert load_checkpoint(os.path.join(half, "last.json"))["training"]["step"] == stop_at
+    monkeypatch.setattr(train_mod.Trainer, "step", real_step)
+    # the resume names only the checkpoint (and threads): the plan comes from the checkpoint
+    rc = main(["train", "--checkpoint", os.path.join(half, "last.json"), "--no-chat", "--quiet",
+               "--sample-every", "0", "--threads", str(threads)])
+    assert rc == 0
+    return straight, half
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_resume_is_bitwise_identical(tmp_path, tiny_corpus, threads, monkeypatch):
     """N steps straight == N/2 steps, interrupted (as by Ctrl-C), saved, resumed, N/2 steps."""
@@ -140,26 +165,7 @@ def test_resume_is_bitwise_identical(tmp_path, tiny_corpus, threads, monkeypatch
     monkeypatch.setattr(optim, "BLOCK", 1024)    # so 2 threads split the reduction and AdamW
     common = ["--epochs", "3", "--threads", str(threads), "--lr", "0.005", "--eval-every", "5",
               "--max-steps", "12"]
-    rc, straight = _train(tmp_path, tiny_corpus, "straight", common)
-    assert rc == 0
-
-    real_step = train_mod.Trainer.step
-
-    def step_then_interrupt(self):
-        out = real_step(self)
-        if self.opt.step == 6:
-            self.stop_requested = True          # what the SIGINT handler does
-        return out
-
-    monkeypatch.setattr(train_mod.Trainer, "step", step_then_interrupt)
-    rc, half = _train(tmp_path, tiny_corpus, "half", common)
-    assert rc == 130
-    assert load_checkpoint(os.path.join(half, "last.json"))["training"]["step"] == 6
-    monkeypatch.setattr(train_mod.Trainer, "step", real_step)
-    # the resume names only the checkpoint (and threads): the plan comes from the checkpoint
-    rc = main(["train", "--checkpoint", os.path.join(half, "last.json"), "--no-chat", "--quiet",
-               "--sample-every", "0", "--threads", str(threads)])
-    assert rc == 0
+    straight, half = straight_and_resumed(tmp_path, tiny_corpus, common, threads, monkeypatch, 6)
     a = load_checkpoint(os.path.join(straight, "last.json"))
     b = load_checkpoint(os.path.join(half, "last.json"))
     assert a["training"]["step"] == b["training"]["step"] == 12

@@ -13,9 +13,13 @@ other, each in its own process:
 
     python tools/bench_quality.py --data ../shared/data/nano-shakespeare.txt --minutes 5 \\
         --threads 2 --json runs/q.json \\
-        --recipe "today: --lr 2e-3" --recipe "new: --lr 2e-3 --dropout 0.1"
+        --recipe "before #11: --lr 2e-3 --epochs 100000 --cap 0 --we-std 1" \\
+        --recipe "defaults:"
 
-Research knobs that are not `shoestring train` flags (used to find which difference between
+A time budget gives every recipe `--max-minutes M` (the hard stop) and, unless the recipe
+plans its own length (--epochs, --max-steps, --minutes), `--minutes M` (the schedule planned to
+end with the budget). Research knobs that are not `shoestring train` flags (used to find which
+difference between
 shoestring's recipe and the PyTorch recipe of issue #11 matters) go in the same recipe string and
 are applied by patching the training modules inside the recipe's own process:
     --beta2 B                AdamW beta2 (shoestring: 0.999)
@@ -23,7 +27,7 @@ are applied by patching the training modules inside the recipe's own process:
     --offsets window         stream offsets drawn in [0, T) each epoch (shoestring: [0, n))
     --mat-std S              every layer matrix (Wg, Wz, Wcx, Wch, Wp) ~ N(0, S^2), Wch included
     --wch-gain G             Wch ~ N(0, G^2/H) (shoestring: 0.5), ignored with --mat-std
-    --we-std S               WE ~ N(0, S^2) (shoestring: 1)
+    --we-std S               WE ~ N(0, S^2) (shoestring: 0.02; 1 before issue #11)
     --head-init torch        Wo, bo ~ U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's Linear default)
 """
 import argparse
@@ -51,151 +55,7 @@ def research_parser():
     p.add_argument("--wch-gain", type=float)
     p.add_argument("--we-std", type=float)
     p.add_argument("--head-init", choices=["shoestring", "torch"], default="shoestring")
-    p.add_argument("--x-dropout", type=float, default=0.0)
-    p.add_argument("--x-embedding-dropout", type=float, default=0.0)
-    p.add_argument("--x-weight-drop", type=float, default=0.0)
-    p.add_argument("--x-cap", type=float, default=0.0)
-    p.add_argument("--x-ema", type=float, default=0.0)
     return p
-
-
-def patch_ema(k):
-    """Phase-1 research: validate (and keep best.json of) an exponential moving average."""
-    if not k.x_ema:
-        return
-    import numpy as np
-    from shoestring import trainer as train
-    step0, eval0 = train.Trainer.step, train.Trainer.evaluate
-
-    def step(self):
-        out = step0(self)
-        if not hasattr(self, "ema"):
-            self.ema = self.params.copy()
-        d = min(k.x_ema, (1.0 + self.opt.step) / (10.0 + self.opt.step))
-        self.ema *= d
-        self.ema += (1.0 - d) * self.params
-        return out
-
-    def evaluate(self):
-        if not hasattr(self, "ema"):
-            return eval0(self)
-        raw = self.params
-        self.params = self.ema
-        try:
-            return eval0(self)
-        finally:
-            self.params = raw
-    train.Trainer.step, train.Trainer.evaluate = step, evaluate
-
-
-def patch_regularisers(k):
-    """Phase-1 research: the C regularisers wired into the training network by patching (the
-    training loop gets them as flags; these --x-* knobs only serve the investigation)."""
-    import numpy as np
-    from shoestring import kernels, model, ref, trainer as train
-
-    Binding = kernels.MoeGruBinding
-
-    class CappedBinding(Binding):
-        def __init__(self, *a, **kw):
-            kw.setdefault("cap", k.x_cap)
-            super().__init__(*a, **kw)
-    kernels.MoeGruBinding = CappedBinding
-    if not (k.x_dropout or k.x_embedding_dropout or k.x_weight_drop):
-        return
-
-    class RegNetwork(model.Network):
-        def __init__(self, cfg, params, B, T, threads=1, train=True):
-            self.reg = train
-            self.rrng = np.random.default_rng(12345)
-            if train and k.x_weight_drop:
-                layout = model.ParamLayout(cfg)
-                v = layout.views(params)
-                self.wch = [v["l%d.Wch" % l] for l in range(cfg.L)]
-                self.wch_eff = [np.zeros_like(w) for w in self.wch]
-                lw0 = model.layer_views
-                model.layer_views = lambda views, l: dict(lw0(views, l), Wch=self.wch_eff[l]) \
-                    if views is v else lw0(views, l)
-                try:
-                    super().__init__(cfg, params, B, T, threads, train)
-                finally:
-                    model.layer_views = lw0
-            else:
-                super().__init__(cfg, params, B, T, threads, train)
-            if train:
-                for sh in self.shards:
-                    Bs = sh.b1 - sh.b0
-                    sh.xd = [np.zeros((Bs, T, cfg.layer_input(l)), np.float32) for l in range(cfg.L)]
-                    sh.dxd = [np.zeros_like(a) for a in sh.xd]
-                    sh.xh = np.zeros((Bs, T, cfg.H), np.float32)
-                    sh.dxh = np.zeros_like(sh.xh)
-
-        def forward_backward(self, tokens, targets, h, dscale):
-            cfg, r, B = self.cfg, self.rrng, self.B
-            self.m_emb = ref.dropout_mask(r, (cfg.V,), k.x_embedding_dropout) \
-                if k.x_embedding_dropout else None
-            self.m_in = [ref.dropout_mask(r, (B, cfg.layer_input(l)), k.x_dropout)
-                         if k.x_dropout else None for l in range(cfg.L)]
-            self.m_head = ref.dropout_mask(r, (B, cfg.H), k.x_dropout) if k.x_dropout else None
-            if k.x_weight_drop:
-                self.m_wch = [ref.dropout_mask(r, w.shape, k.x_weight_drop) for w in self.wch]
-                for l in range(cfg.L):
-                    np.multiply(self.wch[l], self.m_wch[l], out=self.wch_eff[l])
-            return super().forward_backward(tokens, targets, h, dscale)
-
-        def reduce_grads(self, out):
-            super().reduce_grads(out)
-            if k.x_weight_drop:
-                v = self.layout.views(out)
-                for l in range(self.cfg.L):
-                    v["l%d.Wch" % l][...] *= self.m_wch[l]
-            return out
-
-        def _forward_shard(self, sh, tokens, targets, h, dscale):
-            if dscale is None:
-                return super()._forward_shard(sh, tokens, targets, h, dscale)
-            cfg, v = self.cfg, self.views
-            tok = np.ascontiguousarray(tokens[sh.b0:sh.b1]).reshape(-1)
-            kernels.embedding_forward(sh.x0.reshape(sh.N, cfg.C), tok, v["WE"], self.m_emb)
-            x = sh.x0
-            for l in range(cfg.L):
-                if self.m_in[l] is not None:
-                    kernels.dropout_forward(sh.xd[l], x, self.m_in[l][sh.b0:sh.b1])
-                    x = sh.xd[l]
-                sh.layers[l].forward(sh.outs[l], h[l, sh.b0:sh.b1], x)
-                x = sh.outs[l]
-            if self.m_head is not None:
-                kernels.dropout_forward(sh.xh, x, self.m_head[sh.b0:sh.b1])
-                x = sh.xh
-            sh.top = x.reshape(sh.N, cfg.H)
-            kernels.matmul_forward(sh.logits, sh.top, v["Wo"], v["bo"])
-            tgt = np.ascontiguousarray(targets[sh.b0:sh.b1]).reshape(-1)
-            kernels.crossentropy_forward(sh.losses, sh.dlogits, sh.logits, tgt, dscale)
-            g = sh.gviews
-            dtop = sh.dtop
-            dtop.fill(0.0)
-            kernels.matmul_backward(dtop.reshape(sh.N, cfg.H), g["Wo"], g["bo"], sh.dlogits,
-                                    sh.top, v["Wo"])
-            dout = dtop
-            if self.m_head is not None:
-                sh.dxh.fill(0.0)
-                kernels.dropout_backward(sh.dxh, dtop, self.m_head[sh.b0:sh.b1])
-                dout = sh.dxh
-            for l in reversed(range(cfg.L)):
-                masked = self.m_in[l] is not None
-                inp = sh.xd[l] if masked else (sh.outs[l - 1] if l > 0 else sh.x0)
-                dinp = sh.dx[l]
-                dinp.fill(0.0)
-                sh.layers[l].backward(dinp, dout, inp)
-                dout = dinp
-                if masked:
-                    sh.dxd[l].fill(0.0)
-                    kernels.dropout_backward(sh.dxd[l], dinp, self.m_in[l][sh.b0:sh.b1])
-                    dout = sh.dxd[l]
-            kernels.embedding_backward(g["WE"], dout.reshape(sh.N, cfg.C), tok, self.m_emb)
-            return float(np.sum(sh.losses, dtype=np.float64))
-
-    train.Network = RegNetwork
 
 
 def apply_research_knobs(k):
@@ -249,18 +109,19 @@ def run_one(spec):
     flags = shlex.split(spec["flags"])
     knobs, rest = research_parser().parse_known_args(flags)
     apply_research_knobs(knobs)
-    patch_regularisers(knobs)
-    patch_ema(knobs)
     from shoestring import cli
     argv = ["train", "--model-data", spec["train"], "--validation-data", spec["val"],
             "--out-dir", spec["dir"], "--threads", str(spec["threads"]), "--no-chat", "--quiet",
-            "--sample-every", "0", "--eval-every", str(spec["eval_every"])]
+            "--sample-every", "0"]
+    if spec.get("eval_every"):
+        argv += ["--eval-every", str(spec["eval_every"])]
+    plans = any(f in rest for f in ("--epochs", "--max-steps", "--minutes"))
     if spec.get("steps"):
         argv += ["--max-steps", str(spec["steps"])]
     if spec.get("minutes"):
-        argv += ["--max-minutes", str(spec["minutes"])]
-    if "--epochs" not in rest and "--minutes" not in rest:
-        argv += ["--epochs", "100000"]      # the budget ends the run, not the data
+        argv += ["--max-minutes", str(spec["minutes"])]          # the hard stop
+        if not plans and not spec.get("steps"):
+            argv += ["--minutes", str(spec["minutes"])]          # the schedule planned for it
     argv += rest
     t0 = time.time()
     rc = cli.main(argv)
@@ -308,10 +169,11 @@ def main():
     ap.add_argument("--minutes", type=float, help="wall-clock budget per recipe")
     ap.add_argument("--steps", type=int, help="optimiser-step budget per recipe")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--eval-every", type=int, default=50, help="steps between validations")
+    ap.add_argument("--eval-every", type=int,
+                    help="steps between validations (default: the recipe's own)")
     ap.add_argument("--recipe", action="append", default=[], metavar="'NAME: FLAGS'",
                     help="a recipe: a name, a colon, then shoestring train flags and research "
-                         "knobs (repeat; default: today's defaults at --lr 2e-3)")
+                         "knobs (repeat; default: the defaults)")
     ap.add_argument("--json", help="write the summaries and every curve here")
     ap.add_argument("--keep", help="keep the run folders here (default: a temporary folder)")
     ap.add_argument("--_single", help=argparse.SUPPRESS)
@@ -321,7 +183,7 @@ def main():
             return run_one(json.load(f))
     if not (a.minutes or a.steps):
         ap.error("give a budget: --minutes M or --steps N (or both)")
-    recipes = a.recipe or ["today: --lr 2e-3"]
+    recipes = a.recipe or ["defaults:"]
     root = a.keep or tempfile.mkdtemp(prefix="ss_quality_")
     os.makedirs(root, exist_ok=True)
     train_path, val_path = split_corpus(a.data, root)
