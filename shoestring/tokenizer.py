@@ -703,8 +703,18 @@ def _learn_merges(words, wcounts, specials, n_merges, stats=None):
                 s.add(i)
     heap = [(-c, piece[a], piece[b], a, b) for (a, b), c in pair_count.items()]
     heapq.heapify(heap)
-    merges, rewrites = [], 0
+    merges, rewrites, fresh = [], 0, set()
     get = pair_count.get
+
+    def gain(p, i, c):        # word i gained c of pair p, which holds the new token
+        pair_count[p] = get(p, 0) + c
+        fresh.add(p)
+        s = where.get(p)
+        if s is None:
+            where[p] = {i}
+        else:
+            s.add(i)
+
     while len(merges) < n_merges and heap:
         negc, pa, pb, a, b = heapq.heappop(heap)
         c = get((a, b), 0)
@@ -716,7 +726,7 @@ def _learn_merges(words, wcounts, specials, n_merges, stats=None):
         new = off + 256 + len(merges)
         merges.append((a, b))
         piece.append(pa + pb)
-        fresh = set()
+        fresh.clear()
         for i in where.pop((a, b)):
             w = words[i]
             try:
@@ -732,25 +742,11 @@ def _learn_merges(words, wcounts, specials, n_merges, stats=None):
                     if j:
                         x = w[j - 1]
                         pair_count[(x, a)] -= c
-                        p = (x, new)
-                        pair_count[p] = get(p, 0) + c
-                        fresh.add(p)
-                        s = where.get(p)
-                        if s is None:
-                            where[p] = {i}
-                        else:
-                            s.add(i)
+                        gain((x, new), i, c)
                     if j + 2 < n:
                         y = w[j + 2]
                         pair_count[(b, y)] -= c
-                        p = (new, y)
-                        pair_count[p] = get(p, 0) + c
-                        fresh.add(p)
-                        s = where.get(p)
-                        if s is None:
-                            where[p] = {i}
-                        else:
-                            s.add(i)
+                        gain((new, y), i, c)
                     w[j] = new
                     del w[j + 1]
                     n -= 1
