@@ -174,6 +174,9 @@ def add_train_args(p):
     add_setting(t, "max_steps", "stop after this many optimiser steps in total", "no limit")
     add_setting(t, "max_minutes", "stop this session after this many minutes of training, then "
                 "validate and save", "no limit")
+    add_setting(t, "patience", "early stopping: end the run (validate, save, stop) after this "
+                "many validations in a row without a new best; best.json keeps the best model",
+                "never")
     add_setting(t, "lr", "peak learning rate")
     add_setting(t, "wd", "AdamW weight decay, matrices only")
     add_setting(t, "grad_clip", "global gradient-norm clip; 0 disables")
