@@ -232,6 +232,8 @@ class Trainer:
         self.window = 0               # next window within the epoch
         self.offset = None            # this epoch's stream offset (None: epoch not started)
         self.best_val = float("inf")
+        self.since_best = 0           # validations in a row without a new best (patience)
+        self.early_stopped = False    # this session ended by patience
         self.metrics = []
         self.resets = 0
         self.train_fp = fingerprint(train_tokens)
@@ -298,6 +300,7 @@ class Trainer:
         self.epoch, self.window, self.offset = tr["epoch"], tr["window"], tr["offset"]
         self.best_val = float(tr["best_val"]) if tr["best_val"] is not None else float("inf")
         self.resets = int(tr.get("state_resets", 0))
+        self.since_best = int(tr.get("since_best", 0))
         state = ck.state              # validated by checkpoint.py: shape (L,B,X,H), float32
         if state is None or state.shape != self.h.shape:
             raise CheckpointError("the checkpoint's carried recurrent state is %s, expected shape %s "
@@ -340,7 +343,8 @@ class Trainer:
                 "step": self.opt.step, "epoch": self.epoch, "window": self.window,
                 "offset": self.offset, "rng": self.rng.bit_generator.state,
                 "best_val": None if math.isinf(self.best_val) else self.best_val,
-                "state_resets": self.resets, "train_fingerprint": self.train_fp,
+                "state_resets": self.resets, "since_best": self.since_best,
+                "train_fingerprint": self.train_fp,
                 "run_id": self.run_id,
                 "elapsed_s": round(self.elapsed(), 3),
                 "planned_total": self.total_steps if self.planned else None,
@@ -577,8 +581,10 @@ class Trainer:
                                  % (step, rec["train_loss"], val, ppl, bpc))
                     self._emit("on_eval", rec)
                     if val < self.best_val:
-                        self.best_val = val
+                        self.best_val, self.since_best = val, 0
                         self.best_path = self.save("best.json")
+                    else:
+                        self.since_best += 1
                     self.last_path = self.save("last.json")
                     self._write_metrics(step)          # after the checkpoints it describes
                     t_last, step_last, loss_acc, n_acc = time.time(), step, 0.0, 0
@@ -588,6 +594,11 @@ class Trainer:
                     break
                 if self.stop_clean:
                     prog.message("stopped by a callback at step %d" % step)
+                    break
+                if c.patience is not None and self.since_best >= c.patience:
+                    prog.message("early stop at step %d: %d validations without a new best "
+                                 "(best.json holds the best model)" % (step, self.since_best))
+                    self.early_stopped = True
                     break
                 if out_of_time:
                     prog.message("max_minutes %g reached at step %d; resume from last.json"
@@ -693,6 +704,7 @@ class TrainResult:
     tokenizer: object
     params: np.ndarray            # the final parameters (a copy)
     stop_signal: int = None       # the signal that stopped the run (SIGINT, SIGTERM, SIGHUP)
+    early_stopped: bool = False   # ended by patience: validations without a new best
 
 
 def _resolve(config, ckpt):
@@ -918,4 +930,5 @@ def _train_in(config, cfg_model, tok, ckpt, out_dir, data_paths, validation_data
         seconds=time.time() - t0, interrupted=interrupted, stopped=trainer.stop_clean,
         out_dir=out_dir,
         best_val=trainer.best_val, state_resets=trainer.resets, model_config=cfg_model,
-        tokenizer=tok, params=trainer.eval_params.copy(), stop_signal=trainer.stop_signal)
+        tokenizer=tok, params=trainer.eval_params.copy(), stop_signal=trainer.stop_signal,
+        early_stopped=trainer.early_stopped)

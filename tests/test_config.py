@@ -25,7 +25,7 @@ OTHER = {"seq_length": "8", "batch_size": "2", "accumulate": "2", "epochs": "7",
          "lr_schedule": "constant", "warmup_steps": "3", "eps_adamw": "1e-6", "seed": "5",
          "val_fraction": "0.2", "val_tokens": "1000", "eval_every": "4", "threads": "1",
          "encoding_errors": "replace", "dropout": "0.25", "embedding_dropout": "0.2",
-         "weight_drop": "0.4", "ema": "0.99", "minutes": "3"}
+         "weight_drop": "0.4", "ema": "0.99", "minutes": "3", "patience": "5"}
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,7 @@ def test_tied_embeddings_need_equal_widths():
 def test_resume_with_regularisers_and_ema_is_bitwise(tmp_path, tiny_corpus, threads, monkeypatch):
     from shoestring import optim
     monkeypatch.setattr(optim, "BLOCK", 1024)    # so 2 threads split the reduction and AdamW
+    monkeypatch.setattr(optim, "PARALLEL_MIN", 0)
     common = ["--epochs", "3", "--threads", str(threads), "--lr", "0.005", "--eval-every", "5",
               "--max-steps", "12"] + REG
     straight, half = straight_and_resumed(tmp_path, tiny_corpus, common, threads, monkeypatch, 7)

@@ -163,6 +163,7 @@ def test_resume_is_bitwise_identical(tmp_path, tiny_corpus, threads, monkeypatch
     """N steps straight == N/2 steps, interrupted (as by Ctrl-C), saved, resumed, N/2 steps."""
     from shoestring import optim
     monkeypatch.setattr(optim, "BLOCK", 1024)    # so 2 threads split the reduction and AdamW
+    monkeypatch.setattr(optim, "PARALLEL_MIN", 0)
     common = ["--epochs", "3", "--threads", str(threads), "--lr", "0.005", "--eval-every", "5",
               "--max-steps", "12"]
     straight, half = straight_and_resumed(tmp_path, tiny_corpus, common, threads, monkeypatch, 6)
@@ -362,8 +363,21 @@ def test_split_blocks_cuts_on_block_boundaries():
             assert all(lo % BLOCK == 0 and hi > lo for lo, hi in r)
 
 
+def test_small_buffers_stay_on_one_thread(monkeypatch):
+    from shoestring import optim
+    n = ParamLayout(ModelConfig()).n                   # the default model: one thread
+    assert n < optim.PARALLEL_MIN and optim.thread_ranges(n, 2) == [(0, n)]
+    big = optim.PARALLEL_MIN + 5
+    assert optim.thread_ranges(big, 2) == optim.split_blocks(big, 2) and len(
+        optim.split_blocks(big, 2)) == 2
+    monkeypatch.setattr(optim, "PARALLEL_MIN", 0)
+    assert optim.thread_ranges(n, 2) == optim.split_blocks(n, 2)
+
+
 @pytest.mark.parametrize("threads", [2, 3])
-def test_threaded_reduction_is_bitwise_the_shard_order_sum(threads):
+def test_threaded_reduction_is_bitwise_the_shard_order_sum(threads, monkeypatch):
+    from shoestring import optim
+    monkeypatch.setattr(optim, "PARALLEL_MIN", 0)      # split the reduction however small
     cfg = ModelConfig()                                # 499,486 parameters: 8 blocks
     lay = ParamLayout(cfg)
     net = Network(cfg, lay.init(0), threads, 2, threads)
@@ -381,10 +395,12 @@ def test_threaded_reduction_is_bitwise_the_shard_order_sum(threads):
 
 @pytest.mark.parametrize("parts", [2, 3, 5])
 @pytest.mark.parametrize("clip", [0.0, 1.0])
-def test_threaded_adamw_is_bitwise_the_single_thread_update(parts, clip):
+def test_threaded_adamw_is_bitwise_the_single_thread_update(parts, clip, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
+    from shoestring import optim
     from shoestring.optim import BLOCK, AdamW, block_sumsq
+    monkeypatch.setattr(optim, "PARALLEL_MIN", 0)      # split the update however small
     n = 4 * BLOCK + 1237                               # ranges end inside SIMD vectors
     n_decay = 2 * BLOCK + 77                           # the decay boundary inside a range
     rng = np.random.default_rng(parts)
