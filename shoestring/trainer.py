@@ -265,7 +265,7 @@ class Trainer:
 
     # ---- checkpoint state ----------------------------------------------------------------
     def _restore(self, ck):
-        if isinstance(ck.get("training"), dict) and ck["training"].get("weights_only"):
+        if ck.training.get("weights_only"):
             raise CheckpointError(
                 "this checkpoint is a weights-only export (no optimiser or run state), which can "
                 "chat and be evaluated but not resume training (resume from the run's last.json)")
@@ -283,7 +283,7 @@ class Trainer:
                 % (self.epoch, self.window, self.offset))
 
     def _restore_state(self, ck):
-        tr = ck["training"]
+        tr = ck.training
         for key in ("epoch", "window"):
             if not isinstance(tr[key], int) or isinstance(tr[key], bool):
                 raise TypeError("%s must be a whole number, got %r" % (key, tr[key]))
@@ -294,8 +294,8 @@ class Trainer:
             raise CheckpointError(
                 "the model data differs from the data this checkpoint was trained on "
                 "(resume with the same model_data, or start a new run)", setting="model_data")
-        if ck.get("optimizer") is not None:
-            self.opt.load_state_dict(ck["optimizer"])
+        if ck.optimizer is not None:
+            self.opt.load_state_dict(ck.optimizer)
         self.rng.bit_generator.state = tr["rng"]
         self.epoch, self.window, self.offset = tr["epoch"], tr["window"], tr["offset"]
         self.best_val = float(tr["best_val"]) if tr["best_val"] is not None else float("inf")
@@ -307,12 +307,12 @@ class Trainer:
                                   "(use the run's last.json)"
                                   % ("missing" if state is None else state.shape, self.h.shape))
         self.h[...] = state
-        self.metrics = list(ck.get("metrics", []))
-        opt = ck.get("optimizer") or {}
+        self.metrics = list(ck.metrics)
+        opt = ck.optimizer or {}
         if self.ema is not None and "train_params" in opt:
-            self.ema[...] = ck["params"]          # params holds the average, see checkpoint_dict
+            self.ema[...] = ck.params             # params holds the average, see checkpoint_dict
         self.elapsed_s = float(tr.get("elapsed_s", 0.0))
-        saved_minutes = (ck.get("config", {}).get("train") or {}).get("minutes")
+        saved_minutes = (ck.config.get("train") or {}).get("minutes")
         if (self.budget_s is not None and tr.get("planned_total") is not None
                 and saved_minutes == self.config.minutes):      # the same budget: the same plan
             self.total_steps = int(tr["planned_total"])
@@ -714,9 +714,9 @@ def _resolve(config, ckpt):
     if ckpt is None:
         return config if config is not None else TrainConfig()
     if config is None:
-        return resume_config(ckpt["config"])
+        return resume_config(ckpt.config)
     given = {k: v for k, v in config.to_dict().items() if v is not None}
-    return resume_config(ckpt["config"], given, config.model.to_dict())
+    return resume_config(ckpt.config, given, config.model.to_dict())
 
 
 
@@ -741,8 +741,6 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     ckpt = checkpoint
     if isinstance(checkpoint, (str, os.PathLike)):
         ckpt = read_checkpoint(checkpoint)
-    elif isinstance(checkpoint, dict):
-        ckpt = Checkpoint(checkpoint)
     elif checkpoint is not None and not isinstance(checkpoint, Checkpoint):
         raise UsageError("checkpoint must be a path or a Checkpoint, got %s"
                          % type(checkpoint).__name__, setting="checkpoint")
@@ -752,10 +750,10 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
                               "checkpoint (leave bpe_data out, or start a new run)",
                               setting="bpe_data")
     config = _resolve(config, ckpt)
-    resume_step = ckpt["training"].get("step") if ckpt is not None else None
+    resume_step = ckpt.training.get("step") if ckpt is not None else None
     if ckpt is not None and not isinstance(resume_step, int):
         resume_step = 0
-    run_id = ckpt["training"].get("run_id") if ckpt is not None else None
+    run_id = ckpt.training.get("run_id") if ckpt is not None else None
     if out_dir is None and ckpt_path:
         out_dir = os.path.dirname(os.path.abspath(ckpt_path))
     if out_dir is not None and os.path.isdir(out_dir):     # fail before the data work
@@ -772,8 +770,8 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     bundled = False
     if model_data:
         model_paths = [os.fspath(p) for p in model_data]
-    elif ckpt is not None and (ckpt["config"].get("train") or {}).get("model_data"):
-        model_paths = ckpt["config"]["train"]["model_data"]
+    elif ckpt is not None and (ckpt.config.get("train") or {}).get("model_data"):
+        model_paths = ckpt.config["train"]["model_data"]
         if not (isinstance(model_paths, list) and all(isinstance(p, str) for p in model_paths)):
             raise CheckpointError("the checkpoint's config.train.model_data is not a list of paths "
                                   "(the file was edited or damaged; pass model_data)",
@@ -786,7 +784,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     if config.epochs is None and config.minutes is None and config.max_steps is None:
         config = config.replace(minutes=BUNDLED_MINUTES if bundled else DEFAULT_MINUTES)
     if not validation_data and ckpt is not None:     # the split the checkpoint was trained on
-        validation_data = (ckpt["config"].get("train") or {}).get("validation_data")
+        validation_data = (ckpt.config.get("train") or {}).get("validation_data")
         if validation_data is not None and not isinstance(validation_data, str):
             raise CheckpointError("the checkpoint's config.train.validation_data is not a path "
                                   "(the file was edited or damaged; pass validation_data)",
