@@ -301,10 +301,11 @@ class Trainer:
         self.best_val = float(tr["best_val"]) if tr["best_val"] is not None else float("inf")
         self.resets = int(tr.get("state_resets", 0))
         self.since_best = int(tr.get("since_best", 0))
-        state = np.asarray(tr["state"], dtype=np.float32)
-        if state.shape != self.h.shape:
-            raise CheckpointError("checkpoint recurrent state has shape %s, expected %s"
-                                  % (state.shape, self.h.shape))
+        state = ck.state              # validated by checkpoint.py: shape (L,B,X,H), float32
+        if state is None or state.shape != self.h.shape:
+            raise CheckpointError("the checkpoint's carried recurrent state is %s, expected shape %s "
+                                  "(use the run's last.json)"
+                                  % ("missing" if state is None else state.shape, self.h.shape))
         self.h[...] = state
         self.metrics = list(ck.get("metrics", []))
         opt = ck.get("optimizer") or {}
@@ -345,12 +346,12 @@ class Trainer:
                 "state_resets": self.resets, "since_best": self.since_best,
                 "train_fingerprint": self.train_fp,
                 "run_id": self.run_id,
-                "state": self.h.tolist(),
                 "elapsed_s": round(self.elapsed(), 3),
                 "planned_total": self.total_steps if self.planned else None,
                 "warmup": self.warmup,
             },
             "metrics": self.metrics,
+            "state": self.h,
         }
 
     def save(self, name):

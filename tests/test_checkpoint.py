@@ -27,12 +27,14 @@ def make_ckpt(cfg=CFG, seed=0, optimizer=True):
     params = pl.init(seed)
     rng = np.random.default_rng(seed + 1)
     rng.standard_normal(7)                         # advance: the state is not the seed's
-    opt = None
+    opt = state = None
     if optimizer:
         m = rng.standard_normal(pl.n).astype(np.float32) * np.float32(1e-3)
         v = np.square(rng.standard_normal(pl.n).astype(np.float32)) * np.float32(1e-6)
         m[0], v[1] = np.float32(-0.0), np.float32(1e-45)   # signed zero and a subnormal survive
         opt = {"step": 1234, "m": m, "v": v}
+        state = rng.standard_normal((cfg.L, 16, cfg.X, cfg.H)).astype(np.float32)   # (L,B,X,H)
+        state[0, 0, 0, :3] = np.nan, -np.inf, -0.0    # the guard resets these: kept as they are
     return {
         "config": {"model": cfg.to_dict(),
                    "train": {"lr": 1e-3, "batch_size": 16, "lr_schedule": "cosine", "clip": None}},
@@ -44,6 +46,7 @@ def make_ckpt(cfg=CFG, seed=0, optimizer=True):
                      "best_val_loss": float("inf"), "worst": float("-inf"), "resets": 0,
                      "tiny": 5e-324, "big": 2 ** 200, "neg": -(2 ** 70)},
         "metrics": [{"step": 1, "loss": 3.5, "val": None}, {"step": 2, "loss": 3.25, "ok": True}],
+        "state": state,
     }
 
 
@@ -52,7 +55,12 @@ def bits(a):
 
 
 def assert_same(loaded, saved):
-    assert set(loaded) == set(saved)
+    assert set(loaded) == set(saved) | {"state"}
+    if saved.get("state") is None:
+        assert loaded["state"] is None
+    else:
+        assert loaded["state"].dtype == np.float32 and loaded["state"].shape == saved["state"].shape
+        np.testing.assert_array_equal(bits(loaded["state"]), bits(saved["state"]))
     for k in ("config", "tokenizer", "training", "metrics"):
         assert loaded[k] == saved[k], k
     assert loaded["params"].dtype == np.float32 and loaded["params"].shape == saved["params"].shape
@@ -216,11 +224,11 @@ def test_truncated_file_at_every_tenth(saved, tmp_path):
         assert "truncated or not JSON" in msg or "empty" in msg, msg
 
 
-@pytest.mark.parametrize("tensor", ["params", "optimizer.m", "optimizer.v"])
+@pytest.mark.parametrize("tensor", ["params", "optimizer.m", "optimizer.v", "state"])
 def test_flipped_base64_character_is_a_checksum_mismatch(saved, tensor):
     path, _ = saved
     doc = read_doc(path)
-    rec = doc["params"] if tensor == "params" else doc["optimizer"][tensor.split(".")[1]]
+    rec = doc[tensor] if "." not in tensor else doc["optimizer"][tensor.split(".")[1]]
     data = rec["data"]
     i = len(data) // 2                                   # a middle character: base64 stays valid
     rec["data"] = data[:i] + ("B" if data[i] != "B" else "C") + data[i + 1:]
@@ -257,13 +265,13 @@ def test_base64_of_wrong_length_is_named(saved):
     expect_error(path, "tensor 'params' has", "base64 characters")
 
 
-@pytest.mark.parametrize("version,hint", [(2, "upgrade shoestring"), (0, "re-create")])
+@pytest.mark.parametrize("version,hint", [(VERSION + 1, "upgrade shoestring"), (0, "re-create")])
 def test_unsupported_version(saved, version, hint):
     path, _ = saved
     doc = read_doc(path)
     doc["version"] = version
     write_doc(path, doc)
-    expect_error(path, "version %d" % version, "reads only version %d" % VERSION, hint)
+    expect_error(path, "version %d" % version, "reads only versions 1 and %d" % VERSION, hint)
 
 
 def test_version_of_wrong_type(saved):
@@ -541,6 +549,9 @@ def tmp_files(dirname):
     (lambda c: c["config"]["model"].pop("K"), "missing key 'K'"),
     (lambda c: c.pop("metrics"), "missing key 'metrics'"),
     (lambda c: c.__setitem__("extra", 1), "unknown key 'extra'"),
+    (lambda c: c.__setitem__("state", c["state"][:, :3]), "state tensor has shape [1, 3, 2, 8]"),
+    (lambda c: c.__setitem__("state", c["state"].astype(np.float64)), "float32 numpy array"),
+    (lambda c: c.__setitem__("state", c["state"].tolist()), "float32 numpy array"),
 ])
 def test_save_refuses_bad_input_and_keeps_previous_file(saved, mutate, fragment):
     path, c = saved
@@ -643,3 +654,88 @@ def test_atomic_write_text_and_bytes(tmp_path, monkeypatch):
 
 def test_every_error_is_a_shoestring_error():
     assert issubclass(CheckpointError, ShoestringError)
+
+
+# ---------------------------------------------------------------------------------------------
+# The carried recurrent state (format version 2) and version 1 files
+# ---------------------------------------------------------------------------------------------
+
+V1_FILE = os.path.join(os.path.dirname(__file__), "data", "checkpoint_v1.json")   # see README there
+
+
+def test_state_is_a_tensor_with_its_checksum(saved):
+    path, c = saved
+    doc = read_doc(path)
+    t = doc["state"]
+    assert (t["dtype"], t["shape"]) == ("float32", [1, 16, 2, 8]) and "state" not in doc["training"]
+    raw = base64.b64decode(t["data"])
+    assert zlib.crc32(raw) == t["crc32"]
+    np.testing.assert_array_equal(bits(np.frombuffer(raw, "<f4")), bits(c["state"].reshape(-1)))
+
+
+@pytest.mark.parametrize("shape,fragment", [([1, 15, 2, 8], "batch_size need [1, 16, 2, 8]"),
+                                            ([1, 16, 2], "expected [L, B, X, H] = [1, B, 2, 8]"),
+                                            ([2, 16, 2, 8], "need [1, 16, 2, 8]")])
+def test_state_of_the_wrong_shape_is_named(saved, shape, fragment):
+    path, _ = saved
+    doc = read_doc(path)
+    doc["state"]["shape"] = shape
+    write_doc(path, doc)
+    expect_error(path, "state tensor has shape", fragment)
+
+
+def test_version_1_file_loads_with_its_state_as_a_tensor(tmp_path):
+    doc = read_doc(V1_FILE)
+    assert doc["version"] == 1 and "state" not in doc
+    out = load_checkpoint(V1_FILE)
+    assert "state" not in out["training"]
+    want = np.array(doc["training"]["state"], dtype=np.float64)
+    assert out["state"].dtype == np.float32 and out["state"].shape == (2, 2, 2, 4)    # L,B,X,H
+    np.testing.assert_array_equal(out["state"].astype(np.float64), want)   # exact: float32 values
+    typed = ck.read_checkpoint(V1_FILE)
+    assert typed.state.shape == (2, 2, 2, 4) and typed.optimizer["step"] == 3
+    # saved again it is a version 2 file holding the same tensors
+    path = str(tmp_path / "v2.json")
+    save_checkpoint(path, out)
+    assert read_doc(path)["version"] == VERSION
+    assert_same(load_checkpoint(path), out)
+
+
+def test_version_1_state_that_is_not_numbers_is_named(tmp_path):
+    doc = read_doc(V1_FILE)
+    doc["training"]["state"][0][0] = "x"
+    path = str(tmp_path / "v1.json")
+    write_doc(path, doc)
+    expect_error(path, "training.state is not a nested list of numbers")
+    doc["training"]["state"] = [[[[0.0]]]]
+    write_doc(path, doc)
+    expect_error(path, "state tensor has shape [1, 1, 1, 1]")
+
+
+def test_version_1_file_resumes_exactly_like_its_version_2_copy(tmp_path):
+    """Resuming a version 1 file trains on exactly as resuming the same run saved as version 2."""
+    import shutil
+    from shoestring.cli import main
+    from tinyrun import CORPUS
+
+    corpus = str(tmp_path / "corpus.txt")
+    with open(corpus, "w", encoding="utf-8") as f:
+        f.write(CORPUS)
+    ends = []
+    for name in ("v1", "v2"):
+        os.makedirs(str(tmp_path / name))
+        path = str(tmp_path / name / "last.json")
+        if name == "v1":
+            shutil.copyfile(V1_FILE, path)
+        else:
+            save_checkpoint(path, load_checkpoint(V1_FILE))
+        assert main(["train", "--checkpoint", path, "--model-data", corpus, "--max-steps", "5",
+                     "--no-chat", "--quiet"]) == 0
+        ends.append(load_checkpoint(path))
+    a, b = ends
+    assert a["training"]["step"] == b["training"]["step"] == 5
+    assert a["training"]["rng"] == b["training"]["rng"]
+    for get in (lambda c: c["params"], lambda c: c["optimizer"]["m"], lambda c: c["optimizer"]["v"],
+                lambda c: c["state"]):
+        assert get(a).tobytes() == get(b).tobytes()
+    assert a["state"].tobytes() != load_checkpoint(V1_FILE)["state"].tobytes()   # it trained on
