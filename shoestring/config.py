@@ -135,6 +135,8 @@ class TrainConfig:
     weight_drop: float = setting(0.3, float, 0.0, 0.95)        # DropConnect on Wch per step
     ema: float = setting(0.0, float, 0.0, 0.99999)             # moving-average decay; 0: off
     minutes: Optional[float] = setting(None, float, 0.0, 10 ** 6, lo_open=True)  # time budget
+    patience: Optional[int] = setting(None, int, 1, MAX_COUNT)  # validations without a new best
+                                                                # before stopping; None: never
 
     def __post_init__(self):
         if not isinstance(self.model, ModelConfig):

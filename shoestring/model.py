@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import kernels
-from .optim import split_blocks
+from .optim import thread_ranges
 from .params import ParamLayout, layer_views
 
 
@@ -69,6 +69,7 @@ class _Shard:
         self.outs = [o[b0:b1] for o in net.outs]        # (Bs,T,H) each layer's output
         self.logits = np.zeros((N, cfg.V), np.float32)
         self.losses = np.zeros(N, np.float32)
+        self.tok = self.top = None          # the last forward's (N,) tokens and (N,H) head input
         self.grads = self.gviews = None
         if train:
             self.dlogits = np.zeros((N, cfg.V), np.float32)
@@ -122,62 +123,83 @@ class Network:
             self.pool.shutdown()
             self.pool = None
 
-    # ---- one shard -------------------------------------------------------------------------
-    def _forward_shard(self, sh, tokens, targets, h, dscale):
+    # ---- one shard: forward, backward, and the training step that runs both -------------------
+    # Letters: Bs = the shard's streams, T = steps, N = Bs*T tokens, C = embedding width,
+    # I = a layer's input width (C for layer 0, else H), H = state width, X = experts, V = vocab.
+    def _forward_shard(self, sh, tokens, targets, h, dscale=None):
+        """The shard's rows of the window through the model; returns their loss sum (nats).
+        h (L,B,X,H): the shard's rows advanced to the final state. With dscale (training) the
+        dropout masks apply, every layer saves what its backward needs, and the fused
+        cross-entropy also writes dlogits = dscale * dloss/dlogits for _backward_shard."""
         cfg, v, mk = self.cfg, self.views, self.masks
         train = dscale is not None
-        tok = np.ascontiguousarray(tokens[sh.b0:sh.b1]).reshape(-1)
-        kernels.embedding_forward(sh.x0.reshape(sh.N, cfg.C), tok, v["WE"],
+        # 1. embedding: x0 = WE[tokens] (rows scaled by the embedding-dropout mask)
+        sh.tok = np.ascontiguousarray(tokens[sh.b0:sh.b1]).reshape(-1)          # (N,)
+        kernels.embedding_forward(sh.x0.reshape(sh.N, cfg.C), sh.tok, v["WE"],   # (N,C)
                                   mk.embedding if train else None)
-        x = sh.x0
+        # 2. the L MoE-GRU layers, each input under its locked-dropout mask
+        x = sh.x0                                                                # (Bs,T,C)
         for l in range(cfg.L):
             if train and mk.inputs and mk.inputs[l] is not None:
-                kernels.dropout_forward(sh.xd[l], x, mk.inputs[l][sh.b0:sh.b1])
+                kernels.dropout_forward(sh.xd[l], x, mk.inputs[l][sh.b0:sh.b1])  # (Bs,T,I)
                 x = sh.xd[l]
-            sh.layers[l].forward(sh.outs[l], h[l, sh.b0:sh.b1], x)
+            sh.layers[l].forward(sh.outs[l], h[l, sh.b0:sh.b1], x)    # (Bs,T,I) -> (Bs,T,H)
             x = sh.outs[l]
-        if train and mk.head is not None:
-            kernels.dropout_forward(sh.xh, x, mk.head[sh.b0:sh.b1])
+        if train and mk.head is not None:                              # the head's input mask
+            kernels.dropout_forward(sh.xh, x, mk.head[sh.b0:sh.b1])                 # (Bs,T,H)
             x = sh.xh
-        top = x.reshape(sh.N, cfg.H)
-        kernels.matmul_forward(sh.logits, top, self.head, v["bo"])
-        tgt = np.ascontiguousarray(targets[sh.b0:sh.b1]).reshape(-1)
+        # 3. head: logits = top . W^T + bo, W = Wo or the tied WE
+        sh.top = x.reshape(sh.N, cfg.H)                                          # (N,H)
+        kernels.matmul_forward(sh.logits, sh.top, self.head, v["bo"])            # (N,V)
+        # 4. cross-entropy against the next tokens (and, training, dlogits in the same pass)
+        tgt = np.ascontiguousarray(targets[sh.b0:sh.b1]).reshape(-1)             # (N,)
         kernels.crossentropy_forward(sh.losses, sh.dlogits if train else None, sh.logits, tgt,
-                                     dscale if train else 1.0)
-        if train:
-            self._backward_shard(sh, tok, top)
+                                     dscale if train else 1.0)                   # (N,), (N,V)
         return float(np.sum(sh.losses, dtype=np.float64))
 
-    def _backward_shard(self, sh, tok, top):
+    def _backward_shard(self, sh):
+        """Back from the dlogits of the last training _forward_shard: adds dloss/dparams into
+        the shard's own gradient buffer (sh.grads)."""
         cfg, g, mk = self.cfg, sh.gviews, self.masks
-        dtop = sh.dtop
+        # 4'. head: dtop = dlogits . W; dW += dlogits^T . top; dbo += column sums of dlogits
+        dtop = sh.dtop                                                           # (Bs,T,H)
         dtop.fill(0.0)
-        kernels.matmul_backward(dtop.reshape(sh.N, cfg.H), sh.ghead, g["bo"], sh.dlogits, top,
-                                self.head)
+        kernels.matmul_backward(dtop.reshape(sh.N, cfg.H), sh.ghead, g["bo"], sh.dlogits,
+                                sh.top, self.head)                   # (N,V) -> (N,H), (V,H)
         dout = dtop
         if mk.head is not None:
             sh.dxh.fill(0.0)
-            kernels.dropout_backward(sh.dxh, dtop, mk.head[sh.b0:sh.b1])
+            kernels.dropout_backward(sh.dxh, dtop, mk.head[sh.b0:sh.b1])            # (Bs,T,H)
             dout = sh.dxh
+        # 3'. the layers in reverse: dinp from dout (truncated BPTT: no gradient into h)
         for l in reversed(range(cfg.L)):
             masked = bool(mk.inputs) and mk.inputs[l] is not None
-            inp = sh.xd[l] if masked else (sh.outs[l - 1] if l > 0 else sh.x0)
-            dinp = sh.dx[l]
+            inp = sh.xd[l] if masked else (sh.outs[l - 1] if l > 0 else sh.x0)    # (Bs,T,I)
+            dinp = sh.dx[l]                                                      # (Bs,T,I)
             dinp.fill(0.0)
-            sh.layers[l].backward(dinp, dout, inp)
+            sh.layers[l].backward(dinp, dout, inp)                    # (Bs,T,H) -> (Bs,T,I)
             dout = dinp
             if masked:
                 sh.dxd[l].fill(0.0)
                 kernels.dropout_backward(sh.dxd[l], dinp, mk.inputs[l][sh.b0:sh.b1])
                 dout = sh.dxd[l]
-        kernels.embedding_backward(g["WE"], dout.reshape(sh.N, cfg.C), tok, mk.embedding)
+        # 1'. embedding: dWE[tokens] += dx0 (rows scaled by the same mask)
+        kernels.embedding_backward(g["WE"], dout.reshape(sh.N, cfg.C), sh.tok,     # (N,C)
+                                   mk.embedding)
+
+    def _step_shard(self, sh, tokens, targets, h, dscale):
+        """One shard's training work on its own thread: forward, then backward. Returns the
+        shard's loss sum (nats)."""
+        loss = self._forward_shard(sh, tokens, targets, h, dscale)
+        self._backward_shard(sh)
+        return loss
 
     # ---- whole batch --------------------------------------------------------------------------
-    def _run(self, tokens, targets, h, dscale):
+    def _run(self, fn, *args):
+        """[fn(shard, *args)] over the shards, one worker thread each (in shard order)."""
         if self.pool is None:
-            return [self._forward_shard(sh, tokens, targets, h, dscale) for sh in self.shards]
-        futs = [self.pool.submit(self._forward_shard, sh, tokens, targets, h, dscale)
-                for sh in self.shards]
+            return [fn(sh, *args) for sh in self.shards]
+        futs = [self.pool.submit(fn, sh, *args) for sh in self.shards]
         return [f.result() for f in futs]
 
     def forward_backward(self, tokens, targets, h, dscale, masks=None):
@@ -186,7 +208,7 @@ class Network:
         masks: this window's dropout Masks (None: no dropout)."""
         self.masks = masks if masks is not None else Masks()
         try:
-            return sum(self._run(tokens, targets, h, dscale))
+            return sum(self._run(self._step_shard, tokens, targets, h, dscale))
         finally:
             self.masks = Masks()
 
@@ -202,7 +224,7 @@ class Network:
 
     def forward(self, tokens, targets, h):
         """Loss sum (nats) over the window, no gradients; h is advanced."""
-        return sum(self._run(tokens, targets, h, None))
+        return sum(self._run(self._forward_shard, tokens, targets, h))
 
     @property
     def threads(self):
@@ -226,9 +248,10 @@ class Network:
 
     def reduce_grads(self, out):
         """out = sum of the shard gradients, added in shard order for every element (so the same
-        bits however the buffer is cut); the threads share the buffer in ranges (split_blocks)."""
-        self.run(self._reduce_range, [(out, lo, hi) for lo, hi in split_blocks(out.shape[0],
-                                                                                 self.threads)])
+        bits however the buffer is cut); the threads share the buffer in ranges (thread_ranges:
+        one thread below optim.PARALLEL_MIN elements)."""
+        self.run(self._reduce_range, [(out, lo, hi) for lo, hi in thread_ranges(out.shape[0],
+                                                                                  self.threads)])
         if self.wch_masks is not None:       # d(Wch * mask)/dWch = mask
             gv = self.layout.views(out)
             for l, m in enumerate(self.wch_masks):
