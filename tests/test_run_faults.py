@@ -134,7 +134,7 @@ def _complete_run_folder(out):
     for name in os.listdir(out):
         path = os.path.join(out, name)
         if name in ("last.json", "best.json"):
-            assert np.isfinite(load_checkpoint(path)["params"]).all()
+            assert np.isfinite(read_checkpoint(path).params).all()
         elif name.endswith(".json"):
             with open(path, encoding="utf-8") as f:
                 json.load(f)
