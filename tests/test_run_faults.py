@@ -584,3 +584,30 @@ def test_old_tokenizers_keep_their_rules():
     assert old.pretokenize("x" * 500) == ["x" * 500]            # unbounded, as trained
     assert Tokenizer.from_dict(dict(d, pretokenizer="shoestring-2")).pretokenize("x" * 500) \
         == ["x" * 64] * 7 + ["x" * 52]
+
+
+def test_export_never_writes_over_the_checkpoint_it_reads(model_ckpt, tmp_path, capsys,
+                                                          monkeypatch):
+    """`export --out` naming the checkpoint being exported (as given, without .json, through
+    another spelling of the path or a hard link) replaced a resumable training checkpoint with a
+    weights-only file; `--out ''` wrote a hidden `.json`. Each is one line, exit 2, nothing
+    written."""
+    import shutil
+    ck = tmp_path / "last.json"
+    shutil.copy(model_ckpt, ck)
+    os.link(ck, tmp_path / "alias.json")
+    before = ck.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    for fmt, out in [("json", "last.json"), ("json", "last"), ("json", "./sub/../last.json"),
+                     ("json", str(ck)), ("json", "alias.json"), ("json", "")]:
+        os.makedirs("sub", exist_ok=True)
+        argv = ["export", "--checkpoint", "last.json", "--format", fmt, "--out", out]
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and ("also an input" in err or "empty" in err), err
+        assert ck.read_bytes() == before
+    assert not os.path.exists(".json")
+    assert main(["export", "--checkpoint", "last.json", "--int8", "--out", "last"]) == 2
+    assert ck.read_bytes() == before
+    assert main(["export", "--checkpoint", "last.json", "--out", "w"]) == 0
+    assert ck.read_bytes() == before and os.path.isfile("w.json")
