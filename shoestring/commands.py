@@ -391,6 +391,8 @@ def cmd_prepare(args):
     from .dataset import atomic_write_text
     from .prepare import check_usable, format_corpus, format_problems, prepare, summary
 
+    if args.out != "-":
+        _check_out(args.out, args.inputs)          # never over an input (#17)
     res = prepare(args.inputs, fmt=args.format)
     for line in format_problems(res, limit=args.max_problems):
         print(line, file=sys.stderr)
