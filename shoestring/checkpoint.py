@@ -1,27 +1,28 @@
 """checkpoint.py: the JSON checkpoint of MODEL.md §5 -- atomic writes, strict validating loads.
 
 Contract:
-- `save_checkpoint(path, ckpt)` validates `ckpt`, serialises it fully in memory, then writes it
-  atomically (temp file in the same directory, flush, fsync, os.replace, fsync of the directory).
-  On any OSError the previous file at `path` is left intact, the temp file is removed and a
-  CheckpointError is raised.
-- `load_checkpoint(path)` returns exactly the dict that was saved: numpy arrays come back as
-  native float32 arrays, bit for bit; every other value is JSON-able and comes back equal (big
-  ints, and +-inf / NaN floats included; tuples come back as lists). Loading runs no code (json
-  only), refuses files over 2 GiB, and refuses tensor shapes the file is too small to hold before
-  decoding or allocating anything. Every problem becomes ONE CheckpointError line naming what is
-  wrong and what to do, never another exception type.
-- `read_checkpoint(path)` is what the library uses: a typed Checkpoint (ModelConfig,
-  TrainConfig, Tokenizer, parameters, optimiser and run state), validated once, here, so that
-  training, inference and the commands check nothing again.
+- `save_checkpoint(path, ckpt)` validates `ckpt` (a Checkpoint, or the dict of its sections:
+  config, tokenizer, params, optimizer, training, metrics and optionally state), serialises it
+  fully in memory, then writes it atomically (temp file in the same directory, flush, fsync,
+  os.replace, fsync of the directory). On any OSError the previous file at `path` is left
+  intact, the temp file is removed and a CheckpointError is raised.
+- `read_checkpoint(path)` returns a typed Checkpoint (ModelConfig, TrainConfig, Tokenizer,
+  parameters, optimiser state, run state, carried state), validated once, here, so that
+  training, inference and the commands check nothing again. Its sections are exactly what was
+  saved: numpy arrays come back as native float32 arrays, bit for bit; every other value is
+  JSON-able and comes back equal (big ints, and +-inf / NaN floats included; tuples come back as
+  lists). Loading runs no code (json only), refuses files over 2 GiB, and refuses tensor shapes
+  the file is too small to hold before decoding or allocating anything. Every problem becomes
+  ONE CheckpointError line naming what is wrong and what to do, never another exception type.
 
 The file is one plain JSON document (RFC 8259, ASCII, no NaN/Infinity literals):
 
-    {"format": "shoestring-checkpoint", "version": 1, "created_by": "shoestring 0.1.0",
+    {"format": "shoestring-checkpoint", "version": 2, "created_by": "shoestring 0.1.0",
      "created_at": "2025-01-01T00:00:00+00:00",
      "config": {"model": {"V":..,"C":..,"H":..,"L":..,"X":..,"K":..,"eps_rmsnorm":..}, ...},
      "tokenizer": {...}, "layout": [["l0.Wg", [X, I]], ...], "training": {...}, "metrics": [...],
-     "params": TENSOR, "optimizer": null | {"step": int, "m": TENSOR, "v": TENSOR}}
+     "params": TENSOR, "optimizer": null | {"step": int, "m": TENSOR, "v": TENSOR},
+     "state": null | TENSOR}
 
     TENSOR = {"dtype": "float32", "byteorder": "little", "shape": [n], "crc32": zlib.crc32(raw),
               "data": base64(raw)}    where raw is the little-endian float32 bytes
@@ -29,6 +30,12 @@ The file is one plain JSON document (RFC 8259, ASCII, no NaN/Infinity literals):
 A float that JSON cannot hold is written as {"$float": "inf" | "-inf" | "nan"}; a dict of the
 caller's that happens to have the single key "$float" or "$dict" is wrapped as {"$dict": {...}},
 so every JSON-able value round-trips unambiguously.
+
+"state" is the training streams' carried recurrent state, shape (L, B, X, H) with B the run's
+batch_size; null in a weights-only file. It may hold non-finite values: the trainer's guard
+resets such streams at the next step, and resuming must see them as they were. Version 1 files
+(still read) kept it as a list of decimal floats under training.state; it loads as the same
+tensor, bit for bit (float32 -> repr -> float32 is exact).
 """
 import base64
 import binascii
@@ -49,13 +56,16 @@ from .errors import CheckpointError, ShoestringError
 from .params import ModelConfig, ParamLayout, layout
 
 FORMAT = "shoestring-checkpoint"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)                          # the format versions this shoestring loads
 MAX_FILE_BYTES = 2 * 1024 ** 3          # refuse anything larger: a checkpoint of this model is MBs
 
 CKPT_KEYS = ("config", "tokenizer", "params", "optimizer", "training", "metrics")
+CKPT_OPTIONAL = ("state",)
 HEADER_KEYS = ("format", "version", "created_by", "created_at")
 DOC_KEYS = HEADER_KEYS + ("config", "tokenizer", "layout", "training", "metrics", "params",
-                          "optimizer")
+                          "optimizer", "state")
+DOC_KEYS_V1 = DOC_KEYS[:-1]
 TENSOR_KEYS = ("dtype", "byteorder", "shape", "crc32", "data")
 OPTIMIZER_KEYS = ("step", "m", "v")
 # With weight averaging (--ema), `params` holds the average (what evaluation, chat and every
@@ -180,6 +190,21 @@ def _check_array(name, arr, n):
                               "(training diverged; resume from an earlier checkpoint)" % (name, bad))
 
 
+def _state_shape(cfg, config, dims, fail):
+    """(L, B, X, H) the state of a model `cfg` run with `config` has, B taken from `dims` (the
+    stored shape); every problem goes to fail(message)."""
+    if (not isinstance(dims, (list, tuple)) or len(dims) != 4
+            or not all(_is_int(d) and d >= 0 for d in dims)):
+        fail("the state tensor has shape %s; expected [L, B, X, H] = [%d, B, %d, %d]"
+             % (json.dumps([d if _is_int(d) else str(d) for d in dims]
+                           if isinstance(dims, (list, tuple)) else str(dims))[:80], cfg.L, cfg.X, cfg.H))
+    B = (config.get("train") or {}).get("batch_size") if isinstance(config.get("train"), dict) else None
+    want = [cfg.L, int(B) if _is_int(B) else int(dims[1]), cfg.X, cfg.H]
+    if [int(d) for d in dims] != want or want[1] < 1:
+        fail("the state tensor has shape %s but the model and batch_size need %s" % (list(dims), want))
+    return tuple(want)
+
+
 def _encode_tensor(arr):
     raw = np.ascontiguousarray(arr).astype("<f4", copy=False).tobytes()
     return {"dtype": "float32", "byteorder": "little", "shape": [int(d) for d in arr.shape],
@@ -191,14 +216,17 @@ def encode_checkpoint(ckpt):
     def fail(msg):
         raise CheckpointError("cannot save checkpoint: %s (a bug in the caller)" % msg)
 
+    if isinstance(ckpt, Checkpoint):
+        ckpt = ckpt.sections()
     if not isinstance(ckpt, dict):
         fail("the checkpoint must be a dict, got %s" % type(ckpt).__name__)
     for k in CKPT_KEYS:
         if k not in ckpt:
             fail("missing key '%s'" % k)
     for k in ckpt:
-        if k not in CKPT_KEYS:
+        if k not in CKPT_KEYS + CKPT_OPTIONAL:
             fail("unknown key '%s'" % k)
+    state = ckpt.get("state")
     config, opt = ckpt["config"], ckpt["optimizer"]
     if not isinstance(config, dict) or "model" not in config:
         fail("config must be a dict with a 'model' entry")
@@ -215,6 +243,11 @@ def encode_checkpoint(ckpt):
         _check_array("optimizer v", opt["v"], pl.n)
         if "train_params" in opt:
             _check_array("optimizer train_params", opt["train_params"], pl.n)
+    if state is not None:
+        if not isinstance(state, np.ndarray) or state.dtype.kind != "f" or state.dtype.itemsize != 4:
+            fail("state must be None or a float32 numpy array, got %s"
+                 % getattr(state, "dtype", type(state).__name__))
+        _state_shape(cfg, config, state.shape, fail)     # non-finite values allowed: see above
     for k, typ in (("tokenizer", dict), ("training", dict), ("metrics", list)):
         if not isinstance(ckpt[k], typ):
             fail("%s must be a %s, got %s" % (k, typ.__name__, type(ckpt[k]).__name__))
@@ -238,6 +271,7 @@ def encode_checkpoint(ckpt):
                 "step": int(opt["step"]), "m": _encode_tensor(opt["m"]), "v": _encode_tensor(opt["v"])},
                 **({"train_params": _encode_tensor(opt["train_params"])} if "train_params" in opt
                    else {})),
+            "state": None if state is None else _encode_tensor(state),
         }
     except RecursionError:
         fail("a value is nested too deeply or refers to itself")
@@ -292,6 +326,7 @@ class _Reader:
         self.path = os.fspath(path)
         self.size = 0
         self.claimed = 0          # base64 characters claimed so far by tensor shapes
+        self.cfg = None           # the ModelConfig, once check_layout has read it
 
     def fail(self, what, hint=_DAMAGED):
         sep = " " if what.startswith(("is ", "has ", "cannot ")) else ": "
@@ -372,15 +407,16 @@ class _Reader:
         ver = doc["version"]
         if not isinstance(ver, int) or isinstance(ver, bool):
             self.fail("'version' must be a whole number, got %s" % _type_name(ver))
-        if ver != VERSION:
-            self.fail("has format version %d, but this shoestring (%s) reads only version %d" % (
-                ver, __version__, VERSION),
+        if ver not in READS:
+            self.fail("has format version %d, but this shoestring (%s) reads only versions %s" % (
+                ver, __version__, " and ".join(map(str, READS))),
                 "upgrade shoestring" if ver > VERSION else "re-create the checkpoint with this shoestring")
-        for k in DOC_KEYS:
+        keys = DOC_KEYS if ver >= 2 else DOC_KEYS_V1
+        for k in keys:
             if k not in doc:
                 self.fail("is missing key '%s'" % k)
         for k in doc:
-            if k not in DOC_KEYS:
+            if k not in keys:
                 self.fail("has unknown key '%s'" % k[:80])
         for k in ("created_by", "created_at"):
             if not isinstance(doc[k], str):
@@ -397,7 +433,7 @@ class _Reader:
 
     def check_layout(self, doc):
         """The ParamLayout config.model implies; the stored layout must equal it entry by entry."""
-        cfg = _model_config(doc["config"]["model"], self.fail)
+        cfg = self.cfg = _model_config(doc["config"]["model"], self.fail)
         stored = doc["layout"]
         for i, e in enumerate(stored):
             if (not isinstance(e, list) or len(e) != 2 or not isinstance(e[0], str)
@@ -494,24 +530,8 @@ class _Reader:
             self.fail("tensor '%s' holds %d non-finite values (NaN or infinity)" % (name, bad), hint)
 
 
-def read_header(path):
-    """Cheap early check for the CLI: validate header, config and layout; decode no tensor.
-
-    Returns {"format", "version", "created_by", "created_at", "config", "tokenizer", "n_params",
-    "has_optimizer"}.
-    """
-    r = _Reader(path)
-    doc = r.read_document()
-    r.check_header(doc)
-    pl = r.check_layout(doc)
-    return {"format": doc["format"], "version": doc["version"], "created_by": doc["created_by"],
-            "created_at": doc["created_at"], "config": r.plain(doc["config"], "config"),
-            "tokenizer": r.plain(doc["tokenizer"], "tokenizer"), "n_params": pl.n,
-            "has_optimizer": doc["optimizer"] is not None}
-
-
-def load_checkpoint(path):
-    """Load and fully validate the checkpoint at `path`: the dict that save_checkpoint was given."""
+def _load(path):
+    """Decode and validate the checkpoint at `path`: the dict that save_checkpoint was given."""
     r = _Reader(path)
     doc = r.read_document()
     r.check_header(doc)
@@ -547,13 +567,28 @@ def load_checkpoint(path):
             r.fail("tensor 'optimizer.v' holds negative values (AdamW's v is a mean of squares)")
         optimizer = dict(arrays, step=step)
 
+    config, training = r.plain(doc["config"], "config"), r.plain(doc["training"], "training")
+    if doc["version"] >= 2:
+        rec, state = doc["state"], None
+        if rec is not None:
+            dims = rec.get("shape") if isinstance(rec, dict) else None
+            state = r.tensor(rec, "state", _state_shape(r.cfg, config, dims, r.fail))
+    else:                        # version 1: a list of decimal floats under training.state
+        state = training.pop("state", None)
+        if state is not None:
+            try:
+                state = np.array(state, dtype=np.float32)
+            except (TypeError, ValueError, OverflowError):
+                r.fail("training.state is not a nested list of numbers")
+            _state_shape(r.cfg, config, state.shape, r.fail)
     return {
-        "config": r.plain(doc["config"], "config"),
+        "config": config,
         "tokenizer": r.plain(doc["tokenizer"], "tokenizer"),
         "params": params,
         "optimizer": optimizer,
-        "training": r.plain(doc["training"], "training"),
+        "training": training,
         "metrics": r.plain(doc["metrics"], "metrics"),
+        "state": state,
     }
 
 
@@ -565,22 +600,26 @@ class Checkpoint:
     """A checkpoint as training, inference and the commands use it, validated once, here.
 
     model: the trained ModelConfig; train: the run's TrainConfig (None in a file without
-    config.train, such as a weights-only export); tokenizer: a Tokenizer whose vocabulary is
-    model.V; params: (n,) float32 in ParamLayout(model) order; optimizer: {"step", "m", "v"} or
-    None; training: the run state (data position, RNG, best_val, carried state (L,B,X,H) ...);
-    metrics: the validation rows; path. ck["config"], ck["tokenizer"], ... read the sections as
-    stored (what load_checkpoint returns), for code that works on the file's content.
+    config.train, such as a weights-only export); config: the config section as stored ({"model":
+    ..., "train": ...}, what a resume merges flags into); tokenizer: a Tokenizer whose vocabulary
+    is model.V; params: (n,) float32 in ParamLayout(model) order; optimizer: {"step", "m", "v"
+    (, "train_params")} or None; training: the run state (data position, RNG, best_val ...);
+    state: the carried recurrent state (L,B,X,H) float32, or None; metrics: the validation rows;
+    path: the file it came from (or None). sections() is the dict save_checkpoint writes back.
+    `sections` (what the loader decoded, or the int8 reader built) must be validated already.
     """
 
-    def __init__(self, raw, path=None):
+    def __init__(self, sections, path=None):
         from .config import from_saved
         from .tokenizer import Tokenizer
 
         where = "checkpoint %s" % path if path else "the checkpoint"
-        self.raw, self.path = raw, path
-        self.model = ModelConfig(**raw["config"]["model"])           # checked by the loader
+        self.path = path
+        self.config = sections["config"]
+        self.model = ModelConfig(**self.config["model"])
+        self._tokenizer_dict = sections["tokenizer"]
         try:
-            self.tokenizer = Tokenizer.from_dict(raw["tokenizer"])
+            self.tokenizer = Tokenizer.from_dict(self._tokenizer_dict)
         except ShoestringError as exc:
             raise CheckpointError("%s: the tokenizer is unusable (%s) (use another checkpoint)"
                                   % (where, exc)) from None
@@ -589,17 +628,18 @@ class Checkpoint:
                 "%s: its tokenizer has %d tokens but its model has V=%d (the file was edited or "
                 "mixes two runs; use another checkpoint)"
                 % (where, self.tokenizer.vocab_size, self.model.V))
-        self.train = from_saved(raw["config"])[0] if "train" in raw["config"] else None
-        self.params, self.optimizer = raw["params"], raw["optimizer"]
-        self.training, self.metrics = raw["training"], raw["metrics"]
+        self.train = from_saved(self.config)[0] if "train" in self.config else None
+        self.params, self.optimizer = sections["params"], sections["optimizer"]
+        self.training, self.metrics = sections["training"], sections["metrics"]
+        self.state = sections.get("state")
 
-    def __getitem__(self, key):
-        return self.raw[key]
-
-    def get(self, key, default=None):
-        return self.raw.get(key, default)
+    def sections(self):
+        """The dict save_checkpoint takes (the tokenizer as stored)."""
+        return {"config": self.config, "tokenizer": self._tokenizer_dict, "params": self.params,
+                "optimizer": self.optimizer, "training": self.training, "metrics": self.metrics,
+                "state": self.state}
 
 
 def read_checkpoint(path):
-    """load_checkpoint(path) as a typed, validated Checkpoint (CheckpointError otherwise)."""
-    return Checkpoint(load_checkpoint(path), os.fspath(path))
+    """The checkpoint at `path`, fully validated, as a Checkpoint (CheckpointError otherwise)."""
+    return Checkpoint(_load(path), os.fspath(path))

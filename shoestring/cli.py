@@ -1,6 +1,6 @@
 """cli.py: the `shoestring` command: the parser, the dispatch, errors turned into one line.
 
-Subcommands: info, tokenizer, train, chat, generate, serve, plot, inspect, prepare, export;
+Subcommands: info, tokenizer, train, chat, eval, generate, serve, plot, inspect, prepare, export;
 their handlers are commands.cmd_<name>. Errors: a ShoestringError prints `shoestring: error: <what>
 (<hint>)` and exits 1; a usage error (a bad flag, or a UsageError) is ONE line, `shoestring <cmd>:
 error: <what> (see shoestring <cmd> -h)`, exit 2; Ctrl-C exits 130; a closed standard output
@@ -174,6 +174,9 @@ def add_train_args(p):
     add_setting(t, "max_steps", "stop after this many optimiser steps in total", "no limit")
     add_setting(t, "max_minutes", "stop this session after this many minutes of training, then "
                 "validate and save", "no limit")
+    add_setting(t, "patience", "early stopping: end the run (validate, save, stop) after this "
+                "many validations in a row without a new best; best.json keeps the best model",
+                "never")
     add_setting(t, "lr", "peak learning rate")
     add_setting(t, "wd", "AdamW weight decay, matrices only")
     add_setting(t, "grad_clip", "global gradient-norm clip; 0 disables")
@@ -251,9 +254,12 @@ def build_parser():
                     help="text to score, as one stream with the state carried through it, every "
                          "token predicted once (the first from [EOS])")
     ev.add_argument("--json", action="store_true",
-                    help='print {"bits_per_char", "nats_per_token", "tokens", "chars"} as JSON')
+                    help='print {"bits_per_char", "nats_per_token", "tokens", "chars", ...} as JSON')
     ev.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
                     help="what to do with bytes that are not UTF-8 (default: strict)")
+    add_int8_arg(ev, "score with int8 weights, each matrix quantised per row at load, through "
+                     "the decode step chat runs (an int8 export is always scored this way); "
+                     "compare with the float32 figure for the quality cost of --int8")
 
     gen = sub.add_parser("generate", help="continue a prompt")
     add_checkpoint_args(gen)

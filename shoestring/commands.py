@@ -117,7 +117,7 @@ def train_config(args):
     if args.checkpoint:
         from .checkpoint import read_checkpoint
         ckpt = read_checkpoint(args.checkpoint)
-        return resume_config(ckpt["config"], given, given_model), ckpt
+        return resume_config(ckpt.config, given, given_model), ckpt
     given_model.setdefault("K", given_model.get("X", ModelConfig.X))   # default: dense
     given_model.setdefault("cap", NEW_RUN_CAP)          # bounded recurrence for new models
     return TrainConfig(model=ModelConfig(**given_model), **given), None
@@ -199,23 +199,27 @@ def cmd_train(args):
 
 # ---- eval ---------------------------------------------------------------------------------------
 def cmd_eval(args):
-    """`shoestring eval --checkpoint F --data FILE [--json]` (MODEL.md §7, evaluate.py)."""
+    """`shoestring eval --checkpoint F --data FILE [--int8] [--json]` (MODEL.md §7, evaluate.py);
+    int8 weights (--int8, or an int8 export) are scored through the decode step chat runs."""
     import json
 
     from .dataset import read_texts
-    from .evaluate import score_text
+    from .evaluate import score_model
     from .inference import load
 
-    model = load(resolve_checkpoint(args, note=not args.json))
+    model = load(resolve_checkpoint(args, note=not args.json), int8=args.int8)
     text = "".join(t for _, t in read_texts([args.data], args.encoding_errors, "evaluation data"))
-    r = score_text(model.cfg, model.params, model.tokenizer, text)
+    r = score_model(model, text)
     if args.json:
-        print(json.dumps({k: r[k] for k in ("bits_per_char", "nats_per_token", "tokens", "chars",
-                                            "perplexity", "state_resets")}))
+        out = {k: r[k] for k in ("bits_per_char", "nats_per_token", "tokens", "chars",
+                                 "perplexity", "state_resets")}
+        out["weights"] = "int8" if model.int8 else "float32"
+        print(json.dumps(out))
     else:
         print("%s: %.4f bits/char, %.4f nats/token, perplexity %.2f (%d tokens, %d characters, "
-              "%d state resets)" % (args.data, r["bits_per_char"], r["nats_per_token"],
-                                    r["perplexity"], r["tokens"], r["chars"], r["state_resets"]))
+              "%d state resets%s)" % (args.data, r["bits_per_char"], r["nats_per_token"],
+                                      r["perplexity"], r["tokens"], r["chars"], r["state_resets"],
+                                      ", int8 weights" if model.int8 else ""))
     return 0
 
 

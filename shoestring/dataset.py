@@ -15,7 +15,6 @@
 import codecs
 import os
 import re
-import secrets
 import stat
 import time
 
@@ -182,7 +181,7 @@ def atomic_write_bytes(path, data, what="file", error=CheckpointError):
     tmp = None
     try:
         for _ in range(100):
-            tmp = os.path.join(dirname, ".%s.%d.%s.tmp" % (base, os.getpid(), secrets.token_hex(4)))
+            tmp = os.path.join(dirname, ".%s.%d.%s.tmp" % (base, os.getpid(), os.urandom(4).hex()))
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
                              0o666)

@@ -11,6 +11,12 @@ they are plain text (MODEL.md §7: a literal "[EOS]" in a novel is just characte
 
 The training loop validates with score_tokens too, so its figure and `shoestring eval` agree
 on the same file by construction (tests/test_evaluate.py checks it end to end).
+
+int8 weights (`shoestring eval --int8`, or an int8 export): score_decoded runs the same stream
+through the decode step that chat and generation run (kernels.Decoder over the model's packed
+weights, int8 matrices times int8-quantised vectors), one token at a time, with the state guard
+at the same points (every `window` tokens), so the figure is the quality of what the user gets
+and its difference from score_tokens is the quality cost of int8.
 """
 import math
 
@@ -31,6 +37,14 @@ def encode_for_scoring(tok, text):
     ids = tok.encode_array(text, allow_special=is_chat_format(text)).astype(np.int32)
     eos = tok.special_id("[EOS]")
     return np.concatenate([np.array([eos], np.int32), ids])
+
+
+def _result(total, n, chars, resets):
+    """The result dict from the summed nats `total` over n tokens of a text of `chars`."""
+    nats = total / n
+    return {"bits_per_char": total / math.log(2) / chars if chars > 0 else float("nan"),
+            "nats_per_token": nats, "perplexity": math.exp(min(nats, 50.0)), "tokens": n,
+            "chars": int(chars), "nats": total, "state_resets": resets}
 
 
 def score_tokens(cfg, params, ids, chars, threads=1, window=WINDOW):
@@ -57,12 +71,39 @@ def score_tokens(cfg, params, ids, chars, threads=1, window=WINDOW):
         pos += T
     for net in nets.values():
         net.close()
-    nats = total / n
-    return {"bits_per_char": total / math.log(2) / chars if chars > 0 else float("nan"),
-            "nats_per_token": nats, "perplexity": math.exp(min(nats, 50.0)), "tokens": n,
-            "chars": int(chars), "nats": total, "state_resets": resets}
+    return _result(total, n, chars, resets)
 
 
-def score_text(cfg, params, tok, text, threads=1):
-    """score_tokens of a whole text (see the module docstring)."""
-    return score_tokens(cfg, params, encode_for_scoring(tok, text), len(text), threads)
+def score_decoded(model, ids, chars, window=WINDOW):
+    """score_tokens through the decode step of `model` (an inference.Model, float32 or int8
+    weights: exactly the arithmetic of chat and generation), token by token; the same result
+    dict. The state guard runs every `window` tokens, as in score_tokens."""
+    n = int(len(ids)) - 1
+    if n < 1:
+        raise ValueError("nothing to score: the text has no tokens")
+    ids = np.ascontiguousarray(ids, dtype=np.int32)
+    dec = model.decoder()
+    step, logits = dec.step, dec.logits
+    buf = np.empty((min(window, n), model.cfg.V), np.float32)     # (T,V) logits of one window
+    total, resets, pos = 0.0, 0, 0
+    while pos < n:
+        T = min(window, n - pos)
+        for i, t in enumerate(ids[pos:pos + T].tolist()):
+            step(t)
+            buf[i] = logits
+        lg = buf[:T].astype(np.float64)
+        top = lg.max(axis=1)
+        lse = top + np.log(np.exp(lg - top[:, None]).sum(axis=1))
+        total += float((lse - lg[np.arange(T), ids[pos + 1:pos + 1 + T]]).sum())
+        resets += guard_state(dec.state[:, None])
+        pos += T
+    return _result(total, n, chars, resets)
+
+
+def score_model(model, text):
+    """The figure of `shoestring eval` for an inference.Model: score_tokens (the training's
+    forward pass) for float32 weights, score_decoded for int8 ones."""
+    ids = encode_for_scoring(model.tokenizer, text)
+    if model.int8:
+        return score_decoded(model, ids, len(text))
+    return score_tokens(model.cfg, model.params, ids, len(text))

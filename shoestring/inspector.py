@@ -3,8 +3,9 @@
 describe(path) validates the header, config and layout like the loader (without decoding any
 tensor) and returns a JSON-able dict: the architecture and parameter count, the tokenizer (size,
 special tokens, merges), training progress (steps, epochs, tokens seen), the best and the last
-validation figures, the data fingerprints and paths, who wrote the file and when, and the
-file's parts with their sizes. format_text(info) is the human-readable form of the same dict.
+validation figures, the carried recurrent state's shape, the data fingerprints and paths, who
+wrote the file and when, and the file's parts with their sizes (version 1 files, whose state is
+a list under "training", included). format_text(info) is the human-readable form of the same dict.
 """
 import json
 import math
@@ -15,6 +16,7 @@ from .checkpoint import _Reader
 PART_NAMES = {
     "params": "parameters (float32)",
     "optimizer": "optimizer state (AdamW m, v)",
+    "state": "carried recurrent state (to resume)",
     "training": "training state",
     "tokenizer": "tokenizer",
     "metrics": "metrics history",
@@ -39,6 +41,15 @@ def _figures(row):
     return out or None
 
 
+def _list_shape(v):
+    """The shape of a nested list (a version 1 state), following first elements."""
+    shape = []
+    while isinstance(v, list):
+        shape.append(len(v))
+        v = v[0] if v else None
+    return shape
+
+
 def describe(path):
     """A JSON-able description of the checkpoint at `path` (raises CheckpointError)."""
     r = _Reader(path)
@@ -53,16 +64,18 @@ def describe(path):
     train_cfg = config.get("train") if isinstance(config.get("train"), dict) else {}
 
     # sizes of the file's parts: one top-level key per line in files shoestring writes
-    parts = []
-    for key in ("params", "optimizer", "training", "tokenizer", "metrics", "config"):
-        if key == "optimizer" and doc[key] is None:
+    parts, state_shape = [], None
+    for key in ("params", "optimizer", "state", "training", "tokenizer", "metrics", "config"):
+        if doc.get(key) is None:
             continue
         n = _dumped_size(key, doc[key])
-        if key == "training" and isinstance(doc[key], dict) and "state" in doc[key]:
+        if key == "state" and isinstance(doc[key], dict):
+            state_shape = doc[key].get("shape")
+        if key == "training" and isinstance(doc[key], dict) and "state" in doc[key]:   # version 1
             state = _dumped_size("state", doc[key]["state"])
-            parts.append({"part": "training.state", "what": "carried recurrent state (to resume)",
-                          "bytes": state})
+            parts.append({"part": "training.state", "what": PART_NAMES["state"], "bytes": state})
             n -= state
+            state_shape = _list_shape(doc[key]["state"])
         parts.append({"part": key, "what": PART_NAMES[key], "bytes": n})
     size = r.size
     parts.append({"part": "header", "what": "header and layout",
@@ -102,6 +115,7 @@ def describe(path):
                      "batch_size": B, "seq_length": T, "accumulate": acc,
                      "lr": train_cfg.get("lr"), "seed": train_cfg.get("seed"),
                      "state_resets": training.get("state_resets"),
+                     "state_shape": state_shape,
                      "evaluations": len(metrics)},
         "best": best,
         "last": _figures(metrics[-1]) if metrics else None,
@@ -164,6 +178,9 @@ def format_text(info):
                                                                    " x %d" % tr["accumulate"] if (tr["accumulate"] or 1) > 1 else "")
                                     if tr["tokens_seen"] is not None else ""),
     ]
+    if tr["state_shape"]:
+        lines.append("  carried state   %s (L x B x X x H, float32)"
+                     % " x ".join(map(str, tr["state_shape"])))
     if tr["state_resets"] is not None:
         lines.append("  state resets    %s" % _g(tr["state_resets"]))
     for key, name in (("best", "best validation"), ("last", "last validation")):

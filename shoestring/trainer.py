@@ -233,6 +233,8 @@ class Trainer:
         self.window = 0               # next window within the epoch
         self.offset = None            # this epoch's stream offset (None: epoch not started)
         self.best_val = float("inf")
+        self.since_best = 0           # validations in a row without a new best (patience)
+        self.early_stopped = False    # this session ended by patience
         self.metrics = []
         self.resets = 0
         self.train_fp = fingerprint(train_tokens)
@@ -264,7 +266,7 @@ class Trainer:
 
     # ---- checkpoint state ----------------------------------------------------------------
     def _restore(self, ck):
-        if isinstance(ck.get("training"), dict) and ck["training"].get("weights_only"):
+        if ck.training.get("weights_only"):
             raise CheckpointError(
                 "this checkpoint is a weights-only export (no optimiser or run state), which can "
                 "chat and be evaluated but not resume training (resume from the run's last.json)")
@@ -282,7 +284,7 @@ class Trainer:
                 % (self.epoch, self.window, self.offset))
 
     def _restore_state(self, ck):
-        tr = ck["training"]
+        tr = ck.training
         for key in ("epoch", "window"):
             if not isinstance(tr[key], int) or isinstance(tr[key], bool):
                 raise TypeError("%s must be a whole number, got %r" % (key, tr[key]))
@@ -293,23 +295,25 @@ class Trainer:
             raise CheckpointError(
                 "the model data differs from the data this checkpoint was trained on "
                 "(resume with the same model_data, or start a new run)", setting="model_data")
-        if ck.get("optimizer") is not None:
-            self.opt.load_state_dict(ck["optimizer"])
+        if ck.optimizer is not None:
+            self.opt.load_state_dict(ck.optimizer)
         self.rng.bit_generator.state = tr["rng"]
         self.epoch, self.window, self.offset = tr["epoch"], tr["window"], tr["offset"]
         self.best_val = float(tr["best_val"]) if tr["best_val"] is not None else float("inf")
         self.resets = int(tr.get("state_resets", 0))
-        state = np.asarray(tr["state"], dtype=np.float32)
-        if state.shape != self.h.shape:
-            raise CheckpointError("checkpoint recurrent state has shape %s, expected %s"
-                                  % (state.shape, self.h.shape))
+        self.since_best = int(tr.get("since_best", 0))
+        state = ck.state              # validated by checkpoint.py: shape (L,B,X,H), float32
+        if state is None or state.shape != self.h.shape:
+            raise CheckpointError("the checkpoint's carried recurrent state is %s, expected shape %s "
+                                  "(use the run's last.json)"
+                                  % ("missing" if state is None else state.shape, self.h.shape))
         self.h[...] = state
-        self.metrics = list(ck.get("metrics", []))
-        opt = ck.get("optimizer") or {}
+        self.metrics = list(ck.metrics)
+        opt = ck.optimizer or {}
         if self.ema is not None and "train_params" in opt:
-            self.ema[...] = ck["params"]          # params holds the average, see checkpoint_dict
+            self.ema[...] = ck.params             # params holds the average, see checkpoint_dict
         self.elapsed_s = float(tr.get("elapsed_s", 0.0))
-        saved_minutes = (ck.get("config", {}).get("train") or {}).get("minutes")
+        saved_minutes = (ck.config.get("train") or {}).get("minutes")
         if (self.budget_s is not None and tr.get("planned_total") is not None
                 and saved_minutes == self.config.minutes):      # the same budget: the same plan
             self.total_steps = int(tr["planned_total"])
@@ -340,14 +344,15 @@ class Trainer:
                 "step": self.opt.step, "epoch": self.epoch, "window": self.window,
                 "offset": self.offset, "rng": self.rng.bit_generator.state,
                 "best_val": None if math.isinf(self.best_val) else self.best_val,
-                "state_resets": self.resets, "train_fingerprint": self.train_fp,
+                "state_resets": self.resets, "since_best": self.since_best,
+                "train_fingerprint": self.train_fp,
                 "run_id": self.run_id,
-                "state": self.h.tolist(),
                 "elapsed_s": round(self.elapsed(), 3),
                 "planned_total": self.total_steps if self.planned else None,
                 "warmup": self.warmup,
             },
             "metrics": self.metrics,
+            "state": self.h,
         }
 
     def save(self, name):
@@ -577,8 +582,10 @@ class Trainer:
                                  % (step, rec["train_loss"], val, ppl, bpc))
                     self._emit("on_eval", rec)
                     if val < self.best_val:
-                        self.best_val = val
+                        self.best_val, self.since_best = val, 0
                         self.best_path = self.save("best.json")
+                    else:
+                        self.since_best += 1
                     self.last_path = self.save("last.json")
                     self._write_metrics(step)          # after the checkpoints it describes
                     t_last, step_last, loss_acc, n_acc = time.time(), step, 0.0, 0
@@ -588,6 +595,11 @@ class Trainer:
                     break
                 if self.stop_clean:
                     prog.message("stopped by a callback at step %d" % step)
+                    break
+                if c.patience is not None and self.since_best >= c.patience:
+                    prog.message("early stop at step %d: %d validations without a new best "
+                                 "(best.json holds the best model)" % (step, self.since_best))
+                    self.early_stopped = True
                     break
                 if out_of_time:
                     prog.message("max_minutes %g reached at step %d; resume from last.json"
@@ -693,6 +705,7 @@ class TrainResult:
     tokenizer: object
     params: np.ndarray            # the final parameters (a copy)
     stop_signal: int = None       # the signal that stopped the run (SIGINT, SIGTERM, SIGHUP)
+    early_stopped: bool = False   # ended by patience: validations without a new best
 
 
 def _resolve(config, ckpt):
@@ -702,9 +715,9 @@ def _resolve(config, ckpt):
     if ckpt is None:
         return config if config is not None else TrainConfig()
     if config is None:
-        return resume_config(ckpt["config"])
+        return resume_config(ckpt.config)
     given = {k: v for k, v in config.to_dict().items() if v is not None}
-    return resume_config(ckpt["config"], given, config.model.to_dict())
+    return resume_config(ckpt.config, given, config.model.to_dict())
 
 
 
@@ -729,8 +742,6 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     ckpt = checkpoint
     if isinstance(checkpoint, (str, os.PathLike)):
         ckpt = read_checkpoint(checkpoint)
-    elif isinstance(checkpoint, dict):
-        ckpt = Checkpoint(checkpoint)
     elif checkpoint is not None and not isinstance(checkpoint, Checkpoint):
         raise UsageError("checkpoint must be a path or a Checkpoint, got %s"
                          % type(checkpoint).__name__, setting="checkpoint")
@@ -740,10 +751,10 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
                               "checkpoint (leave bpe_data out, or start a new run)",
                               setting="bpe_data")
     config = _resolve(config, ckpt)
-    resume_step = ckpt["training"].get("step") if ckpt is not None else None
+    resume_step = ckpt.training.get("step") if ckpt is not None else None
     if ckpt is not None and not isinstance(resume_step, int):
         resume_step = 0
-    run_id = ckpt["training"].get("run_id") if ckpt is not None else None
+    run_id = ckpt.training.get("run_id") if ckpt is not None else None
     if out_dir is None and ckpt_path:
         out_dir = os.path.dirname(os.path.abspath(ckpt_path))
     if out_dir is not None and os.path.isdir(out_dir):     # fail before the data work
@@ -760,8 +771,8 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     bundled = False
     if model_data:
         model_paths = [os.fspath(p) for p in model_data]
-    elif ckpt is not None and (ckpt["config"].get("train") or {}).get("model_data"):
-        model_paths = ckpt["config"]["train"]["model_data"]
+    elif ckpt is not None and (ckpt.config.get("train") or {}).get("model_data"):
+        model_paths = ckpt.config["train"]["model_data"]
         if not (isinstance(model_paths, list) and all(isinstance(p, str) for p in model_paths)):
             raise CheckpointError("the checkpoint's config.train.model_data is not a list of paths "
                                   "(the file was edited or damaged; pass model_data)",
@@ -774,7 +785,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     if config.epochs is None and config.minutes is None and config.max_steps is None:
         config = config.replace(minutes=BUNDLED_MINUTES if bundled else DEFAULT_MINUTES)
     if not validation_data and ckpt is not None:     # the split the checkpoint was trained on
-        validation_data = (ckpt["config"].get("train") or {}).get("validation_data")
+        validation_data = (ckpt.config.get("train") or {}).get("validation_data")
         if validation_data is not None and not isinstance(validation_data, str):
             raise CheckpointError("the checkpoint's config.train.validation_data is not a path "
                                   "(the file was edited or damaged; pass validation_data)",
@@ -918,4 +929,5 @@ def _train_in(config, cfg_model, tok, ckpt, out_dir, data_paths, validation_data
         seconds=time.time() - t0, interrupted=interrupted, stopped=trainer.stop_clean,
         out_dir=out_dir,
         best_val=trainer.best_val, state_resets=trainer.resets, model_config=cfg_model,
-        tokenizer=tok, params=trainer.eval_params.copy(), stop_signal=trainer.stop_signal)
+        tokenizer=tok, params=trainer.eval_params.copy(), stop_signal=trainer.stop_signal,
+        early_stopped=trainer.early_stopped)

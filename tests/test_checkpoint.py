@@ -1,5 +1,9 @@
 """Checkpoints (MODEL.md §5): exact round trip, atomic writes, and a precise CheckpointError for
-every kind of bad file -- never another exception type."""
+every kind of bad file -- never another exception type.
+
+Most tests work on the format layer, checkpoint._load (the sections of a Checkpoint, before the
+tokenizer is built), so that their tokenizer section can be any JSON; read_checkpoint, the one
+public reader, is that plus the typed Checkpoint (tested at the end and in test_config.py)."""
 import base64
 import errno
 import json
@@ -13,7 +17,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from shoestring import checkpoint as ck
-from shoestring.checkpoint import FORMAT, VERSION, load_checkpoint, read_header, save_checkpoint
+from shoestring.checkpoint import FORMAT, VERSION, _load as load_sections, read_checkpoint, \
+    save_checkpoint
 from shoestring.dataset import atomic_write_bytes, atomic_write_text
 from shoestring.errors import CheckpointError, ShoestringError
 from shoestring.params import ModelConfig, ParamLayout
@@ -27,12 +32,14 @@ def make_ckpt(cfg=CFG, seed=0, optimizer=True):
     params = pl.init(seed)
     rng = np.random.default_rng(seed + 1)
     rng.standard_normal(7)                         # advance: the state is not the seed's
-    opt = None
+    opt = state = None
     if optimizer:
         m = rng.standard_normal(pl.n).astype(np.float32) * np.float32(1e-3)
         v = np.square(rng.standard_normal(pl.n).astype(np.float32)) * np.float32(1e-6)
         m[0], v[1] = np.float32(-0.0), np.float32(1e-45)   # signed zero and a subnormal survive
         opt = {"step": 1234, "m": m, "v": v}
+        state = rng.standard_normal((cfg.L, 16, cfg.X, cfg.H)).astype(np.float32)   # (L,B,X,H)
+        state[0, 0, 0, :3] = np.nan, -np.inf, -0.0    # the guard resets these: kept as they are
     return {
         "config": {"model": cfg.to_dict(),
                    "train": {"lr": 1e-3, "batch_size": 16, "lr_schedule": "cosine", "clip": None}},
@@ -44,6 +51,7 @@ def make_ckpt(cfg=CFG, seed=0, optimizer=True):
                      "best_val_loss": float("inf"), "worst": float("-inf"), "resets": 0,
                      "tiny": 5e-324, "big": 2 ** 200, "neg": -(2 ** 70)},
         "metrics": [{"step": 1, "loss": 3.5, "val": None}, {"step": 2, "loss": 3.25, "ok": True}],
+        "state": state,
     }
 
 
@@ -52,7 +60,12 @@ def bits(a):
 
 
 def assert_same(loaded, saved):
-    assert set(loaded) == set(saved)
+    assert set(loaded) == set(saved) | {"state"}
+    if saved.get("state") is None:
+        assert loaded["state"] is None
+    else:
+        assert loaded["state"].dtype == np.float32 and loaded["state"].shape == saved["state"].shape
+        np.testing.assert_array_equal(bits(loaded["state"]), bits(saved["state"]))
     for k in ("config", "tokenizer", "training", "metrics"):
         assert loaded[k] == saved[k], k
     assert loaded["params"].dtype == np.float32 and loaded["params"].shape == saved["params"].shape
@@ -87,7 +100,7 @@ def write_doc(path, doc):
 
 def expect_error(path, *fragments):
     with pytest.raises(CheckpointError) as ei:
-        load_checkpoint(path)
+        load_sections(path)
     msg = str(ei.value)
     assert "\n" not in msg
     for frag in fragments:
@@ -105,7 +118,7 @@ def test_round_trip_is_exact(tmp_path, cfg, optimizer):
     path = str(tmp_path / "c.json")
     c = make_ckpt(cfg, seed=3, optimizer=optimizer)
     save_checkpoint(path, c)
-    out = load_checkpoint(path)
+    out = load_sections(path)
     assert_same(out, c)
     assert math.isinf(out["training"]["best_val_loss"]) and out["training"]["best_val_loss"] > 0
     assert out["training"]["big"] == 2 ** 200
@@ -114,12 +127,12 @@ def test_round_trip_is_exact(tmp_path, cfg, optimizer):
     # A second save of the loaded checkpoint writes the same tensors.
     path2 = str(tmp_path / "c2.json")
     save_checkpoint(path2, out)
-    assert_same(load_checkpoint(path2), c)
+    assert_same(load_sections(path2), c)
 
 
 def test_rng_state_round_trips_and_continues_the_stream(saved):
     path, c = saved
-    out = load_checkpoint(path)
+    out = load_sections(path)
     a = np.random.default_rng()
     a.bit_generator.state = c["training"]["rng"]
     b = np.random.default_rng()
@@ -133,7 +146,7 @@ def test_nan_round_trips(tmp_path):
     c = make_ckpt()
     c["training"]["last_val_loss"] = float("nan")
     save_checkpoint(path, c)
-    assert math.isnan(load_checkpoint(path)["training"]["last_val_loss"])
+    assert math.isnan(load_sections(path)["training"]["last_val_loss"])
 
 
 def test_file_is_plain_strict_json(saved):
@@ -163,7 +176,7 @@ def test_big_endian_input_is_written_little_endian(tmp_path):
     c["params"] = native.astype(">f4")
     path = str(tmp_path / "c.json")
     save_checkpoint(path, c)
-    out = load_checkpoint(path)
+    out = load_sections(path)
     assert out["params"].dtype == np.float32 and out["params"].dtype.isnative
     np.testing.assert_array_equal(bits(out["params"]), bits(native))
     assert base64.b64decode(read_doc(path)["params"]["data"]) == native.astype("<f4").tobytes()
@@ -187,17 +200,9 @@ def test_any_jsonable_training_state_round_trips(tmp_path_factory, value):
     c["training"] = {"value": value, "$float": "inf", "$dict": {"$float": "nan"}}
     c["metrics"] = [{"$float": value}]
     save_checkpoint(path, c)
-    out = load_checkpoint(path)
+    out = load_sections(path)
     assert out["training"] == c["training"]
     assert out["metrics"] == c["metrics"]
-
-
-def test_read_header_is_consistent(saved):
-    path, c = saved
-    h = read_header(path)
-    assert h["format"] == FORMAT and h["version"] == VERSION
-    assert h["config"] == c["config"] and h["tokenizer"] == c["tokenizer"]
-    assert h["n_params"] == ParamLayout(CFG).n and h["has_optimizer"] is True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,11 +221,11 @@ def test_truncated_file_at_every_tenth(saved, tmp_path):
         assert "truncated or not JSON" in msg or "empty" in msg, msg
 
 
-@pytest.mark.parametrize("tensor", ["params", "optimizer.m", "optimizer.v"])
+@pytest.mark.parametrize("tensor", ["params", "optimizer.m", "optimizer.v", "state"])
 def test_flipped_base64_character_is_a_checksum_mismatch(saved, tensor):
     path, _ = saved
     doc = read_doc(path)
-    rec = doc["params"] if tensor == "params" else doc["optimizer"][tensor.split(".")[1]]
+    rec = doc[tensor] if "." not in tensor else doc["optimizer"][tensor.split(".")[1]]
     data = rec["data"]
     i = len(data) // 2                                   # a middle character: base64 stays valid
     rec["data"] = data[:i] + ("B" if data[i] != "B" else "C") + data[i + 1:]
@@ -257,13 +262,13 @@ def test_base64_of_wrong_length_is_named(saved):
     expect_error(path, "tensor 'params' has", "base64 characters")
 
 
-@pytest.mark.parametrize("version,hint", [(2, "upgrade shoestring"), (0, "re-create")])
+@pytest.mark.parametrize("version,hint", [(VERSION + 1, "upgrade shoestring"), (0, "re-create")])
 def test_unsupported_version(saved, version, hint):
     path, _ = saved
     doc = read_doc(path)
     doc["version"] = version
     write_doc(path, doc)
-    expect_error(path, "version %d" % version, "reads only version %d" % VERSION, hint)
+    expect_error(path, "version %d" % version, "reads only versions 1 and %d" % VERSION, hint)
 
 
 def test_version_of_wrong_type(saved):
@@ -419,7 +424,7 @@ def test_shape_claiming_terabytes_is_refused_before_decoding(saved, monkeypatch,
     tracemalloc.start()
     try:
         with pytest.raises(CheckpointError) as ei:
-            load_checkpoint(path)
+            load_sections(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -440,7 +445,7 @@ def test_optimizer_arrays_of_wrong_length(saved):
 def test_non_finite_params_are_refused(saved):
     path, _ = saved
     doc = read_doc(path)
-    p = load_checkpoint(path)["params"]
+    p = load_sections(path)["params"]
     p[[3, 5]] = [np.nan, np.inf]
     doc["params"] = ck._encode_tensor(p)                  # valid checksum: only finiteness is wrong
     write_doc(path, doc)
@@ -500,7 +505,7 @@ def test_directory_and_missing_file(tmp_path):
     missing = str(tmp_path / "nope.json")
     expect_error(missing, "does not exist", "nope.json")
     with pytest.raises(CheckpointError, match="does not exist"):
-        read_header(missing)
+        read_checkpoint(missing)
 
 
 def test_file_over_two_gib_is_refused_without_reading(tmp_path):
@@ -541,6 +546,9 @@ def tmp_files(dirname):
     (lambda c: c["config"]["model"].pop("K"), "missing key 'K'"),
     (lambda c: c.pop("metrics"), "missing key 'metrics'"),
     (lambda c: c.__setitem__("extra", 1), "unknown key 'extra'"),
+    (lambda c: c.__setitem__("state", c["state"][:, :3]), "state tensor has shape [1, 3, 2, 8]"),
+    (lambda c: c.__setitem__("state", c["state"].astype(np.float64)), "float32 numpy array"),
+    (lambda c: c.__setitem__("state", c["state"].tolist()), "float32 numpy array"),
 ])
 def test_save_refuses_bad_input_and_keeps_previous_file(saved, mutate, fragment):
     path, c = saved
@@ -560,7 +568,7 @@ def test_numpy_scalars_are_saved_as_plain_numbers(tmp_path):
     c["optimizer"]["step"] = np.int64(9)
     path = str(tmp_path / "c.json")
     save_checkpoint(path, c)
-    out = load_checkpoint(path)
+    out = load_sections(path)
     assert out["training"]["a"] == 0.5 and type(out["training"]["a"]) is float
     assert out["training"]["b"] == 7 and type(out["training"]["b"]) is int
     assert out["training"]["c"] is True and out["training"]["d"] == -math.inf
@@ -590,7 +598,7 @@ def test_interrupted_write_keeps_previous_checkpoint(saved, monkeypatch, failing
     assert msg.startswith("could not write checkpoint %s: " % path), msg
     assert os.strerror(errno.ENOSPC) in msg and "free some disk space or choose another folder" in msg
     assert open(path, "rb").read() == before
-    assert_same(load_checkpoint(path), c)
+    assert_same(load_sections(path), c)
     assert tmp_files(os.path.dirname(path)) == []
 
 
@@ -604,7 +612,7 @@ def test_ctrl_c_during_write_leaves_no_temp_file(saved, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, make_ckpt(seed=5))
     monkeypatch.undo()
-    assert_same(load_checkpoint(path), c)
+    assert_same(load_sections(path), c)
     assert tmp_files(os.path.dirname(path)) == []
 
 
@@ -612,7 +620,7 @@ def test_save_replaces_previous_checkpoint(saved):
     path, _ = saved
     newer = make_ckpt(seed=11)
     save_checkpoint(path, newer)
-    assert_same(load_checkpoint(path), newer)
+    assert_same(load_sections(path), newer)
     assert tmp_files(os.path.dirname(path)) == []
 
 
@@ -643,3 +651,88 @@ def test_atomic_write_text_and_bytes(tmp_path, monkeypatch):
 
 def test_every_error_is_a_shoestring_error():
     assert issubclass(CheckpointError, ShoestringError)
+
+
+# ---------------------------------------------------------------------------------------------
+# The carried recurrent state (format version 2) and version 1 files
+# ---------------------------------------------------------------------------------------------
+
+V1_FILE = os.path.join(os.path.dirname(__file__), "data", "checkpoint_v1.json")   # see README there
+
+
+def test_state_is_a_tensor_with_its_checksum(saved):
+    path, c = saved
+    doc = read_doc(path)
+    t = doc["state"]
+    assert (t["dtype"], t["shape"]) == ("float32", [1, 16, 2, 8]) and "state" not in doc["training"]
+    raw = base64.b64decode(t["data"])
+    assert zlib.crc32(raw) == t["crc32"]
+    np.testing.assert_array_equal(bits(np.frombuffer(raw, "<f4")), bits(c["state"].reshape(-1)))
+
+
+@pytest.mark.parametrize("shape,fragment", [([1, 15, 2, 8], "batch_size need [1, 16, 2, 8]"),
+                                            ([1, 16, 2], "expected [L, B, X, H] = [1, B, 2, 8]"),
+                                            ([2, 16, 2, 8], "need [1, 16, 2, 8]")])
+def test_state_of_the_wrong_shape_is_named(saved, shape, fragment):
+    path, _ = saved
+    doc = read_doc(path)
+    doc["state"]["shape"] = shape
+    write_doc(path, doc)
+    expect_error(path, "state tensor has shape", fragment)
+
+
+def test_version_1_file_loads_with_its_state_as_a_tensor(tmp_path):
+    doc = read_doc(V1_FILE)
+    assert doc["version"] == 1 and "state" not in doc
+    out = load_sections(V1_FILE)
+    assert "state" not in out["training"]
+    want = np.array(doc["training"]["state"], dtype=np.float64)
+    assert out["state"].dtype == np.float32 and out["state"].shape == (2, 2, 2, 4)    # L,B,X,H
+    np.testing.assert_array_equal(out["state"].astype(np.float64), want)   # exact: float32 values
+    typed = read_checkpoint(V1_FILE)
+    assert typed.state.shape == (2, 2, 2, 4) and typed.optimizer["step"] == 3
+    # saved again it is a version 2 file holding the same tensors
+    path = str(tmp_path / "v2.json")
+    save_checkpoint(path, out)
+    assert read_doc(path)["version"] == VERSION
+    assert_same(load_sections(path), out)
+
+
+def test_version_1_state_that_is_not_numbers_is_named(tmp_path):
+    doc = read_doc(V1_FILE)
+    doc["training"]["state"][0][0] = "x"
+    path = str(tmp_path / "v1.json")
+    write_doc(path, doc)
+    expect_error(path, "training.state is not a nested list of numbers")
+    doc["training"]["state"] = [[[[0.0]]]]
+    write_doc(path, doc)
+    expect_error(path, "state tensor has shape [1, 1, 1, 1]")
+
+
+def test_version_1_file_resumes_exactly_like_its_version_2_copy(tmp_path):
+    """Resuming a version 1 file trains on exactly as resuming the same run saved as version 2."""
+    import shutil
+    from shoestring.cli import main
+    from tinyrun import CORPUS
+
+    corpus = str(tmp_path / "corpus.txt")
+    with open(corpus, "w", encoding="utf-8") as f:
+        f.write(CORPUS)
+    ends = []
+    for name in ("v1", "v2"):
+        os.makedirs(str(tmp_path / name))
+        path = str(tmp_path / name / "last.json")
+        if name == "v1":
+            shutil.copyfile(V1_FILE, path)
+        else:
+            save_checkpoint(path, read_checkpoint(V1_FILE))       # a Checkpoint saves as it is
+        assert main(["train", "--checkpoint", path, "--model-data", corpus, "--max-steps", "5",
+                     "--no-chat", "--quiet"]) == 0
+        ends.append(read_checkpoint(path))
+    a, b = ends
+    assert a.training["step"] == b.training["step"] == 5
+    assert a.training["rng"] == b.training["rng"]
+    for get in (lambda c: c.params, lambda c: c.optimizer["m"], lambda c: c.optimizer["v"],
+                lambda c: c.state):
+        assert get(a).tobytes() == get(b).tobytes()
+    assert a.state.tobytes() != read_checkpoint(V1_FILE).state.tobytes()   # it trained on

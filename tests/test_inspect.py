@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from shoestring.checkpoint import load_checkpoint, save_checkpoint
+from shoestring.checkpoint import read_checkpoint, save_checkpoint
 from shoestring.errors import CheckpointError
 from shoestring.export import export
 from shoestring.inspector import describe, format_text, to_json
@@ -21,21 +21,21 @@ def run(tmp_path_factory):
 def test_describe_a_full_checkpoint(run):
     path = os.path.join(run, "last.json")
     info = json.loads(to_json(describe(path)))          # --json output parses
-    ck = load_checkpoint(path)
-    m = ck["config"]["model"]
+    ck = read_checkpoint(path)
+    m = ck.config["model"]
     assert info["model"] == m
     assert info["parameters"] == ParamLayout(ModelConfig(**m)).n
     assert info["tokenizer"]["special_tokens"] == ["[USER]", "[BOT]", "[EOS]", "[PAD]", "[UNK]"]
-    assert info["tokenizer"]["vocab_size"] == m["V"] == Tokenizer.from_dict(ck["tokenizer"]).vocab_size
+    assert info["tokenizer"]["vocab_size"] == m["V"] == ck.tokenizer.vocab_size
     tr = info["training"]
     assert tr["steps"] == 8 and tr["tokens_seen"] == 8 * 4 * 16
-    assert tr["evaluations"] == len(ck["metrics"]) == 3            # steps 3, 6 and the last
+    assert tr["evaluations"] == len(ck.metrics) == 3            # steps 3, 6 and the last
     assert 0 < tr["epochs"] < 10
-    best = min(ck["metrics"], key=lambda r: r["val_loss"])
+    best = min(ck.metrics, key=lambda r: r["val_loss"])
     assert info["best"]["bits_per_char"] == best["bits_per_char"]
     assert info["best"]["step"] == best["step"]
     assert info["last"]["step"] == 8
-    assert info["data"]["train_fingerprint"] == ck["training"]["train_fingerprint"]
+    assert info["data"]["train_fingerprint"] == ck.training["train_fingerprint"]
     assert info["data"]["model_data"][0].endswith("corpus.txt")
     assert info["created_by"].startswith("shoestring ") and info["created_at"][:2] == "20"
     assert not info["weights_only"] and info["can_resume"]
@@ -43,13 +43,27 @@ def test_describe_a_full_checkpoint(run):
     assert sum(parts.values()) == os.path.getsize(path) == info["bytes"]
     assert parts["optimizer"] == pytest.approx(2 * parts["params"], rel=0.01)
     assert parts["header"] < 2000
+    assert tr["state_shape"] == [2, 4, 3, 24]                     # L, B, X, H of the tiny run
+    assert 0 < parts["state"] - 4 * 2 * 4 * 3 * 24 * 4 / 3 < 200     # base64 float32 + record
+    assert "carried state   2 x 4 x 3 x 24 (L x B x X x H, float32)" in format_text(info)
+
+
+def test_describe_a_version_1_file():
+    path = os.path.join(os.path.dirname(__file__), "data", "checkpoint_v1.json")
+    info = describe(path)
+    assert info["version"] == 1 and info["can_resume"]
+    assert info["training"]["state_shape"] == [2, 2, 2, 4]
+    parts = {p["part"]: p["bytes"] for p in info["parts"]}
+    assert sum(parts.values()) == os.path.getsize(path) and parts["training.state"] > 0
+    assert "carried state   2 x 2 x 2 x 4" in format_text(info)
 
 
 def test_describe_an_export_and_the_text_form(run, tmp_path):
     small = export(os.path.join(run, "best.json"), str(tmp_path / "small.json"))[0][0]
     info = describe(small)
     assert info["weights_only"] and not info["can_resume"]
-    assert "optimizer" not in {p["part"] for p in info["parts"]}
+    assert not {"optimizer", "state"} & {p["part"] for p in info["parts"]}
+    assert info["training"]["state_shape"] is None
     assert info["data"]["exported_from"] == "best.json"
     text = format_text(info)
     assert "weights only" in text and "exported from   best.json" in text

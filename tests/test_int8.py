@@ -349,6 +349,11 @@ def test_damaged_int8_file_is_one_clear_error(ckpt, tmp_path, damage):
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "damaged" in r.stderr, r.stderr
     assert "--int8" in r.stderr                                    # says how to fix it
+    data = tmp_path / "held.txt"
+    data.write_text("[USER] hello [EOS]\n[BOT] hi [EOS]\n", encoding="utf-8")
+    r = _cli(["eval", out, "--data", str(data)])
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "damaged" in r.stderr, r.stderr
 
 
 def test_chat_and_generate_take_int8(ckpt):
@@ -366,3 +371,74 @@ def test_info_reports_int8_kernels():
     assert r.returncode == 0
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("int8 decode kernels")]
     assert line and kernels.int8_kernel() in line[0], r.stdout
+
+
+# ---- `shoestring eval --int8`: the quality of the int8 decode step ----------------------------
+def _eval_text():
+    from shoestring.data import default_corpus_path
+    with open(default_corpus_path(), encoding="utf-8") as f:
+        return f.read()[:3000]
+
+
+def test_decoded_score_float32_is_the_training_forward(ckpt):
+    """score_decoded over float32 weights (the decode step) gives the figure of score_tokens (the
+    training's forward pass) up to float32 rounding: the two paths score the same stream."""
+    import shoestring
+    from shoestring import evaluate
+    m = shoestring.load(ckpt)
+    text = _eval_text()
+    ids = evaluate.encode_for_scoring(m.tokenizer, text)
+    a = evaluate.score_tokens(m.cfg, m.params, ids, len(text))
+    b = evaluate.score_decoded(m, ids, len(text))
+    assert a["tokens"] == b["tokens"] and a["state_resets"] == b["state_resets"]
+    assert b["nats"] == pytest.approx(a["nats"], rel=1e-5)
+    c = evaluate.score_decoded(m, ids, len(text), window=7)      # the window changes nothing
+    assert c["nats"] == pytest.approx(b["nats"], rel=1e-6)
+
+
+def test_int8_score_matches_the_numpy_int8_reference(ckpt):
+    """score_decoded over int8 weights against ref.decode_step_q8 token by token (float64
+    log-softmax), and the int8 cost against float32 is small but not zero."""
+    import shoestring
+    from shoestring import evaluate
+    q = shoestring.load(ckpt, int8=True)
+    text = _eval_text()[:400]
+    ids = evaluate.encode_for_scoring(q.tokenizer, text)
+    got = evaluate.score_decoded(q, ids, len(text))
+    P = q.views
+    q8 = ref.q8_model(P, q.cfg)
+    h = np.zeros((q.cfg.L, q.cfg.X, q.cfg.H))
+    want = 0.0
+    for t, nxt in zip(ids[:-1].tolist(), ids[1:].tolist()):
+        lg, h = ref.decode_step_q8(P, q.cfg, t, h, cap=q.cfg.cap, q8=q8)
+        want += np.log(np.exp(lg - lg.max()).sum()) + lg.max() - lg[nxt]
+    assert got["tokens"] == len(ids) - 1
+    assert got["nats"] == pytest.approx(want, rel=1e-3)
+    f = evaluate.score_model(shoestring.load(ckpt), text)
+    assert got["nats"] != f["nats"]
+    assert abs(got["bits_per_char"] - f["bits_per_char"]) < 0.05
+
+
+def test_eval_takes_int8_and_int8_exports(ckpt, tmp_path):
+    import json
+    import shoestring
+    from shoestring import evaluate
+    data = tmp_path / "held.txt"
+    text = _eval_text()
+    data.write_text(text, encoding="utf-8")
+    want = evaluate.score_model(shoestring.load(ckpt, int8=True), text)
+    r = _cli(["eval", ckpt, "--int8", "--data", str(data), "--json"])
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["weights"] == "int8"
+    assert got["bits_per_char"] == pytest.approx(want["bits_per_char"], rel=1e-12)
+    out = str(tmp_path / "model.int8.json")
+    assert _cli(["export", ckpt, "--int8", "--out", out]).returncode == 0
+    r = _cli(["eval", out, "--data", str(data), "--json"])        # an int8 file: int8 by itself
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == got                             # the round trip is exact
+    r = _cli(["eval", ckpt, "--data", str(data), "--json"])
+    f32 = json.loads(r.stdout)
+    assert f32["weights"] == "float32" and f32["tokens"] == got["tokens"]
+    r = _cli(["eval", ckpt, "--int8", "--data", str(data)])
+    assert r.returncode == 0 and "int8 weights" in r.stdout, (r.stdout, r.stderr)

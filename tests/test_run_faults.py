@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from reliability_cases import TINY_CHAT
-from shoestring.checkpoint import load_checkpoint
+from shoestring.checkpoint import read_checkpoint
 from shoestring.cli import main
 from test_faults import ARCH, QUIET, corpus, step_of  # noqa: F401  (corpus: a fixture)
 from test_faults import shoestring_cmd as cmd
@@ -78,9 +78,9 @@ def test_term_hup_int_at_random_moments_lose_nothing(tmp_path, corpus):
             if steps:
                 assert step_of(last) == steps[-1]
         if os.path.exists(last):
-            ck = load_checkpoint(last)
-            assert np.isfinite(ck["params"]).all()
-            s = ck["training"]["step"]
+            ck = read_checkpoint(last)
+            assert np.isfinite(ck.params).all()
+            s = ck.training["step"]
             assert not steps or s >= steps[-1], ("last.json went backwards", steps, s)
             steps.append(s)
     assert graceful >= 15, "only %d of 21 stops landed in the loop" % graceful
@@ -146,11 +146,11 @@ def test_two_runs_aimed_at_one_folder(tmp_path, corpus):
         assert len(err) == 1 and re.search(
             "in use by another training run|already holds a training run", err[0]), err
         winner = [1, 2][[r[0] for r in res].index(0)]
-        last, best = load_checkpoint(os.path.join(out, "last.json")), \
-            load_checkpoint(os.path.join(out, "best.json"))
-        assert last["training"]["step"] == 60
-        assert last["config"]["train"]["seed"] == best["config"]["train"]["seed"] == winner
-        assert last["training"]["run_id"] == best["training"]["run_id"]
+        last, best = read_checkpoint(os.path.join(out, "last.json")), \
+            read_checkpoint(os.path.join(out, "best.json"))
+        assert last.training["step"] == 60
+        assert last.config["train"]["seed"] == best.config["train"]["seed"] == winner
+        assert last.training["run_id"] == best.training["run_id"]
 
 
 @POSIX

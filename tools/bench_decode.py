@@ -22,12 +22,13 @@ What it measures, on one thread (BLAS pinned to one thread before numpy is impor
   4. start-up: wall time from spawning `python -m shoestring chat --checkpoint ck.json` on a
      pseudo-terminal (so it runs interactively) to the moment the `you> ` prompt arrives on the
      terminal; with `python -c pass` and `python -c "import numpy"` as baselines.
-  5. peak RSS of a chat session: the same interactive process answers 5 turns, then gets Ctrl-D;
-     ru_maxrss of exactly that child comes from os.wait4; float32 and --int8.
-  6. with --quality CHECKPOINT TEXT (repeatable): the quality cost of int8, validation bits per
-     character of TEXT (held-out) with float32 and with int8 weights, same checkpoint, computed
-     by the decode step token by token over the whole text (state carried, as in chat, with the
-     training's state guard).
+  5. peak RSS of a chat session: the same interactive process answers 5 turns; its VmHWM (peak
+     RSS since exec, /proc/PID/status) is read before Ctrl-D; float32, --int8 and the checkpoint's
+     int8 export (`shoestring export --int8`). Start-up and RSS are taken on a checkpoint the
+     size of the one users chat with (best.json: weights and AdamW state), or --chat-checkpoint.
+  6. with --eval CHECKPOINT TEXT (repeatable): the quality cost of int8, `shoestring eval
+     CHECKPOINT --data TEXT` (validation bits per character of held-out TEXT) against the same
+     with --int8, as a table.
 """
 import os
 
@@ -51,8 +52,10 @@ from benchutil import cpu_name
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def make_checkpoint(path, K, seed=1):
-    """Default-size model, tokenizer trained on the shipped chat corpus, untrained parameters."""
+def make_checkpoint(path, K, seed=1, optimizer=False):
+    """Default-size model, tokenizer trained on the shipped chat corpus, untrained parameters.
+    optimizer=True adds an AdamW state (m, v) as `shoestring train` saves it in best.json, so
+    the file has the size of the checkpoint a user chats with (3x the weights alone)."""
     from shoestring.checkpoint import save_checkpoint
     from shoestring.data import default_corpus_path
     from shoestring.params import ModelConfig, ParamLayout
@@ -61,8 +64,13 @@ def make_checkpoint(path, K, seed=1):
     tok = Tokenizer.train(paths=[default_corpus_path()], vocab_size=850)
     cfg = ModelConfig(V=tok.vocab_size, K=K)
     flat = ParamLayout(cfg).init(seed)
+    opt = None
+    if optimizer:
+        rng = np.random.default_rng(seed)
+        opt = {"step": 1000, "m": (1e-3 * rng.standard_normal(flat.size)).astype(np.float32),
+               "v": (1e-6 * rng.random(flat.size)).astype(np.float32)}
     save_checkpoint(path, {"config": {"model": cfg.to_dict()}, "tokenizer": tok.to_dict(),
-                           "params": flat, "optimizer": None, "training": {}, "metrics": []})
+                           "params": flat, "optimizer": opt, "training": {}, "metrics": []})
     return cfg
 
 
@@ -194,44 +202,38 @@ def _read_until(fd, marker, timeout):
     return buf
 
 
-def bits_per_char(model, text, int8):
-    """Validation bits per character of `text` under `model` (float32 or int8 decode step)."""
-    from shoestring import kernels
-    from shoestring.params import guard_state
-    w = kernels.DecodeWeights(model.cfg, model.views, int8=int8)
-    dec = kernels.Decoder(w)
-    ids = model.tokenizer.encode(text, allow_special=True)
-    nll = 0.0
-    for i in range(len(ids) - 1):
-        dec.step(ids[i])
-        guard_state(dec.state[:, None])    # as training and chat: a runaway state starts afresh
-        lg = dec.logits.astype(np.float64)
-        m = lg.max()
-        nll += m + np.log(np.exp(lg - m).sum()) - lg[ids[i + 1]]
-    chars = len(model.tokenizer.decode(ids[1:]))
-    return nll / np.log(2) / chars, len(ids) - 1
+def shoestring_eval(ck, text_path, int8):
+    """`shoestring eval CK --data TEXT --json [--int8]` in a child process -> its JSON dict."""
+    import json
+    r = subprocess.run([sys.executable, "-m", "shoestring", "eval", ck, "--data", text_path,
+                        "--json"] + (["--int8"] if int8 else []),
+                       capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise RuntimeError("shoestring eval %s failed: %s" % (ck, r.stderr.strip()))
+    return json.loads(r.stdout)
 
 
 def quality(pairs):
-    import shoestring
-    print("\nint8 quality cost: validation bits/char, float32 vs int8 weights, same checkpoint "
-          "(decode step over the whole held-out text, state carried with the training's guard)")
+    print("\nint8 quality cost: `shoestring eval CK --data TEXT` against the same with --int8 "
+          "(validation bits/char of held-out text; float32: the training's forward pass; int8: the "
+          "decode step chat runs; the whole text as one stream with the training's state guard)")
+    print("| checkpoint | held-out text | float32 | int8 | cost |")
+    print("|---|---|---|---|---|")
     for ck, text_path in pairs:
-        with open(text_path, encoding="utf-8") as f:
-            text = f.read()
-        model = shoestring.load(ck)
-        f32, n = bits_per_char(model, text, False)
-        i8, _ = bits_per_char(model, text, True)
-        print("  %s on %s (%d tokens, %d chars): float32 %.4f, int8 %.4f, cost %+.4f bits/char"
-              % (ck, text_path, n, len(text), f32, i8, i8 - f32))
+        f32 = shoestring_eval(ck, text_path, False)
+        i8 = shoestring_eval(ck, text_path, True)
+        print("| %s | %s (%s tokens, %s chars) | %.4f | %.4f | %+.4f |"
+              % (ck, text_path, format(f32["tokens"], ","), format(f32["chars"], ","),
+                 f32["bits_per_char"], i8["bits_per_char"],
+                 i8["bits_per_char"] - f32["bits_per_char"]))
 
 
-def chat_process(ckpt, turns, cwd, int8=False):
+def chat_process(ckpt, turns, cwd, flags=()):
     """Start `shoestring chat` on a pty; -> (seconds to the first prompt, peak RSS in MiB)."""
     master, slave = pty.openpty()
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "shoestring", "chat", "--checkpoint", ckpt,
-                          "--seed", "1", "--max-response", "100"] + (["--int8"] if int8 else []),
+                          "--seed", "1", "--max-response", "100"] + list(flags),
                          stdin=slave, stdout=slave, stderr=slave, cwd=cwd, close_fds=True)
     os.close(slave)
     try:
@@ -240,6 +242,7 @@ def chat_process(ckpt, turns, cwd, int8=False):
         for i in range(turns):
             os.write(master, b"hello there, how are you today?\n")
             _read_until(master, b"you> ", 60)
+        hwm = vm_hwm(p.pid)                            # the peak so far: load and every turn
         os.write(master, b"\x04")                      # Ctrl-D: end of input
         deadline = time.perf_counter() + 30
         while True:
@@ -259,7 +262,21 @@ def chat_process(ckpt, turns, cwd, int8=False):
         os.close(master)
     if p.returncode != 0:
         raise RuntimeError("chat exited with %d" % p.returncode)
-    return startup, ru.ru_maxrss / 1024.0
+    return startup, hwm if hwm is not None else ru.ru_maxrss / 1024.0
+
+
+def vm_hwm(pid):
+    """Peak RSS (MiB) of the process `pid` since its exec (VmHWM), or None where /proc lacks it.
+    Not ru_maxrss: Linux counts in it the pages the child shared with this (bigger) benchmark
+    process between fork and exec, which put this process's own size into the figure."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
 
 
 def baseline(code, cwd, reps):
@@ -273,9 +290,14 @@ def baseline(code, cwd, reps):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
-    ap.add_argument("--quality", nargs=2, action="append", metavar=("CHECKPOINT", "TEXT"),
-                    help="also report validation bits/char of TEXT, float32 vs int8 (repeatable)")
-    ap.add_argument("--no-speed", action="store_true", help="only the --quality figures")
+    ap.add_argument("--eval", "--quality", dest="quality", nargs=2, action="append",
+                    metavar=("CHECKPOINT", "TEXT"),
+                    help="also report `shoestring eval` bits/char of TEXT, float32 vs --int8 "
+                         "(repeatable)")
+    ap.add_argument("--no-speed", action="store_true", help="only the --eval figures")
+    ap.add_argument("--chat-checkpoint", metavar="CK",
+                    help="measure chat start-up and peak RSS on this checkpoint (default: a "
+                         "default-size one with an AdamW state, the size `shoestring train` saves)")
     args = ap.parse_args()
     if args.no_speed:
         quality(args.quality or [])
@@ -332,18 +354,34 @@ def main():
                                 kernels.int8_kernel() if int8 else "float32", w.weight_bytes() / 1e6))
                     print(line)
         kernels.set_isa(default_isa)
-        ck = os.path.join(d, "k6.json")
-        for int8 in (False, True):
+        sizes = {int8: kernels.DecodeWeights(model.cfg, model.views, int8=int8).weight_bytes()
+                 for int8 in (False, True)}
+        print("\nweights packed for decoding (default model): float32 %.2f MB, int8 %.2f MB "
+              "(with the row scales): %.2fx smaller"
+              % (sizes[False] / 1e6, sizes[True] / 1e6, sizes[False] / sizes[True]))
+        chat_ck = args.chat_checkpoint
+        if chat_ck is None:
+            chat_ck = os.path.join(d, "train.json")
+            make_checkpoint(chat_ck, 6, optimizer=True)
+            what = "default model with its AdamW state, as `shoestring train` saves best.json"
+        else:
+            chat_ck = os.path.abspath(chat_ck)
+            what = chat_ck
+        ck8 = os.path.join(d, "chat.int8.json")
+        subprocess.run([sys.executable, "-m", "shoestring", "export", chat_ck, "--int8", "--out",
+                        ck8], check=True, capture_output=True, cwd=d)
+        print("chat checkpoint: %s (%.1f MB; its int8 export %.1f MB)"
+              % (what, os.path.getsize(chat_ck) / 1e6, os.path.getsize(ck8) / 1e6))
+        for label, path, flags in (("float32", chat_ck, ()), ("--int8", chat_ck, ("--int8",)),
+                                   ("int8 export", ck8, ())):
             starts, rss = [], []
             for i in range(5 if not args.quick else 2):
-                s, r = chat_process(ck, 5 if i == 0 else 0, d, int8)
+                s, r = chat_process(path, 5 if i == 0 else 0, d, flags)
                 starts.append(s)
                 rss.append(r)
-            print("\n%s start-up to the `you> ` prompt (pty, default checkpoint %.1f MB): best %.3f s, "
-                  "median %.3f s" % ("--int8" if int8 else "float32", os.path.getsize(ck) / 1e6,
-                                     min(starts), statistics.median(starts)))
-            print("%s peak RSS of a chat session (5 turns of up to 100 tokens): %.1f MiB"
-                  % ("--int8" if int8 else "float32", rss[0]))
+            print("%-11s start-up to the `you> ` prompt (pty): best %.3f s, median %.3f s; peak "
+                  "RSS of a chat session (5 turns of up to 100 tokens) %.1f MiB"
+                  % (label, min(starts), statistics.median(starts), rss[0]))
         py, _ = baseline("pass", d, 5)
         npy, _ = baseline("import numpy", d, 5)
         print("[python -c pass: %.3f s; python -c 'import numpy': %.3f s]" % (py, npy))
