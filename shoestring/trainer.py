@@ -60,7 +60,7 @@ from .optim import AdamW, clip_scale, default_warmup, grad_norm, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
 from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
 from .rundir import RunLock, check_folder, fresh_run_dir
-from .safeio import PENDING, SafeStream, os_error_hint, os_error_text
+from .safeio import SafeStream, os_error_hint, os_error_text
 from .tokens import cached_encode, check_texts, count_chars, encode_files
 
 # Signals that stop a run the way Ctrl-C does (SIGHUP: a closed terminal or SSH session).
@@ -501,12 +501,16 @@ class Trainer:
         self.stop_signal = signum
 
     def _install_signals(self):
-        """Route SIGINT/SIGTERM/SIGHUP to _on_signal (main thread only); the previous handlers."""
+        """Route SIGINT/SIGTERM/SIGHUP to _on_signal (main thread only); the previous handlers.
+        A signal the parent set to be ignored stays ignored (`nohup` keeps a run alive when its
+        terminal closes; a background job of a script ignores Ctrl-C)."""
         if not _main_thread():
             return {}
         prev = {}
         for sig in STOP_SIGNALS:
             try:
+                if signal.getsignal(sig) == signal.SIG_IGN:
+                    continue
                 prev[sig] = signal.signal(sig, self._on_signal)
             except (OSError, ValueError):
                 pass
@@ -530,9 +534,6 @@ class Trainer:
         self._session_t0 = time.time()
         session_step0 = self.opt.step
         prev = self._install_signals()
-        if PENDING and prev:      # a SIGTERM/SIGHUP before the loop that a finaliser swallowed
-            self.stop_requested, self.stop_signal = True, PENDING[-1]
-            del PENDING[:]
         tokens_per_step = self.B * self.T * self.acc
         t_last, step_last, loss_acc, n_acc = time.time(), self.opt.step, 0.0, 0
         interrupted = False
