@@ -48,6 +48,7 @@ import time
 
 import numpy as np
 
+from . import kernels
 from .checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from .config import BUNDLED_MINUTES, DEFAULT_MINUTES, TrainConfig, resume_config
 from .data import default_corpus_path
@@ -396,7 +397,6 @@ class Trainer:
             self.h.fill(0.0)
         # 2. forward and backward over `accumulate` windows of (B,T) tokens; the shards' gradient
         #    buffers collect dscale * dloss/dparams, so the sum is the mean loss's gradient
-        self.net.zero_grads()
         if self.config.weight_drop:           # one DropConnect mask per layer for this step
             cfg = self.cfg
             self.net.set_weight_masks([dropout_mask(self.rng, (cfg.X, cfg.H, cfg.H),
@@ -404,10 +404,10 @@ class Trainer:
                                        for _ in range(cfg.L)])
         dscale = 1.0 / (self.B * self.T * self.acc)
         loss = 0.0
-        for _ in range(self.acc):
+        for a in range(self.acc):             # the first window zeroes the shards' buffers
             tokens, targets = self.train_win.window(self.window, self.offset)   # (B,T) each
             loss += self.net.forward_backward(tokens, targets, self.h, dscale,
-                                              self._window_masks())
+                                              self._window_masks(), zero=a == 0)
             self.window += 1
             self._guard_state()               # h carries over; runaway streams start afresh
         loss /= self.B * self.T * self.acc
@@ -444,7 +444,8 @@ class Trainer:
                 "kept)" % (norm, self.opt.step + 1), setting="lr")
         # NaN/inf weights with a finite gradient come from the update itself (a step too large
         # for float32, or 0/0 in AdamW): a float64 sum is NaN or inf exactly then
-        if not math.isfinite(float(np.sum(self.params, dtype=np.float64))):
+        # for float32 values, the float64 sum of squares is not finite exactly then
+        if not math.isfinite(kernels.sumsq(self.params)):
             bad = int(self.params.size - np.count_nonzero(np.isfinite(self.params)))
             raise TrainingError(
                 "the AdamW update at step %d made %d parameters non-finite with a finite gradient "
