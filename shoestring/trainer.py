@@ -48,6 +48,7 @@ import time
 
 import numpy as np
 
+from . import kernels
 from .checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from .config import BUNDLED_MINUTES, DEFAULT_MINUTES, TrainConfig, resume_config
 from .data import default_corpus_path
@@ -59,7 +60,7 @@ from .optim import AdamW, clip_scale, default_warmup, grad_norm, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
 from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
 from .rundir import RunLock, check_folder, fresh_run_dir
-from .safeio import PENDING, SafeStream, os_error_hint, os_error_text
+from .safeio import SafeStream, os_error_hint, os_error_text
 from .tokens import cached_encode, check_texts, count_chars, encode_files
 
 # Signals that stop a run the way Ctrl-C does (SIGHUP: a closed terminal or SSH session).
@@ -396,7 +397,6 @@ class Trainer:
             self.h.fill(0.0)
         # 2. forward and backward over `accumulate` windows of (B,T) tokens; the shards' gradient
         #    buffers collect dscale * dloss/dparams, so the sum is the mean loss's gradient
-        self.net.zero_grads()
         if self.config.weight_drop:           # one DropConnect mask per layer for this step
             cfg = self.cfg
             self.net.set_weight_masks([dropout_mask(self.rng, (cfg.X, cfg.H, cfg.H),
@@ -404,10 +404,10 @@ class Trainer:
                                        for _ in range(cfg.L)])
         dscale = 1.0 / (self.B * self.T * self.acc)
         loss = 0.0
-        for _ in range(self.acc):
+        for a in range(self.acc):             # the first window zeroes the shards' buffers
             tokens, targets = self.train_win.window(self.window, self.offset)   # (B,T) each
             loss += self.net.forward_backward(tokens, targets, self.h, dscale,
-                                              self._window_masks())
+                                              self._window_masks(), zero=a == 0)
             self.window += 1
             self._guard_state()               # h carries over; runaway streams start afresh
         loss /= self.B * self.T * self.acc
@@ -444,7 +444,8 @@ class Trainer:
                 "kept)" % (norm, self.opt.step + 1), setting="lr")
         # NaN/inf weights with a finite gradient come from the update itself (a step too large
         # for float32, or 0/0 in AdamW): a float64 sum is NaN or inf exactly then
-        if not math.isfinite(float(np.sum(self.params, dtype=np.float64))):
+        # for float32 values, the float64 sum of squares is not finite exactly then
+        if not math.isfinite(kernels.sumsq(self.params)):
             bad = int(self.params.size - np.count_nonzero(np.isfinite(self.params)))
             raise TrainingError(
                 "the AdamW update at step %d made %d parameters non-finite with a finite gradient "
@@ -500,12 +501,16 @@ class Trainer:
         self.stop_signal = signum
 
     def _install_signals(self):
-        """Route SIGINT/SIGTERM/SIGHUP to _on_signal (main thread only); the previous handlers."""
+        """Route SIGINT/SIGTERM/SIGHUP to _on_signal (main thread only); the previous handlers.
+        A signal the parent set to be ignored stays ignored (`nohup` keeps a run alive when its
+        terminal closes; a background job of a script ignores Ctrl-C)."""
         if not _main_thread():
             return {}
         prev = {}
         for sig in STOP_SIGNALS:
             try:
+                if signal.getsignal(sig) == signal.SIG_IGN:
+                    continue
                 prev[sig] = signal.signal(sig, self._on_signal)
             except (OSError, ValueError):
                 pass
@@ -529,9 +534,6 @@ class Trainer:
         self._session_t0 = time.time()
         session_step0 = self.opt.step
         prev = self._install_signals()
-        if PENDING and prev:      # a SIGTERM/SIGHUP before the loop that a finaliser swallowed
-            self.stop_requested, self.stop_signal = True, PENDING[-1]
-            del PENDING[:]
         tokens_per_step = self.B * self.T * self.acc
         t_last, step_last, loss_acc, n_acc = time.time(), self.opt.step, 0.0, 0
         interrupted = False

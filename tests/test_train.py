@@ -109,6 +109,53 @@ def test_sharded_network_is_deterministic_and_matches_one_thread():
     np.testing.assert_allclose(h3, h1, rtol=1e-5, atol=1e-6)   # kernels may block by shard size
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_forward_backward_zero_is_zero_grads_first(threads):
+    """zero=True (each shard zeroes its own buffer on its thread) gives the bits of zero_grads
+    then forward_backward, over two windows (the second accumulates)."""
+    cfg = ModelConfig(V=31, C=16, H=16, L=2, X=4, K=2)
+    B, T = 6, 9
+    lay, params, tokens, targets, h0 = _setup(cfg, B, T, seed=5)
+    out = []
+    for zero in (False, True):
+        net = Network(cfg, params, B, T, threads=threads)
+        for sh in net.shards:
+            sh.grads.fill(7.0)                         # stale gradients from an earlier step
+        h = h0.copy()
+        if not zero:
+            net.zero_grads()
+        losses = [net.forward_backward(tokens, targets, h, 0.5, zero=zero),
+                  net.forward_backward(targets, tokens, h, 0.5)]
+        g = lay.zeros()
+        net.reduce_grads(g)
+        net.close()
+        out.append((losses, h, g))
+    (la, ha, ga), (lb, hb, gb) = out
+    assert la == lb and np.array_equal(ha, hb)
+    assert np.array_equal(ga.view(np.int32), gb.view(np.int32)) and np.all(np.isfinite(ga))
+
+
+def test_worker_error_waits_for_every_shard():
+    """An error on one shard propagates only after the other shards' calls have finished."""
+    import threading
+    import time
+    cfg = ModelConfig(V=31, C=16, H=16, L=2, X=4, K=2)
+    net = Network(cfg, ParamLayout(cfg).init(0), 3, 4, threads=3)
+    done = []
+
+    def fn(i):
+        if i == 2:                                     # the calling thread's item fails at once
+            raise ValueError("boom")
+        time.sleep(0.05)
+        done.append((i, threading.current_thread() is not threading.main_thread()))
+
+    with pytest.raises(ValueError, match="boom"):
+        net.run(fn, [(0,), (1,), (2,)])
+    assert sorted(done) == [(0, True), (1, True)]      # the pool ran the others, and they ended
+    assert net.run(lambda i: i * i, [(1,), (2,), (3,)]) == [1, 4, 9]
+    net.close()
+
+
 # ---- training end to end ------------------------------------------------------------------------
 def _train(tmp_path, corpus, name, extra):
     out = str(tmp_path / name)
