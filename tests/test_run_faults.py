@@ -648,3 +648,31 @@ def test_messages_name_a_file_used_as_a_folder(tmp_path, corpus, capsys, monkeyp
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, (argv, err)
     assert not os.path.exists("r")
+
+
+def test_resume_refuses_another_validation_data(tmp_path, corpus, capsys, monkeypatch):
+    """--validation-data on resume used to be reported as "the model data differs" (a split by
+    val_fraction) or taken silently (a held-out file): it is named, and the same file under
+    another spelling still resumes."""
+    monkeypatch.chdir(tmp_path)
+    held = tmp_path / "held.txt"
+    held.write_text(TINY_CHAT[:2000], encoding="utf-8")
+    other = tmp_path / "other.txt"
+    other.write_text(TINY_CHAT[2000:4000], encoding="utf-8")
+    small = ["--max-steps", "2"] + ARCH + QUIET
+    assert main(["train", "--model-data", corpus, "--out-dir", "a"] + small) == 0
+    assert main(["train", "--model-data", corpus, "--validation-data", "held.txt",
+                 "--out-dir", "b"] + small) == 0
+    capsys.readouterr()
+    for ck, given, said in [("a", "held.txt", "the last 10% of the model data"),
+                            ("b", "other.txt", str(held))]:
+        argv = ["train", "--checkpoint", ck + "/last.json", "--validation-data", given,
+                "--max-steps", "3", "--out-dir", ck + "2"] + QUIET
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert "--validation-data %s contradicts the checkpoint, which held out %s" % (
+            given, said) in err, err
+    assert main(["train", "--checkpoint", "b/last.json", "--validation-data", "./held.txt",
+                 "--max-steps", "3"] + QUIET) == 0
+    assert step_of("b/last.json") == 3
