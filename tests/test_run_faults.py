@@ -676,3 +676,23 @@ def test_resume_refuses_another_validation_data(tmp_path, corpus, capsys, monkey
     assert main(["train", "--checkpoint", "b/last.json", "--validation-data", "./held.txt",
                  "--max-steps", "3"] + QUIET) == 0
     assert step_of("b/last.json") == 3
+
+
+@POSIX
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+@pytest.mark.parametrize("argv", [["-h"], ["--version"], ["train", "-h"], ["chat", "--help"]])
+def test_help_and_version_into_a_full_stdout_are_an_error(tmp_path, argv):
+    """argparse swallows the OSError of its own writes: help and --version into /dev/full
+    printed nothing and exited 0. Now one line and exit 1, as for every other output; a
+    closed pipe (`| head`) still ends quietly with 0."""
+    with open("/dev/full", "w") as full:
+        p = subprocess.run(cmd(argv), stdout=full, stderr=subprocess.PIPE, text=True,
+                           timeout=60, cwd=str(tmp_path))
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.strip() == ("shoestring: error: cannot write the output: No space left on "
+                                "device (free some disk space or choose another place for the "
+                                "output)"), p.stderr
+    line = " ".join(cmd(argv)) + " | head -c 5 >/dev/null; echo rc=${PIPESTATUS[0]}"
+    p = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=60,
+                       cwd=str(tmp_path))
+    assert "rc=0" in p.stdout and "Traceback" not in p.stderr, (p.stdout, p.stderr)
