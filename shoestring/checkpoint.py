@@ -1,19 +1,19 @@
 """checkpoint.py: the JSON checkpoint of MODEL.md §5 -- atomic writes, strict validating loads.
 
 Contract:
-- `save_checkpoint(path, ckpt)` validates `ckpt`, serialises it fully in memory, then writes it
-  atomically (temp file in the same directory, flush, fsync, os.replace, fsync of the directory).
-  On any OSError the previous file at `path` is left intact, the temp file is removed and a
-  CheckpointError is raised.
-- `load_checkpoint(path)` returns exactly the dict that was saved ("state" None when absent):
-  numpy arrays come back as native float32 arrays, bit for bit; every other value is JSON-able and comes back equal (big
-  ints, and +-inf / NaN floats included; tuples come back as lists). Loading runs no code (json
-  only), refuses files over 2 GiB, and refuses tensor shapes the file is too small to hold before
-  decoding or allocating anything. Every problem becomes ONE CheckpointError line naming what is
-  wrong and what to do, never another exception type.
-- `read_checkpoint(path)` is what the library uses: a typed Checkpoint (ModelConfig,
-  TrainConfig, Tokenizer, parameters, optimiser and run state), validated once, here, so that
-  training, inference and the commands check nothing again.
+- `save_checkpoint(path, ckpt)` validates `ckpt` (a Checkpoint, or the dict of its sections:
+  config, tokenizer, params, optimizer, training, metrics and optionally state), serialises it
+  fully in memory, then writes it atomically (temp file in the same directory, flush, fsync,
+  os.replace, fsync of the directory). On any OSError the previous file at `path` is left
+  intact, the temp file is removed and a CheckpointError is raised.
+- `read_checkpoint(path)` returns a typed Checkpoint (ModelConfig, TrainConfig, Tokenizer,
+  parameters, optimiser state, run state, carried state), validated once, here, so that
+  training, inference and the commands check nothing again. Its sections are exactly what was
+  saved: numpy arrays come back as native float32 arrays, bit for bit; every other value is
+  JSON-able and comes back equal (big ints, and +-inf / NaN floats included; tuples come back as
+  lists). Loading runs no code (json only), refuses files over 2 GiB, and refuses tensor shapes
+  the file is too small to hold before decoding or allocating anything. Every problem becomes
+  ONE CheckpointError line naming what is wrong and what to do, never another exception type.
 
 The file is one plain JSON document (RFC 8259, ASCII, no NaN/Infinity literals):
 
@@ -216,6 +216,8 @@ def encode_checkpoint(ckpt):
     def fail(msg):
         raise CheckpointError("cannot save checkpoint: %s (a bug in the caller)" % msg)
 
+    if isinstance(ckpt, Checkpoint):
+        ckpt = ckpt.sections()
     if not isinstance(ckpt, dict):
         fail("the checkpoint must be a dict, got %s" % type(ckpt).__name__)
     for k in CKPT_KEYS:
@@ -528,24 +530,8 @@ class _Reader:
             self.fail("tensor '%s' holds %d non-finite values (NaN or infinity)" % (name, bad), hint)
 
 
-def read_header(path):
-    """Cheap early check for the CLI: validate header, config and layout; decode no tensor.
-
-    Returns {"format", "version", "created_by", "created_at", "config", "tokenizer", "n_params",
-    "has_optimizer"}.
-    """
-    r = _Reader(path)
-    doc = r.read_document()
-    r.check_header(doc)
-    pl = r.check_layout(doc)
-    return {"format": doc["format"], "version": doc["version"], "created_by": doc["created_by"],
-            "created_at": doc["created_at"], "config": r.plain(doc["config"], "config"),
-            "tokenizer": r.plain(doc["tokenizer"], "tokenizer"), "n_params": pl.n,
-            "has_optimizer": doc["optimizer"] is not None}
-
-
-def load_checkpoint(path):
-    """Load and fully validate the checkpoint at `path`: the dict that save_checkpoint was given."""
+def _load(path):
+    """Decode and validate the checkpoint at `path`: the dict that save_checkpoint was given."""
     r = _Reader(path)
     doc = r.read_document()
     r.check_header(doc)
@@ -614,22 +600,26 @@ class Checkpoint:
     """A checkpoint as training, inference and the commands use it, validated once, here.
 
     model: the trained ModelConfig; train: the run's TrainConfig (None in a file without
-    config.train, such as a weights-only export); tokenizer: a Tokenizer whose vocabulary is
-    model.V; params: (n,) float32 in ParamLayout(model) order; optimizer: {"step", "m", "v"} or
-    None; training: the run state (data position, RNG, best_val ...); state: the carried
-    recurrent state (L,B,X,H) float32, or None; metrics: the validation rows; path. ck["config"], ck["tokenizer"], ... read the sections as
-    stored (what load_checkpoint returns), for code that works on the file's content.
+    config.train, such as a weights-only export); config: the config section as stored ({"model":
+    ..., "train": ...}, what a resume merges flags into); tokenizer: a Tokenizer whose vocabulary
+    is model.V; params: (n,) float32 in ParamLayout(model) order; optimizer: {"step", "m", "v"
+    (, "train_params")} or None; training: the run state (data position, RNG, best_val ...);
+    state: the carried recurrent state (L,B,X,H) float32, or None; metrics: the validation rows;
+    path: the file it came from (or None). sections() is the dict save_checkpoint writes back.
+    `sections` (what the loader decoded, or the int8 reader built) must be validated already.
     """
 
-    def __init__(self, raw, path=None):
+    def __init__(self, sections, path=None):
         from .config import from_saved
         from .tokenizer import Tokenizer
 
         where = "checkpoint %s" % path if path else "the checkpoint"
-        self.raw, self.path = raw, path
-        self.model = ModelConfig(**raw["config"]["model"])           # checked by the loader
+        self.path = path
+        self.config = sections["config"]
+        self.model = ModelConfig(**self.config["model"])
+        self._tokenizer_dict = sections["tokenizer"]
         try:
-            self.tokenizer = Tokenizer.from_dict(raw["tokenizer"])
+            self.tokenizer = Tokenizer.from_dict(self._tokenizer_dict)
         except ShoestringError as exc:
             raise CheckpointError("%s: the tokenizer is unusable (%s) (use another checkpoint)"
                                   % (where, exc)) from None
@@ -638,18 +628,18 @@ class Checkpoint:
                 "%s: its tokenizer has %d tokens but its model has V=%d (the file was edited or "
                 "mixes two runs; use another checkpoint)"
                 % (where, self.tokenizer.vocab_size, self.model.V))
-        self.train = from_saved(raw["config"])[0] if "train" in raw["config"] else None
-        self.params, self.optimizer = raw["params"], raw["optimizer"]
-        self.training, self.metrics = raw["training"], raw["metrics"]
-        self.state = raw.get("state")
+        self.train = from_saved(self.config)[0] if "train" in self.config else None
+        self.params, self.optimizer = sections["params"], sections["optimizer"]
+        self.training, self.metrics = sections["training"], sections["metrics"]
+        self.state = sections.get("state")
 
-    def __getitem__(self, key):
-        return self.raw[key]
-
-    def get(self, key, default=None):
-        return self.raw.get(key, default)
+    def sections(self):
+        """The dict save_checkpoint takes (the tokenizer as stored)."""
+        return {"config": self.config, "tokenizer": self._tokenizer_dict, "params": self.params,
+                "optimizer": self.optimizer, "training": self.training, "metrics": self.metrics,
+                "state": self.state}
 
 
 def read_checkpoint(path):
-    """load_checkpoint(path) as a typed, validated Checkpoint (CheckpointError otherwise)."""
-    return Checkpoint(load_checkpoint(path), os.fspath(path))
+    """The checkpoint at `path`, fully validated, as a Checkpoint (CheckpointError otherwise)."""
+    return Checkpoint(_load(path), os.fspath(path))

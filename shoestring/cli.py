@@ -1,6 +1,6 @@
 """cli.py: the `shoestring` command: the parser, the dispatch, errors turned into one line.
 
-Subcommands: info, tokenizer, train, chat, generate, serve, plot, inspect, prepare, export;
+Subcommands: info, tokenizer, train, chat, eval, generate, serve, plot, inspect, prepare, export;
 their handlers are commands.cmd_<name>. Errors: a ShoestringError prints `shoestring: error: <what>
 (<hint>)` and exits 1; a usage error (a bad flag, or a UsageError) is ONE line, `shoestring <cmd>:
 error: <what> (see shoestring <cmd> -h)`, exit 2; Ctrl-C exits 130; a closed standard output

@@ -117,7 +117,7 @@ def train_config(args):
     if args.checkpoint:
         from .checkpoint import read_checkpoint
         ckpt = read_checkpoint(args.checkpoint)
-        return resume_config(ckpt["config"], given, given_model), ckpt
+        return resume_config(ckpt.config, given, given_model), ckpt
     given_model.setdefault("K", given_model.get("X", ModelConfig.X))   # default: dense
     given_model.setdefault("cap", NEW_RUN_CAP)          # bounded recurrence for new models
     return TrainConfig(model=ModelConfig(**given_model), **given), None

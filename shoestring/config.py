@@ -6,7 +6,7 @@
 One source for the Python API and the command line: each field's metadata says its kind and
 range; `TrainConfig(...)` checks every field once (UsageError naming the setting), and the
 `shoestring train` flags are parsed by `parse_setting`, which applies the same check. Adding a
-training setting is one field here plus its flag in commands.py.
+training setting is one field here plus one add_setting line in cli.add_train_args.
 
 `resume_config` merges a checkpoint's config with the settings given again (the only place
 resuming decides what comes from where): architecture and the settings that define the data

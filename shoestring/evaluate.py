@@ -100,11 +100,6 @@ def score_decoded(model, ids, chars, window=WINDOW):
     return _result(total, n, chars, resets)
 
 
-def score_text(cfg, params, tok, text, threads=1):
-    """score_tokens of a whole text (see the module docstring)."""
-    return score_tokens(cfg, params, encode_for_scoring(tok, text), len(text), threads)
-
-
 def score_model(model, text):
     """The figure of `shoestring eval` for an inference.Model: score_tokens (the training's
     forward pass) for float32 weights, score_decoded for int8 ones."""

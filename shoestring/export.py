@@ -1,7 +1,7 @@
 """export.py: a trained model in files other programs read (`shoestring export`).
 
-Formats (the writer of each is one function, so a new one -- int8 -- is one more entry in
-FORMATS and one more function):
+Formats (the writer of each is one function of a Checkpoint in WRITERS; `--int8` is the json
+format with int8 matrices, export_int8):
 
 - "json": a weights-only shoestring checkpoint. The same JSON format as MODEL.md §5, so the
   ordinary loader (chat, generate, eval, `shoestring.load`) reads it unchanged; the AdamW state
@@ -45,11 +45,11 @@ import struct
 import numpy as np
 
 from .version import __version__
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import read_checkpoint, save_checkpoint
 from .dataset import atomic_write_bytes, atomic_write_text
-from .errors import CheckpointError, ShoestringError
-from .params import ModelConfig, ParamLayout
-from .tokenizer import Tokenizer, _special_alternation
+from .errors import ShoestringError
+from .params import ParamLayout
+from .tokenizer import _special_alternation
 
 FORMATS = ("json", "safetensors")
 
@@ -59,19 +59,13 @@ KEEP_TRAINING = ("step", "epoch", "best_val", "state_resets", "train_fingerprint
 
 # ---- weights-only checkpoint ------------------------------------------------------------------
 def weights_only(ckpt, source=None):
-    """The checkpoint dict `ckpt` without optimiser and resume state (a new dict)."""
-    tr = ckpt.get("training") or {}
-    training = {k: tr[k] for k in KEEP_TRAINING if k in tr}
+    """The sections of Checkpoint `ckpt` without optimiser and resume state (a new dict)."""
+    training = {k: ckpt.training[k] for k in KEEP_TRAINING if k in ckpt.training}
     training["weights_only"] = True
     if source is not None:
         training["exported_from"] = os.path.basename(os.fspath(source))
-    return {"config": ckpt["config"], "tokenizer": ckpt["tokenizer"], "params": ckpt["params"],
-            "optimizer": None, "training": training, "metrics": list(ckpt.get("metrics") or [])}
-
-
-def is_weights_only(ckpt):
-    """True for a checkpoint written by export (it cannot resume training)."""
-    return bool((ckpt.get("training") or {}).get("weights_only"))
+    return dict(ckpt.sections(), optimizer=None, training=training, state=None,
+                metrics=list(ckpt.metrics))
 
 
 # ---- safetensors ------------------------------------------------------------------------------
@@ -227,27 +221,27 @@ def _strip_suffix(path, suffixes):
     return path
 
 
-def export_json(ckpt, cfg, tok, out, source):
+def export_json(ckpt, out, source):
     """Weights-only checkpoint at `out` (.json added when missing). Returns [(path, bytes)]."""
     path = out if out.endswith(".json") else out + ".json"
     save_checkpoint(path, weights_only(ckpt, source))
     return [(path, os.path.getsize(path))]
 
 
-def export_safetensors(ckpt, cfg, tok, out, source):
+def export_safetensors(ckpt, out, source):
     """`out`.safetensors and `out`.tokenizer.json. Returns [(path, bytes)]."""
     base = _strip_suffix(out, (".safetensors",))
     meta = {
         "format": "shoestring",
         "created_by": "shoestring %s" % __version__,
         "source": os.path.basename(os.fspath(source)),
-        "config": json.dumps(cfg.to_dict(), sort_keys=True),
-        "tokenizer": json.dumps(tok.to_dict(), separators=(",", ":")),
+        "config": json.dumps(ckpt.model.to_dict(), sort_keys=True),
+        "tokenizer": json.dumps(ckpt.tokenizer.to_dict(), separators=(",", ":")),
     }
-    data = safetensors_bytes(model_tensors(cfg, ckpt["params"]), meta)
+    data = safetensors_bytes(model_tensors(ckpt.model, ckpt.params), meta)
     st_path = base + ".safetensors"
     tj_path = base + ".tokenizer.json"
-    tj = json.dumps(hf_tokenizer_dict(tok), ensure_ascii=False, indent=1) + "\n"
+    tj = json.dumps(hf_tokenizer_dict(ckpt.tokenizer), ensure_ascii=False, indent=1) + "\n"
     atomic_write_bytes(st_path, data, what="safetensors file")
     atomic_write_text(tj_path, tj, what="tokenizer file")
     return [(st_path, len(data)), (tj_path, os.path.getsize(tj_path))]
@@ -256,7 +250,7 @@ def export_safetensors(ckpt, cfg, tok, out, source):
 WRITERS = {"json": export_json, "safetensors": export_safetensors}
 
 
-def export_int8(ckpt, cfg, tok, out, source):
+def export_int8(ckpt, out, source):
     """Weights-only int8 file at `out` (.json added when missing; shoestring.quant). Returns
     [(path, bytes)]."""
     from .quant import int8_document
@@ -264,7 +258,8 @@ def export_int8(ckpt, cfg, tok, out, source):
     path = out if out.endswith(".json") else out + ".json"
     training = {k: v for k, v in weights_only(ckpt, source)["training"].items()
                 if isinstance(v, (int, str, bool))}
-    atomic_write_text(path, int8_document(cfg, ckpt["params"], tok.to_dict(), training),
+    atomic_write_text(path, int8_document(ckpt.model, ckpt.params, ckpt.tokenizer.to_dict(),
+                                          training),
                       what="int8 file")
     return [(path, os.path.getsize(path))]
 
@@ -280,14 +275,7 @@ def export(checkpoint, out, fmt="json", int8=False):
     if os.path.isdir(out):
         raise ShoestringError("--out %s is a folder; give a file name (like %s)"
                               % (out, os.path.join(out, "model")))
-    ckpt = load_checkpoint(checkpoint)
-    try:
-        cfg = ModelConfig(**ckpt["config"]["model"])
-        tok = Tokenizer.from_dict(ckpt["tokenizer"])
-    except (KeyError, TypeError, ShoestringError) as exc:
-        raise CheckpointError("%s: cannot export: %s (use another checkpoint)" % (checkpoint, exc)) \
-            from None
-    return (export_int8 if int8 else WRITERS[fmt])(ckpt, cfg, tok, out, checkpoint)
+    return (export_int8 if int8 else WRITERS[fmt])(read_checkpoint(checkpoint), out, checkpoint)
 
 
 def summary(checkpoint, written):

@@ -25,7 +25,12 @@ except ImportError as exc:  # pragma: no cover - only when the package was not b
 ffi = _shoestring_c.ffi
 lib = _shoestring_c.lib
 
-ISA_NAMES = ("scalar", "avx2", "avx512", "neon")
+def isa_name(isa):
+    """ss_isa_name: the name of instruction set number `isa` ("unknown" outside the range)."""
+    return ffi.string(lib.ss_isa_name(int(isa))).decode("ascii")
+
+
+ISA_NAMES = tuple(isa_name(i) for i in range(4))      # ("scalar", "avx2", "avx512", "neon")
 
 
 # ---- instruction-set dispatch ------------------------------------------------------------

@@ -18,7 +18,7 @@ model. With tied embeddings (cfg.tie_embeddings) the head's weight is WE and its
 into WE's.
 """
 from dataclasses import dataclass, field
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -48,7 +48,8 @@ def dropout_mask(rng, shape, p):
     evaluation uses the weights as they are); drawn from the numpy Generator rng."""
     if p <= 0:
         return np.ones(shape, np.float32)
-    return ((rng.random(shape) >= p) * np.float32(1.0 / (1.0 - p))).astype(np.float32)
+    keep = rng.random(shape) >= p
+    return (keep * np.float32(1.0 / (1.0 - p))).astype(np.float32, copy=False)
 
 
 def head_weight(views):
@@ -116,7 +117,8 @@ class Network:
         self.x0 = np.zeros((B, T, cfg.C), np.float32)                        # (B,T,C)
         self.outs = [np.zeros((B, T, cfg.H), np.float32) for _ in range(cfg.L)]   # (B,T,H)
         self.shards = [_Shard(self, b0, b1, train) for b0, b1 in split_batch(B, threads)]
-        self.pool = ThreadPoolExecutor(len(self.shards)) if len(self.shards) > 1 else None
+        # workers for all shards but the last, which the calling thread runs (see run)
+        self.pool = ThreadPoolExecutor(len(self.shards) - 1) if len(self.shards) > 1 else None
 
     def close(self):
         if self.pool is not None:
@@ -187,28 +189,29 @@ class Network:
         kernels.embedding_backward(g["WE"], dout.reshape(sh.N, cfg.C), sh.tok,     # (N,C)
                                    mk.embedding)
 
-    def _step_shard(self, sh, tokens, targets, h, dscale):
-        """One shard's training work on its own thread: forward, then backward. Returns the
-        shard's loss sum (nats)."""
+    def _step_shard(self, sh, tokens, targets, h, dscale, zero=False):
+        """One shard's training work on its own thread: (zero: its gradient buffer first), the
+        forward, then the backward. Returns the shard's loss sum (nats)."""
+        if zero:
+            sh.grads.fill(0.0)
         loss = self._forward_shard(sh, tokens, targets, h, dscale)
         self._backward_shard(sh)
         return loss
 
     # ---- whole batch --------------------------------------------------------------------------
     def _run(self, fn, *args):
-        """[fn(shard, *args)] over the shards, one worker thread each (in shard order)."""
-        if self.pool is None:
-            return [fn(sh, *args) for sh in self.shards]
-        futs = [self.pool.submit(fn, sh, *args) for sh in self.shards]
-        return [f.result() for f in futs]
+        """[fn(shard, *args)] over the shards in shard order, one thread each: the calling thread
+        runs the last shard itself (one hand-off fewer per window), the pool the others."""
+        return self.run(fn, [(sh,) + args for sh in self.shards])
 
-    def forward_backward(self, tokens, targets, h, dscale, masks=None):
+    def forward_backward(self, tokens, targets, h, dscale, masks=None, zero=False):
         """Loss sum (nats) over the window; adds dscale * dloss/dparams into the shard gradient
-        buffers (collect them with reduce_grads); h (L,B,X,H) is advanced to the final state.
+        buffers (collect them with reduce_grads; zero: they are zeroed first, as zero_grads does,
+        each on its shard's thread); h (L,B,X,H) is advanced to the final state.
         masks: this window's dropout Masks (None: no dropout)."""
         self.masks = masks if masks is not None else Masks()
         try:
-            return sum(self._run(self._step_shard, tokens, targets, h, dscale))
+            return sum(self._run(self._step_shard, tokens, targets, h, dscale, zero))
         finally:
             self.masks = Masks()
 
@@ -231,20 +234,29 @@ class Network:
         return len(self.shards)
 
     def run(self, fn, items):
-        """[fn(*args) for args in items], the calls spread over the worker threads (in order)."""
+        """[fn(*args) for args in items], the calls spread over the worker threads (in order):
+        the pool runs all but the last, the calling thread the last, then waits for the pool."""
         if self.pool is None or len(items) < 2:
             return [fn(*args) for args in items]
-        futs = [self.pool.submit(fn, *args) for args in items]
-        return [f.result() for f in futs]
+        futs = [self.pool.submit(fn, *args) for args in items[:-1]]
+        try:
+            last = fn(*items[-1])
+        finally:
+            wait(futs)                        # no worker still writing when this returns/raises
+        return [f.result() for f in futs] + [last]
 
     def zero_grads(self):
         for sh in self.shards:
             sh.grads.fill(0.0)
 
     def _reduce_range(self, out, lo, hi):
-        np.copyto(out[lo:hi], self.shards[0].grads[lo:hi])
-        for sh in self.shards[1:]:
-            np.add(out[lo:hi], sh.grads[lo:hi], out=out[lo:hi])
+        g = [sh.grads[lo:hi] for sh in self.shards]
+        if len(g) == 1:
+            np.copyto(out[lo:hi], g[0])
+            return
+        np.add(g[0], g[1], out=out[lo:hi])    # ((g0 + g1) + g2) + ...: one pass for two shards
+        for x in g[2:]:
+            np.add(out[lo:hi], x, out=out[lo:hi])
 
     def reduce_grads(self, out):
         """out = sum of the shard gradients, added in shard order for every element (so the same

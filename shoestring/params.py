@@ -72,11 +72,6 @@ class ModelConfig:
         """I, the input width of layer `layer`."""
         return self.C if layer == 0 else self.H
 
-    @property
-    def has_proj(self):
-        """Layer 0 needs a residual projection Wp when C != H."""
-        return self.C != self.H
-
     def to_dict(self):
         return asdict(self)
 

@@ -330,9 +330,11 @@ def write_png(rows, path, title=None):
         ax.grid(True, color="#e5e5e5")
         ax.legend()
         fig.tight_layout()
-        tmp = path + ".tmp.png"
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        import io
+        from .dataset import atomic_write_bytes
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        atomic_write_bytes(path, buf.getvalue(), what="plot")
     finally:
         plt.close(fig)
 

@@ -111,7 +111,7 @@ def int8_document(cfg, params, tokenizer_dict, training=None):
 
 
 def load_int8(path):
-    """-> (checkpoint dict as load_checkpoint gives it, {name: (q, scale)})."""
+    """-> (the sections of a Checkpoint, {name: (q, scale)})."""
     try:
         with open(path, "rb") as f:
             text = f.read()

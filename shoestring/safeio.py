@@ -97,7 +97,7 @@ def guard_std_streams():
                 pass
 
 
-PENDING = []     # SIGTERM/SIGHUP received outside the training loop (see raise_on_termination)
+_DONE = []       # set once the command has ended: a signal is no longer sent again
 
 
 class Terminated(BaseException):
@@ -112,18 +112,35 @@ class Terminated(BaseException):
 def raise_on_termination():
     """Make SIGTERM and SIGHUP raise Terminated in the main thread; returns a function that puts
     the previous handlers back. (The training loop installs its own, which finish the step and
-    save, and restores these afterwards.)"""
+    save, and restores these afterwards.)
+
+    A signal the parent set to be ignored stays ignored (`nohup shoestring train ...` survives
+    its terminal closing). A Terminated raised while Python runs a finaliser (a generator's
+    close, a __del__) is dropped by Python itself ("Exception ignored in ..."); the
+    sys.unraisablehook installed here catches that case (and Ctrl-C's KeyboardInterrupt
+    dropped the same way) and sends the signal again a few
+    milliseconds later, outside the finaliser, so a signal is never lost (#17)."""
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def handler(signum, frame):
-        # remembered too: an exception raised while Python runs a finaliser (__del__, a
-        # generator's close) is printed and dropped, and the command would go on as if the
-        # signal never came; the training loop checks this list when it takes over the signals
-        PENDING.append(signum)
         raise Terminated(signum)
+
+    def redeliver(signum):
+        if not _DONE:
+            os.kill(os.getpid(), signum)
+
+    def unraisable(u, default=sys.unraisablehook):
+        # swallowed in a finaliser: again (Ctrl-C's KeyboardInterrupt too)
+        if isinstance(u.exc_value, (Terminated, KeyboardInterrupt)):
+            signum = getattr(u.exc_value, "signum", signal.SIGINT)
+            t = threading.Timer(0.005, redeliver, (signum,))
+            t.daemon = True
+            t.start()
+            return
+        default(u)
 
     prev = {}
     for name in ("SIGTERM", "SIGHUP"):
@@ -131,11 +148,18 @@ def raise_on_termination():
         if sig is None:
             continue
         try:
+            if signal.getsignal(sig) == signal.SIG_IGN:   # nohup, or a parent that means it
+                continue
             prev[sig] = signal.signal(sig, handler)
         except (OSError, ValueError):
             pass
+    prev_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable
+    del _DONE[:]
 
     def restore():
+        _DONE.append(True)
+        sys.unraisablehook = prev_hook
         for sig, h in prev.items():
             try:
                 signal.signal(sig, h)

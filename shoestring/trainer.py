@@ -48,6 +48,7 @@ import time
 
 import numpy as np
 
+from . import kernels
 from .checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from .config import BUNDLED_MINUTES, DEFAULT_MINUTES, TrainConfig, resume_config
 from .data import default_corpus_path
@@ -59,7 +60,7 @@ from .optim import AdamW, clip_scale, default_warmup, grad_norm, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
 from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
 from .rundir import RunLock, check_folder, fresh_run_dir
-from .safeio import PENDING, SafeStream, os_error_hint, os_error_text
+from .safeio import SafeStream, os_error_hint, os_error_text
 from .tokens import cached_encode, check_texts, count_chars, encode_files
 
 # Signals that stop a run the way Ctrl-C does (SIGHUP: a closed terminal or SSH session).
@@ -265,7 +266,7 @@ class Trainer:
 
     # ---- checkpoint state ----------------------------------------------------------------
     def _restore(self, ck):
-        if isinstance(ck.get("training"), dict) and ck["training"].get("weights_only"):
+        if ck.training.get("weights_only"):
             raise CheckpointError(
                 "this checkpoint is a weights-only export (no optimiser or run state), which can "
                 "chat and be evaluated but not resume training (resume from the run's last.json)")
@@ -283,7 +284,7 @@ class Trainer:
                 % (self.epoch, self.window, self.offset))
 
     def _restore_state(self, ck):
-        tr = ck["training"]
+        tr = ck.training
         for key in ("epoch", "window"):
             if not isinstance(tr[key], int) or isinstance(tr[key], bool):
                 raise TypeError("%s must be a whole number, got %r" % (key, tr[key]))
@@ -294,8 +295,8 @@ class Trainer:
             raise CheckpointError(
                 "the model data differs from the data this checkpoint was trained on "
                 "(resume with the same model_data, or start a new run)", setting="model_data")
-        if ck.get("optimizer") is not None:
-            self.opt.load_state_dict(ck["optimizer"])
+        if ck.optimizer is not None:
+            self.opt.load_state_dict(ck.optimizer)
         self.rng.bit_generator.state = tr["rng"]
         self.epoch, self.window, self.offset = tr["epoch"], tr["window"], tr["offset"]
         self.best_val = float(tr["best_val"]) if tr["best_val"] is not None else float("inf")
@@ -307,12 +308,12 @@ class Trainer:
                                   "(use the run's last.json)"
                                   % ("missing" if state is None else state.shape, self.h.shape))
         self.h[...] = state
-        self.metrics = list(ck.get("metrics", []))
-        opt = ck.get("optimizer") or {}
+        self.metrics = list(ck.metrics)
+        opt = ck.optimizer or {}
         if self.ema is not None and "train_params" in opt:
-            self.ema[...] = ck["params"]          # params holds the average, see checkpoint_dict
+            self.ema[...] = ck.params             # params holds the average, see checkpoint_dict
         self.elapsed_s = float(tr.get("elapsed_s", 0.0))
-        saved_minutes = (ck.get("config", {}).get("train") or {}).get("minutes")
+        saved_minutes = (ck.config.get("train") or {}).get("minutes")
         if (self.budget_s is not None and tr.get("planned_total") is not None
                 and saved_minutes == self.config.minutes):      # the same budget: the same plan
             self.total_steps = int(tr["planned_total"])
@@ -396,7 +397,6 @@ class Trainer:
             self.h.fill(0.0)
         # 2. forward and backward over `accumulate` windows of (B,T) tokens; the shards' gradient
         #    buffers collect dscale * dloss/dparams, so the sum is the mean loss's gradient
-        self.net.zero_grads()
         if self.config.weight_drop:           # one DropConnect mask per layer for this step
             cfg = self.cfg
             self.net.set_weight_masks([dropout_mask(self.rng, (cfg.X, cfg.H, cfg.H),
@@ -404,10 +404,10 @@ class Trainer:
                                        for _ in range(cfg.L)])
         dscale = 1.0 / (self.B * self.T * self.acc)
         loss = 0.0
-        for _ in range(self.acc):
+        for a in range(self.acc):             # the first window zeroes the shards' buffers
             tokens, targets = self.train_win.window(self.window, self.offset)   # (B,T) each
             loss += self.net.forward_backward(tokens, targets, self.h, dscale,
-                                              self._window_masks())
+                                              self._window_masks(), zero=a == 0)
             self.window += 1
             self._guard_state()               # h carries over; runaway streams start afresh
         loss /= self.B * self.T * self.acc
@@ -444,7 +444,8 @@ class Trainer:
                 "kept)" % (norm, self.opt.step + 1), setting="lr")
         # NaN/inf weights with a finite gradient come from the update itself (a step too large
         # for float32, or 0/0 in AdamW): a float64 sum is NaN or inf exactly then
-        if not math.isfinite(float(np.sum(self.params, dtype=np.float64))):
+        # for float32 values, the float64 sum of squares is not finite exactly then
+        if not math.isfinite(kernels.sumsq(self.params)):
             bad = int(self.params.size - np.count_nonzero(np.isfinite(self.params)))
             raise TrainingError(
                 "the AdamW update at step %d made %d parameters non-finite with a finite gradient "
@@ -500,12 +501,16 @@ class Trainer:
         self.stop_signal = signum
 
     def _install_signals(self):
-        """Route SIGINT/SIGTERM/SIGHUP to _on_signal (main thread only); the previous handlers."""
+        """Route SIGINT/SIGTERM/SIGHUP to _on_signal (main thread only); the previous handlers.
+        A signal the parent set to be ignored stays ignored (`nohup` keeps a run alive when its
+        terminal closes; a background job of a script ignores Ctrl-C)."""
         if not _main_thread():
             return {}
         prev = {}
         for sig in STOP_SIGNALS:
             try:
+                if signal.getsignal(sig) == signal.SIG_IGN:
+                    continue
                 prev[sig] = signal.signal(sig, self._on_signal)
             except (OSError, ValueError):
                 pass
@@ -529,9 +534,6 @@ class Trainer:
         self._session_t0 = time.time()
         session_step0 = self.opt.step
         prev = self._install_signals()
-        if PENDING and prev:      # a SIGTERM/SIGHUP before the loop that a finaliser swallowed
-            self.stop_requested, self.stop_signal = True, PENDING[-1]
-            del PENDING[:]
         tokens_per_step = self.B * self.T * self.acc
         t_last, step_last, loss_acc, n_acc = time.time(), self.opt.step, 0.0, 0
         interrupted = False
@@ -714,9 +716,9 @@ def _resolve(config, ckpt):
     if ckpt is None:
         return config if config is not None else TrainConfig()
     if config is None:
-        return resume_config(ckpt["config"])
+        return resume_config(ckpt.config)
     given = {k: v for k, v in config.to_dict().items() if v is not None}
-    return resume_config(ckpt["config"], given, config.model.to_dict())
+    return resume_config(ckpt.config, given, config.model.to_dict())
 
 
 
@@ -741,8 +743,6 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     ckpt = checkpoint
     if isinstance(checkpoint, (str, os.PathLike)):
         ckpt = read_checkpoint(checkpoint)
-    elif isinstance(checkpoint, dict):
-        ckpt = Checkpoint(checkpoint)
     elif checkpoint is not None and not isinstance(checkpoint, Checkpoint):
         raise UsageError("checkpoint must be a path or a Checkpoint, got %s"
                          % type(checkpoint).__name__, setting="checkpoint")
@@ -752,10 +752,10 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
                               "checkpoint (leave bpe_data out, or start a new run)",
                               setting="bpe_data")
     config = _resolve(config, ckpt)
-    resume_step = ckpt["training"].get("step") if ckpt is not None else None
+    resume_step = ckpt.training.get("step") if ckpt is not None else None
     if ckpt is not None and not isinstance(resume_step, int):
         resume_step = 0
-    run_id = ckpt["training"].get("run_id") if ckpt is not None else None
+    run_id = ckpt.training.get("run_id") if ckpt is not None else None
     if out_dir is None and ckpt_path:
         out_dir = os.path.dirname(os.path.abspath(ckpt_path))
     if out_dir is not None and os.path.isdir(out_dir):     # fail before the data work
@@ -772,8 +772,8 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     bundled = False
     if model_data:
         model_paths = [os.fspath(p) for p in model_data]
-    elif ckpt is not None and (ckpt["config"].get("train") or {}).get("model_data"):
-        model_paths = ckpt["config"]["train"]["model_data"]
+    elif ckpt is not None and (ckpt.config.get("train") or {}).get("model_data"):
+        model_paths = ckpt.config["train"]["model_data"]
         if not (isinstance(model_paths, list) and all(isinstance(p, str) for p in model_paths)):
             raise CheckpointError("the checkpoint's config.train.model_data is not a list of paths "
                                   "(the file was edited or damaged; pass model_data)",
@@ -786,7 +786,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     if config.epochs is None and config.minutes is None and config.max_steps is None:
         config = config.replace(minutes=BUNDLED_MINUTES if bundled else DEFAULT_MINUTES)
     if not validation_data and ckpt is not None:     # the split the checkpoint was trained on
-        validation_data = (ckpt["config"].get("train") or {}).get("validation_data")
+        validation_data = (ckpt.config.get("train") or {}).get("validation_data")
         if validation_data is not None and not isinstance(validation_data, str):
             raise CheckpointError("the checkpoint's config.train.validation_data is not a path "
                                   "(the file was edited or damaged; pass validation_data)",

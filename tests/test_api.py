@@ -12,7 +12,7 @@ import pytest
 
 import shoestring
 from shoestring import ModelConfig, TrainConfig, TrainingError, UsageError
-from shoestring.checkpoint import load_checkpoint
+from shoestring.checkpoint import read_checkpoint
 from shoestring.config import NEW_RUN_CAP
 from shoestring.cli import main
 
@@ -29,13 +29,13 @@ def run(tmp_path, name, corpus, config=SMALL, **kw):
 
 def same_run_state(a, b):
     """Two checkpoints hold the same bits: parameters, optimiser, data position, RNG, state."""
-    a, b = load_checkpoint(a), load_checkpoint(b)
-    np.testing.assert_array_equal(a["params"], b["params"])
-    np.testing.assert_array_equal(a["optimizer"]["m"], b["optimizer"]["m"])
-    np.testing.assert_array_equal(a["optimizer"]["v"], b["optimizer"]["v"])
-    assert a["state"].tobytes() == b["state"].tobytes()
+    a, b = read_checkpoint(a), read_checkpoint(b)
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a.optimizer["m"], b.optimizer["m"])
+    np.testing.assert_array_equal(a.optimizer["v"], b.optimizer["v"])
+    assert a.state.tobytes() == b.state.tobytes()
     for key in ("step", "epoch", "window", "offset", "rng", "state_resets"):
-        assert a["training"][key] == b["training"][key], key
+        assert a.training[key] == b.training[key], key
 
 
 class Recorder:
@@ -133,7 +133,7 @@ def test_stop_saves_and_a_resume_matches_the_uninterrupted_run(tmp_path, tiny_co
                   callbacks=[{"on_step_end": stop_at_3, "on_train_end": lambda r: ended.append(r.step)}])
     assert stopped.stopped and stopped.steps == 3 and ended == [3]
     assert [m["step"] for m in stopped.metrics] == [3]             # validated at the stop
-    assert load_checkpoint(stopped.last_checkpoint)["training"]["step"] == 3
+    assert read_checkpoint(stopped.last_checkpoint).training["step"] == 3
     resumed = shoestring.train(checkpoint=stopped.last_checkpoint, model_data=[tiny_corpus],
                                quiet=True)
     assert resumed.steps == 8 and resumed.out_dir == stopped.out_dir
@@ -149,8 +149,8 @@ def test_cli_and_python_write_identical_checkpoints(tmp_path, tiny_corpus):
                "--lr", "0.005", "--threads", "2", "--no-chat", "--sample-every", "3"])
     assert rc == 0
     same_run_state(py.last_checkpoint, str(tmp_path / "cli" / "last.json"))
-    a, b = load_checkpoint(py.last_checkpoint), load_checkpoint(str(tmp_path / "cli" / "last.json"))
-    assert a["config"] == b["config"] and a["tokenizer"] == b["tokenizer"]
+    a, b = read_checkpoint(py.last_checkpoint), read_checkpoint(str(tmp_path / "cli" / "last.json"))
+    assert a.config == b.config and a.sections()["tokenizer"] == b.sections()["tokenizer"]
 
 
 def test_a_callback_that_raises_stops_the_run_naming_it(tmp_path, tiny_corpus):
@@ -162,8 +162,8 @@ def test_a_callback_that_raises_stops_the_run_naming_it(tmp_path, tiny_corpus):
     with pytest.raises(TrainingError, match=r"callback Boom\.on_step_end raised ValueError: boom") as exc:
         run(tmp_path, "b", tiny_corpus, callbacks=[Boom()])
     assert isinstance(exc.value.__cause__, ValueError)
-    ck = load_checkpoint(str(tmp_path / "b" / "last.json"))     # the last good one: step 4
-    assert ck["training"]["step"] == 4 and np.isfinite(ck["params"]).all()
+    ck = read_checkpoint(str(tmp_path / "b" / "last.json"))     # the last good one: step 4
+    assert ck.training["step"] == 4 and np.isfinite(ck.params).all()
 
 
 def test_callback_and_config_mistakes_are_clear(tmp_path, tiny_corpus):

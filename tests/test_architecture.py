@@ -61,3 +61,16 @@ def test_the_checks_can_fail(tmp_path):
     g = graph_without_compiled_module()
     g.add_import(importer="shoestring.errors", imported="shoestring.trainer")
     assert g.find_shortest_chain(importer="shoestring.trainer", imported="shoestring.errors")
+
+
+def test_every_library_module_is_under_the_contracts():
+    """A new module of shoestring/ must be named in the library contract (or be the command line),
+    so that no file escapes the rules by being new."""
+    import configparser
+    ini = configparser.ConfigParser()
+    ini.read(os.path.join(HERE, "importlinter.ini"))
+    listed = set(ini["importlinter:contract:library-knows-no-command-line"]["source_modules"].split())
+    package = os.path.join(os.path.dirname(HERE), "shoestring")
+    modules = {"shoestring." + f[:-3] for f in os.listdir(package)
+               if f.endswith(".py") and f not in ("__init__.py", "__main__.py", "cli.py", "commands.py")}
+    assert modules <= listed, "not under the contracts: %s" % sorted(modules - listed)

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from shoestring import ModelConfig, TrainConfig, UsageError
-from shoestring.checkpoint import load_checkpoint
+from shoestring.checkpoint import read_checkpoint
 from shoestring.cli import build_parser, main
 from shoestring.commands import train_config
 from shoestring.config import FIXED, NEW_RUN_CAP, SESSION, SETTINGS, parse_setting, resume_config
@@ -50,7 +50,7 @@ def test_every_setting_is_covered_here():
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))
 def test_resume_with_each_setting_given_and_not_given(ckpt, name):
-    saved = load_checkpoint(ckpt)["config"]
+    saved = read_checkpoint(ckpt).config
     train = saved["train"]
     flag = "--" + name.replace("_", "-")
     # not given: the checkpoint's value (a session setting: its default)
@@ -120,7 +120,7 @@ def test_python_and_flags_share_defaults_and_checks():
 
 
 def test_resume_config_from_python(ckpt):
-    saved = load_checkpoint(ckpt)["config"]
+    saved = read_checkpoint(ckpt).config
     cfg = resume_config(saved)
     assert cfg.epochs == 3 and cfg.lr == 0.004 and cfg.threads is None
     assert resume_config(saved, {"lr": 0.1}).lr == 0.1
@@ -147,9 +147,11 @@ def test_read_checkpoint_is_typed_and_validated_once(ckpt, tmp_path):
     assert isinstance(ck, Checkpoint) and ck.path == ckpt
     assert isinstance(ck.model, ModelConfig) and isinstance(ck.train, TrainConfig)
     assert isinstance(ck.tokenizer, Tokenizer) and ck.tokenizer.vocab_size == ck.model.V
-    assert ck.train == resume_config(ck["config"]) and ck.train.lr == 0.004
+    assert ck.train == resume_config(ck.config) and ck.train.lr == 0.004
     assert ck.params.dtype.name == "float32" and ck.optimizer["step"] == ck.training["step"] == 2
-    assert ck["metrics"] == ck.metrics and ck.get("nothing") is None
+    assert ck.state.shape == (ck.model.L, ck.train.batch_size, ck.model.X, ck.model.H)
+    assert set(ck.sections()) == {"config", "tokenizer", "params", "optimizer", "training",
+                                  "metrics", "state"} and not hasattr(ck, "get")
     doc = json.load(open(ckpt))
     doc["tokenizer"]["merges"] = doc["tokenizer"]["merges"][:-3]          # V no longer matches
     doc["tokenizer"]["vocab_size"] -= 3

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import shoestring
-from shoestring.checkpoint import load_checkpoint
+from shoestring.checkpoint import read_checkpoint
 from shoestring.errors import ShoestringError
-from shoestring.export import (export, hf_tokenizer_dict, is_weights_only, safetensors_bytes,
+from shoestring.export import (export, hf_tokenizer_dict, safetensors_bytes,
                                summary)
 from shoestring.params import ModelConfig, ParamLayout
 from shoestring.tokenizer import Tokenizer
@@ -53,13 +53,13 @@ def test_weights_only_checkpoint_chats_like_the_full_one(run, tmp_path):
     written = export(full, str(tmp_path / "small"))
     path = written[0][0]
     assert path == str(tmp_path / "small.json") and os.path.getsize(path) == written[0][1]
-    ck, orig = load_checkpoint(path), load_checkpoint(full)
-    assert ck["optimizer"] is None and is_weights_only(ck) and not is_weights_only(orig)
-    assert np.array_equal(ck["params"], orig["params"])
-    assert ck["config"] == orig["config"] and ck["tokenizer"] == orig["tokenizer"]
-    assert ck["metrics"] == orig["metrics"]
-    assert ck["training"]["step"] == orig["training"]["step"] == 6
-    assert "rng" not in ck["training"] and "state" not in ck["training"]
+    ck, orig = read_checkpoint(path), read_checkpoint(full)
+    assert ck.optimizer is None and ck.training["weights_only"] and "weights_only" not in orig.training
+    assert np.array_equal(ck.params, orig.params)
+    assert ck.config == orig.config and ck.sections()["tokenizer"] == orig.sections()["tokenizer"]
+    assert ck.metrics == orig.metrics
+    assert ck.training["step"] == orig.training["step"] == 6
+    assert "rng" not in ck.training and ck.state is None and orig.state is not None
     # the optimiser's m and v are two thirds of the tensors: the export is about a third
     assert os.path.getsize(path) < 0.4 * os.path.getsize(full)
     a, b = shoestring.load(full), shoestring.load(path)
@@ -75,10 +75,10 @@ def test_weights_only_checkpoint_chats_like_the_full_one(run, tmp_path):
 def test_weights_only_of_weights_only_is_the_same(run, tmp_path):
     first = export(os.path.join(run, "best.json"), str(tmp_path / "a.json"))[0][0]
     second = export(first, str(tmp_path / "b.json"))[0][0]
-    x, y = load_checkpoint(first), load_checkpoint(second)
-    assert np.array_equal(x["params"], y["params"])
-    assert {k: v for k, v in x["training"].items() if k != "exported_from"} == \
-           {k: v for k, v in y["training"].items() if k != "exported_from"}
+    x, y = read_checkpoint(first), read_checkpoint(second)
+    assert np.array_equal(x.params, y.params)
+    assert {k: v for k, v in x.training.items() if k != "exported_from"} == \
+           {k: v for k, v in y.training.items() if k != "exported_from"}
 
 
 def _read_safetensors_by_hand(path):
@@ -99,9 +99,9 @@ def test_safetensors_layout_by_hand(run, tmp_path):
     st, tj = (p for p, _ in written)
     assert st.endswith("m.safetensors") and tj.endswith("m.tokenizer.json")
     header, body = _read_safetensors_by_hand(st)
-    ck = load_checkpoint(os.path.join(run, "best.json"))
-    cfg = ModelConfig(**ck["config"]["model"])
-    views = ParamLayout(cfg).views(ck["params"])
+    ck = read_checkpoint(os.path.join(run, "best.json"))
+    cfg = ModelConfig(**ck.config["model"])
+    views = ParamLayout(cfg).views(ck.params)
     assert set(header) - {"__metadata__"} == set(views)
     for name, v in views.items():
         h = header[name]
@@ -109,8 +109,8 @@ def test_safetensors_layout_by_hand(run, tmp_path):
         a, b = h["data_offsets"]
         assert np.array_equal(np.frombuffer(body[a:b], "<f4").reshape(v.shape), v)
     meta = header["__metadata__"]
-    assert json.loads(meta["config"]) == ck["config"]["model"]
-    assert Tokenizer.from_dict(json.loads(meta["tokenizer"])) == Tokenizer.from_dict(ck["tokenizer"])
+    assert json.loads(meta["config"]) == ck.config["model"]
+    assert Tokenizer.from_dict(json.loads(meta["tokenizer"])) == ck.tokenizer
 
 
 def test_safetensors_loads_in_the_safetensors_package(run, tmp_path):
@@ -120,13 +120,13 @@ def test_safetensors_loads_in_the_safetensors_package(run, tmp_path):
                   fmt="safetensors")[0][0]
     assert path == str(tmp_path / "m.safetensors")
     tensors = st_numpy.load_file(path)
-    ck = load_checkpoint(os.path.join(run, "best.json"))
-    views = ParamLayout(ModelConfig(**ck["config"]["model"])).views(ck["params"])
+    ck = read_checkpoint(os.path.join(run, "best.json"))
+    views = ParamLayout(ModelConfig(**ck.config["model"])).views(ck.params)
     assert set(tensors) == set(views)
     for name, v in views.items():
         assert tensors[name].dtype == np.float32 and np.array_equal(tensors[name], v)
     with safe_open(path, framework="numpy") as f:
-        assert json.loads(f.metadata()["config"])["V"] == ck["config"]["model"]["V"]
+        assert json.loads(f.metadata()["config"])["V"] == ck.config["model"]["V"]
 
 
 def test_safetensors_writer_other_dtypes_for_the_int8_export():
@@ -177,7 +177,7 @@ def test_tokenizer_json_of_an_exported_checkpoint(run, tmp_path):
     tokenizers = pytest.importorskip("tokenizers")
     tj = export(os.path.join(run, "best.json"), str(tmp_path / "m"), fmt="safetensors")[1][0]
     hf = tokenizers.Tokenizer.from_file(tj)
-    tok = Tokenizer.from_dict(load_checkpoint(os.path.join(run, "best.json"))["tokenizer"])
+    tok = read_checkpoint(os.path.join(run, "best.json")).tokenizer
     _same_ids(tok, hf, "[USER] what is 3 plus 4 [EOS]\n[BOT] 7 [EOS]\n\n" + unicode_text(50))
 
 

@@ -20,7 +20,7 @@ import pytest
 from reliability_cases import TINY_CHAT
 from shoestring import dataset as dataset_mod
 from shoestring import trainer as train_mod
-from shoestring.checkpoint import load_checkpoint
+from shoestring.checkpoint import read_checkpoint
 from shoestring.cli import main
 
 ARCH = ["--bpe-vocab-size", "280", "--embedding-dim", "8", "--gru-hidden-size", "8",
@@ -40,7 +40,7 @@ def shoestring_cmd(argv):
 
 
 def step_of(path):
-    return load_checkpoint(path)["training"]["step"]
+    return read_checkpoint(path).training["step"]
 
 
 # ---- SIGKILL at random moments -----------------------------------------------------------------
@@ -70,12 +70,12 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint(tmp_path, corpus):
         for tmp in glob.glob(os.path.join(out, ".*.tmp")):
             os.unlink(tmp)          # a kill mid-write leaves its temp file; the real one is intact
         if os.path.exists(last):
-            ck = load_checkpoint(last)                    # complete and valid, or this raises
-            assert np.isfinite(ck["params"]).all()
-            s = ck["training"]["step"]
+            ck = read_checkpoint(last)                    # complete and valid, or this raises
+            assert np.isfinite(ck.params).all()
+            s = ck.training["step"]
             assert not steps or s >= steps[-1], ("the checkpoint went backwards", steps, s)
             steps.append(s)
-            load_checkpoint(os.path.join(out, "best.json"))
+            read_checkpoint(os.path.join(out, "best.json"))
     assert steps and steps[-1] > 0, "no checkpoint was ever written: the delays are too short"
     # the survivor resumes and finishes normally
     final = steps[-1] + 3
@@ -114,8 +114,8 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, corpus, capsys, monke
     assert len(err) == 1 and err[0].startswith("shoestring: error: could not write checkpoint")
     assert "No space left on device" in err[0] and "free some disk space" in err[0]
     monkeypatch.setattr(dataset_mod, "_write_all", real)
-    ck = load_checkpoint(os.path.join(out, "last.json"))
-    assert ck["training"]["step"] == 2 and np.isfinite(ck["params"]).all()
+    ck = read_checkpoint(os.path.join(out, "last.json"))
+    assert ck.training["step"] == 2 and np.isfinite(ck.params).all()
     assert not glob.glob(os.path.join(out, ".*.tmp")), "a temp file was left behind"
     # and training resumes from it once there is space again
     rc = main(["train", "--checkpoint", os.path.join(out, "last.json"), "--model-data", corpus,
@@ -157,13 +157,13 @@ def test_sigint_saves_and_resumes_exactly(tmp_path, corpus):
     p = subprocess.run(shoestring_cmd(["train", "--checkpoint", last] + common), cwd=str(tmp_path),
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
-    a = load_checkpoint(os.path.join(straight, "last.json"))
-    b = load_checkpoint(last)
-    assert a["training"]["step"] == b["training"]["step"] == int(steps)
-    np.testing.assert_array_equal(a["params"], b["params"])
-    np.testing.assert_array_equal(a["optimizer"]["m"], b["optimizer"]["m"])
-    np.testing.assert_array_equal(a["optimizer"]["v"], b["optimizer"]["v"])
-    assert a["state"].tobytes() == b["state"].tobytes()      # bit for bit
+    a = read_checkpoint(os.path.join(straight, "last.json"))
+    b = read_checkpoint(last)
+    assert a.training["step"] == b.training["step"] == int(steps)
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a.optimizer["m"], b.optimizer["m"])
+    np.testing.assert_array_equal(a.optimizer["v"], b.optimizer["v"])
+    assert a.state.tobytes() == b.state.tobytes()      # bit for bit
 
 
 # ---- divergence --------------------------------------------------------------------------------
@@ -172,8 +172,8 @@ def test_divergence_is_reported_and_the_last_good_checkpoint_kept(tmp_path, corp
     common = ["--model-data", corpus, "--eval-every", "1"] + ARCH + QUIET
     assert main(["train", "--out-dir", out, "--max-steps", "5"] + common) == 0
     last = os.path.join(out, "last.json")
-    good = load_checkpoint(last)
-    assert good["training"]["step"] == 5
+    good = read_checkpoint(last)
+    assert good.training["step"] == 5
     capsys.readouterr()
     # resume with a learning rate that blows the loss up
     rc = main(["train", "--checkpoint", last, "--max-steps", "60", "--lr", "1e4", "--grad-clip",
@@ -183,8 +183,8 @@ def test_divergence_is_reported_and_the_last_good_checkpoint_kept(tmp_path, corp
     assert len(err) == 1 and err[0].startswith("shoestring: error: "), err
     assert ("became nan" in err[0] or "became inf" in err[0] or "diverged" in err[0]
             or "non-finite" in err[0]), err[0]
-    ck = load_checkpoint(last)                         # still loadable
-    assert np.isfinite(ck["params"]).all()
-    assert ck["training"]["step"] >= 5
+    ck = read_checkpoint(last)                         # still loadable
+    assert np.isfinite(ck.params).all()
+    assert ck.training["step"] >= 5
     rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
     assert all(np.isfinite(r["val_loss"]) for r in rows)

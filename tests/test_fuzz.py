@@ -1,7 +1,7 @@
 """Fuzzing the two untrusted inputs: tokenizer data and checkpoint files.
 
 Contract under test: whatever the bytes, Tokenizer.from_dict / decode raise only TokenizerError,
-and load_checkpoint / inference.load raise only CheckpointError (the CLI turns those into one
+and read_checkpoint / inference.load raise only CheckpointError (the CLI turns those into one
 line); a load that succeeds returns finite float32 arrays of the declared sizes. Bounded:
 max_examples ~200 per property, no deadline (CI machines are slow and shared).
 """
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from shoestring.checkpoint import load_checkpoint, save_checkpoint
+from shoestring.checkpoint import read_checkpoint, save_checkpoint
 from shoestring.errors import CheckpointError, ShoestringError, TokenizerError
 from shoestring.params import ModelConfig, ParamLayout
 from shoestring.tokenizer import Tokenizer
@@ -123,13 +123,13 @@ def _load(path, data):
     with open(path, "wb") as f:
         f.write(data)
     try:
-        ck = load_checkpoint(path)
+        ck = read_checkpoint(path)
     except CheckpointError as e:
         assert "\n" not in str(e)
         return None
-    n = ParamLayout(ModelConfig(**ck["config"]["model"])).n
-    assert ck["params"].dtype == np.float32 and ck["params"].shape == (n,)
-    assert np.isfinite(ck["params"]).all()
+    n = ParamLayout(ModelConfig(**ck.config["model"])).n
+    assert ck.params.dtype == np.float32 and ck.params.shape == (n,)
+    assert np.isfinite(ck.params).all()
     # what `shoestring chat` does next: only CheckpointError (or a ShoestringError) may escape
     from shoestring import inference as sample
     try:
@@ -206,7 +206,7 @@ def test_checkpoint_with_any_field_replaced_loads_or_raises(good_bytes, scratch,
         assume(False)
     ck = _load(scratch, text.encode())
     if ck is not None:
-        assert math.isfinite(float(np.sum(ck["params"], dtype=np.float64)))
+        assert math.isfinite(float(np.sum(ck.params, dtype=np.float64)))
 
 
 def test_loading_runs_no_code(tmp_path, good_bytes):
@@ -218,6 +218,6 @@ def test_loading_runs_no_code(tmp_path, good_bytes):
     doc["metrics"].append({"py/reduce": [payload]})
     path = tmp_path / "evil.json"
     path.write_text(json.dumps(doc))
-    ck = load_checkpoint(str(path))
+    ck = read_checkpoint(str(path))
     assert not marker.exists()
-    assert ck["training"]["evil"]["__reduce__"] == payload        # plain data, untouched
+    assert ck.training["evil"]["__reduce__"] == payload        # plain data, untouched

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from shoestring.checkpoint import load_checkpoint, save_checkpoint
+from shoestring.checkpoint import read_checkpoint, save_checkpoint
 from shoestring.errors import CheckpointError
 from shoestring.export import export
 from shoestring.inspector import describe, format_text, to_json
@@ -21,21 +21,21 @@ def run(tmp_path_factory):
 def test_describe_a_full_checkpoint(run):
     path = os.path.join(run, "last.json")
     info = json.loads(to_json(describe(path)))          # --json output parses
-    ck = load_checkpoint(path)
-    m = ck["config"]["model"]
+    ck = read_checkpoint(path)
+    m = ck.config["model"]
     assert info["model"] == m
     assert info["parameters"] == ParamLayout(ModelConfig(**m)).n
     assert info["tokenizer"]["special_tokens"] == ["[USER]", "[BOT]", "[EOS]", "[PAD]", "[UNK]"]
-    assert info["tokenizer"]["vocab_size"] == m["V"] == Tokenizer.from_dict(ck["tokenizer"]).vocab_size
+    assert info["tokenizer"]["vocab_size"] == m["V"] == ck.tokenizer.vocab_size
     tr = info["training"]
     assert tr["steps"] == 8 and tr["tokens_seen"] == 8 * 4 * 16
-    assert tr["evaluations"] == len(ck["metrics"]) == 3            # steps 3, 6 and the last
+    assert tr["evaluations"] == len(ck.metrics) == 3            # steps 3, 6 and the last
     assert 0 < tr["epochs"] < 10
-    best = min(ck["metrics"], key=lambda r: r["val_loss"])
+    best = min(ck.metrics, key=lambda r: r["val_loss"])
     assert info["best"]["bits_per_char"] == best["bits_per_char"]
     assert info["best"]["step"] == best["step"]
     assert info["last"]["step"] == 8
-    assert info["data"]["train_fingerprint"] == ck["training"]["train_fingerprint"]
+    assert info["data"]["train_fingerprint"] == ck.training["train_fingerprint"]
     assert info["data"]["model_data"][0].endswith("corpus.txt")
     assert info["created_by"].startswith("shoestring ") and info["created_at"][:2] == "20"
     assert not info["weights_only"] and info["can_resume"]

@@ -9,7 +9,7 @@ import pytest
 
 from shoestring import ref
 from shoestring import trainer as train_mod
-from shoestring.checkpoint import load_checkpoint
+from shoestring.checkpoint import read_checkpoint
 from shoestring.cli import main
 from shoestring.model import Masks, Network, dropout_mask
 from shoestring.params import ModelConfig, ParamLayout
@@ -74,18 +74,18 @@ def test_resume_with_regularisers_and_ema_is_bitwise(tmp_path, tiny_corpus, thre
     common = ["--epochs", "3", "--threads", str(threads), "--lr", "0.005", "--eval-every", "5",
               "--max-steps", "12"] + REG
     straight, half = straight_and_resumed(tmp_path, tiny_corpus, common, threads, monkeypatch, 7)
-    a = load_checkpoint(os.path.join(straight, "last.json"))
-    b = load_checkpoint(os.path.join(half, "last.json"))
+    a = read_checkpoint(os.path.join(straight, "last.json"))
+    b = read_checkpoint(os.path.join(half, "last.json"))
     for key in ("m", "v", "train_params"):
-        np.testing.assert_array_equal(a["optimizer"][key], b["optimizer"][key], err_msg=key)
-    np.testing.assert_array_equal(a["params"], b["params"])          # the average
-    assert a["training"]["rng"] == b["training"]["rng"]
+        np.testing.assert_array_equal(a.optimizer[key], b.optimizer[key], err_msg=key)
+    np.testing.assert_array_equal(a.params, b.params)          # the average
+    assert a.training["rng"] == b.training["rng"]
     # the average is not the trained weights, and the regularisers changed the run
-    assert not np.array_equal(a["params"], a["optimizer"]["train_params"])
+    assert not np.array_equal(a.params, a.optimizer["train_params"])
     rc, plain = _train(tmp_path, tiny_corpus, "plain", common[:-len(REG)])
-    p = load_checkpoint(os.path.join(plain, "last.json"))
-    assert "train_params" not in p["optimizer"]
-    assert not np.array_equal(p["params"], a["optimizer"]["train_params"])
+    p = read_checkpoint(os.path.join(plain, "last.json"))
+    assert "train_params" not in p.optimizer
+    assert not np.array_equal(p.params, a.optimizer["train_params"])
 
 
 def test_eval_agrees_with_training_validation(tmp_path, tiny_corpus, capsys):
@@ -126,22 +126,22 @@ def test_time_budget_plans_the_schedule_and_resume_keeps_it(tmp_path, tiny_corpu
     monkeypatch.setattr(train_mod.Trainer, "step", timed_step)
     rc, out = _train(tmp_path, tiny_corpus, "run", ["--minutes", "0.1"])
     assert rc == 0
-    ck = load_checkpoint(os.path.join(out, "last.json"))
-    tr = ck["training"]
+    ck = read_checkpoint(os.path.join(out, "last.json"))
+    tr = ck.training
     assert 90 <= tr["step"] <= 101
     assert tr["planned_total"] == pytest.approx(100, abs=3)
     assert tr["elapsed_s"] == pytest.approx(6.0, abs=0.2)
     rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
     assert len(rows) >= 15                    # about 20 validations in a budget
     assert rows[-1]["lr"] == pytest.approx(0.1 * 0.002, rel=0.2)   # the cosine ended at the floor
-    assert ck["config"]["train"]["minutes"] == 0.1
+    assert ck.config["train"]["minutes"] == 0.1
     # resuming a spent budget trains nothing; a larger budget is planned again from where it is
     resume = ["train", "--checkpoint", os.path.join(out, "last.json"), "--no-chat", "--quiet",
               "--sample-every", "0"]
     assert main(resume) == 0
-    assert load_checkpoint(os.path.join(out, "last.json"))["training"]["step"] == tr["step"]
+    assert read_checkpoint(os.path.join(out, "last.json")).training["step"] == tr["step"]
     assert main(resume + ["--minutes", "0.2"]) == 0
-    tr2 = load_checkpoint(os.path.join(out, "last.json"))["training"]
+    tr2 = read_checkpoint(os.path.join(out, "last.json")).training
     assert tr2["step"] == pytest.approx(200, abs=8)
     assert tr2["elapsed_s"] == pytest.approx(12.0, abs=0.5)
 
@@ -152,10 +152,10 @@ def test_cap_keeps_the_state_bounded_in_training(tmp_path, tiny_corpus):
     rc, out = _train(tmp_path, tiny_corpus, "run", ["--max-steps", "60", "--lr", "0.02",
                                                    "--active-experts", "1", "--eval-every", "30"])
     assert rc == 0
-    ck = load_checkpoint(os.path.join(out, "last.json"))
-    assert ck["config"]["model"]["cap"] == 4.0
-    assert ck["training"]["state_resets"] == 0
-    state = ck["state"]
+    ck = read_checkpoint(os.path.join(out, "last.json"))
+    assert ck.config["model"]["cap"] == 4.0
+    assert ck.training["state_resets"] == 0
+    state = ck.state
     assert state.max() <= 4.0 and state.min() >= -0.17
 
 
@@ -168,7 +168,7 @@ def test_checkpoint_without_cap_loads_as_uncapped(tmp_path, tiny_corpus):
     old = text.replace('"cap": 0.0, ', "").replace(', "tie_embeddings": false', "")
     with open(path, "w", encoding="ascii") as f:
         f.write(old)
-    ck = load_checkpoint(path)
-    assert "cap" not in ck["config"]["model"]
+    ck = read_checkpoint(path)
+    assert "cap" not in ck.config["model"]
     from shoestring.inference import load
     assert load(path).cfg.cap == 0.0

@@ -272,16 +272,14 @@ def test_training_is_deterministic(tmp_path):
     assert t1 == t3 and len(t1.merges) == 450 - 261
 
 
-def test_incremental_training_matches_naive_recount():
-    """The incremental trainer against a from-scratch recount every merge (its slow twin)."""
+def _naive_merges(texts, vocab_size):
+    """BPE merges by a from-scratch recount every merge (the incremental trainer's slow twin)."""
     from collections import Counter
-    texts = [CORPUS[:1500]]
-    fast = Tokenizer.train(texts=texts, vocab_size=330)
     words = Counter(p for t in texts for p in pretokenize_reference(t, SPECIALS) if p not in SPECIALS)
     seqs = {w: [5 + b for b in w.encode("utf-8")] for w in words}
     pieces = {i: bytes([i - 5]) for i in range(5, 261)}
     merges = []
-    while len(merges) < 330 - 261:
+    while len(merges) < vocab_size - 261:
         pc = Counter()
         for w, s in seqs.items():
             for p in zip(s, s[1:]):
@@ -302,7 +300,30 @@ def test_incremental_training_matches_naive_recount():
                     out.append(s[i])
                     i += 1
             seqs[w] = out
-    assert fast.merges == merges
+    return merges
+
+
+def test_incremental_training_matches_naive_recount():
+    """The incremental trainer against a from-scratch recount every merge (its slow twin)."""
+    texts = [CORPUS[:1500]]
+    assert Tokenizer.train(texts=texts, vocab_size=330).merges == _naive_merges(texts, 330)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_local_pair_updates_match_naive_recount_on_repetitive_text(seed):
+    """Runs of one byte (overlapping pairs: aaaa), alternations (abab), long distinct pre-tokens
+    of random Chinese (3-byte characters, 64 to a pre-token) and mixes: where a merge's
+    neighbour updates (x, a) -> (x, new), (b, y) -> (new, y) are easiest to get wrong."""
+    import random
+    rng = random.Random(seed)
+    alphabets = ["a", "ab", "aab ", "ab\n", "\u4e00\u4e01\u4e02", "xy'z ", "aaab", "\u4e00a "]
+    texts = []
+    for _ in range(3):
+        alpha = rng.choice(alphabets)
+        texts.append("".join(rng.choice(alpha) for _ in range(rng.randrange(50, 400))))
+    texts.append("".join(chr(rng.randrange(0x4E00, 0x4E40)) for _ in range(300)))
+    vocab = rng.choice([280, 320, 400])
+    assert Tokenizer.train(texts=texts, vocab_size=vocab).merges == _naive_merges(texts, vocab)
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1000])

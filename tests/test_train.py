@@ -8,7 +8,7 @@ import pytest
 
 from shoestring import ref
 from shoestring import trainer as train_mod
-from shoestring.checkpoint import load_checkpoint
+from shoestring.checkpoint import read_checkpoint
 from shoestring.cli import main
 from shoestring.dataset import Windows
 from shoestring.errors import DataError
@@ -109,6 +109,53 @@ def test_sharded_network_is_deterministic_and_matches_one_thread():
     np.testing.assert_allclose(h3, h1, rtol=1e-5, atol=1e-6)   # kernels may block by shard size
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_forward_backward_zero_is_zero_grads_first(threads):
+    """zero=True (each shard zeroes its own buffer on its thread) gives the bits of zero_grads
+    then forward_backward, over two windows (the second accumulates)."""
+    cfg = ModelConfig(V=31, C=16, H=16, L=2, X=4, K=2)
+    B, T = 6, 9
+    lay, params, tokens, targets, h0 = _setup(cfg, B, T, seed=5)
+    out = []
+    for zero in (False, True):
+        net = Network(cfg, params, B, T, threads=threads)
+        for sh in net.shards:
+            sh.grads.fill(7.0)                         # stale gradients from an earlier step
+        h = h0.copy()
+        if not zero:
+            net.zero_grads()
+        losses = [net.forward_backward(tokens, targets, h, 0.5, zero=zero),
+                  net.forward_backward(targets, tokens, h, 0.5)]
+        g = lay.zeros()
+        net.reduce_grads(g)
+        net.close()
+        out.append((losses, h, g))
+    (la, ha, ga), (lb, hb, gb) = out
+    assert la == lb and np.array_equal(ha, hb)
+    assert np.array_equal(ga.view(np.int32), gb.view(np.int32)) and np.all(np.isfinite(ga))
+
+
+def test_worker_error_waits_for_every_shard():
+    """An error on one shard propagates only after the other shards' calls have finished."""
+    import threading
+    import time
+    cfg = ModelConfig(V=31, C=16, H=16, L=2, X=4, K=2)
+    net = Network(cfg, ParamLayout(cfg).init(0), 3, 4, threads=3)
+    done = []
+
+    def fn(i):
+        if i == 2:                                     # the calling thread's item fails at once
+            raise ValueError("boom")
+        time.sleep(0.05)
+        done.append((i, threading.current_thread() is not threading.main_thread()))
+
+    with pytest.raises(ValueError, match="boom"):
+        net.run(fn, [(0,), (1,), (2,)])
+    assert sorted(done) == [(0, True), (1, True)]      # the pool ran the others, and they ended
+    assert net.run(lambda i: i * i, [(1,), (2,), (3,)]) == [1, 4, 9]
+    net.close()
+
+
 # ---- training end to end ------------------------------------------------------------------------
 def _train(tmp_path, corpus, name, extra):
     out = str(tmp_path / name)
@@ -127,8 +174,8 @@ def test_tiny_corpus_is_learned(tmp_path, tiny_corpus):
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     for key in ("epoch", "perplexity", "bits_per_char", "lr", "grad_norm", "tokens_per_s"):
         assert key in rows[-1]
-    ck = load_checkpoint(os.path.join(out, "last.json"))
-    assert ck["training"]["step"] == 150
+    ck = read_checkpoint(os.path.join(out, "last.json"))
+    assert ck.training["step"] == 150
     assert os.path.isfile(os.path.join(out, "best.json"))
     assert os.path.isfile(os.path.join(out, "config.json"))
 
@@ -149,7 +196,7 @@ def straight_and_resumed(tmp_path, corpus, common, threads, monkeypatch, stop_at
     monkeypatch.setattr(train_mod.Trainer, "step", step_then_interrupt)
     rc, half = _train(tmp_path, corpus, "half", common)
     assert rc == 130
-    assert load_checkpoint(os.path.join(half, "last.json"))["training"]["step"] == stop_at
+    assert read_checkpoint(os.path.join(half, "last.json")).training["step"] == stop_at
     monkeypatch.setattr(train_mod.Trainer, "step", real_step)
     # the resume names only the checkpoint (and threads): the plan comes from the checkpoint
     rc = main(["train", "--checkpoint", os.path.join(half, "last.json"), "--no-chat", "--quiet",
@@ -167,21 +214,21 @@ def test_resume_is_bitwise_identical(tmp_path, tiny_corpus, threads, monkeypatch
     common = ["--epochs", "3", "--threads", str(threads), "--lr", "0.005", "--eval-every", "5",
               "--max-steps", "12"]
     straight, half = straight_and_resumed(tmp_path, tiny_corpus, common, threads, monkeypatch, 6)
-    a = load_checkpoint(os.path.join(straight, "last.json"))
-    b = load_checkpoint(os.path.join(half, "last.json"))
-    assert a["training"]["step"] == b["training"]["step"] == 12
-    np.testing.assert_array_equal(a["params"], b["params"])
-    np.testing.assert_array_equal(a["optimizer"]["m"], b["optimizer"]["m"])
-    np.testing.assert_array_equal(a["optimizer"]["v"], b["optimizer"]["v"])
-    assert a["state"].tobytes() == b["state"].tobytes()      # bit for bit
-    assert a["training"]["rng"] == b["training"]["rng"]
+    a = read_checkpoint(os.path.join(straight, "last.json"))
+    b = read_checkpoint(os.path.join(half, "last.json"))
+    assert a.training["step"] == b.training["step"] == 12
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a.optimizer["m"], b.optimizer["m"])
+    np.testing.assert_array_equal(a.optimizer["v"], b.optimizer["v"])
+    assert a.state.tobytes() == b.state.tobytes()      # bit for bit
+    assert a.training["rng"] == b.training["rng"]
 
 
 def test_same_seed_same_weights(tmp_path, tiny_corpus):
     _, a = _train(tmp_path, tiny_corpus, "a", ["--max-steps", "3", "--seed", "7"])
     _, b = _train(tmp_path, tiny_corpus, "b", ["--max-steps", "3", "--seed", "7"])
     _, c = _train(tmp_path, tiny_corpus, "c", ["--max-steps", "3", "--seed", "8"])
-    pa, pb, pc = (load_checkpoint(os.path.join(d, "last.json"))["params"] for d in (a, b, c))
+    pa, pb, pc = (read_checkpoint(os.path.join(d, "last.json")).params for d in (a, b, c))
     np.testing.assert_array_equal(pa, pb)
     assert not np.array_equal(pa, pc)
 
@@ -244,22 +291,22 @@ def test_divergence_stops_with_clear_error(tmp_path, capsys, tiny_corpus):
     assert rc == 1
     assert "became" in err[-1] and "last good checkpoint" in err[-1]
     if os.path.exists(os.path.join(out, "last.json")):
-        ck = load_checkpoint(os.path.join(out, "last.json"))   # still loadable, finite
-        assert np.isfinite(ck["params"]).all()
+        ck = read_checkpoint(os.path.join(out, "last.json"))   # still loadable, finite
+        assert np.isfinite(ck.params).all()
 
 
 def test_max_minutes_stops_saves_and_resumes(tmp_path, tiny_corpus, capsys):
     rc, out = _train(tmp_path, tiny_corpus, "m", ["--max-minutes", "0.0001", "--epochs", "50"])
     assert rc == 0
-    ck = load_checkpoint(os.path.join(out, "last.json"))
-    done = ck["training"]["step"]
+    ck = read_checkpoint(os.path.join(out, "last.json"))
+    done = ck.training["step"]
     assert 1 <= done < 100                                  # far short of 50 epochs
     rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
     assert rows[-1]["step"] == done and math.isfinite(rows[-1]["val_loss"])
     rc = main(["train", "--checkpoint", os.path.join(out, "last.json"), "--max-steps",
                str(done + 2), "--no-chat", "--quiet"])
     assert rc == 0
-    assert load_checkpoint(os.path.join(out, "last.json"))["training"]["step"] == done + 2
+    assert read_checkpoint(os.path.join(out, "last.json")).training["step"] == done + 2
 
 
 def test_carried_state_stays_bounded_at_init():
@@ -285,8 +332,8 @@ def test_resume_accepts_the_vocab_size_asked_for(tmp_path, tiny_corpus, capsys):
     --checkpoint must not call --bpe-vocab-size 300 a contradiction."""
     rc, out = _train(tmp_path, tiny_corpus, "v", ["--max-steps", "2"])
     assert rc == 0
-    ck = load_checkpoint(os.path.join(out, "last.json"))
-    assert ck["config"]["model"]["V"] < 300
+    ck = read_checkpoint(os.path.join(out, "last.json"))
+    assert ck.config["model"]["V"] < 300
     rc = main(["train", "--checkpoint", os.path.join(out, "last.json"), "--max-steps", "3",
                "--model-data", tiny_corpus] + SMALL)
     assert rc == 0, capsys.readouterr().err
