@@ -74,6 +74,10 @@ def _check_out(out, inputs):
         raise UsageError("--out is empty (give a file name to save to)")
     if os.path.isdir(out):
         raise UsageError("--out %s is a folder (give a file name inside it)" % out)
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise UsageError("--out %s: the folder %s does not exist (create it first, or choose "
+                         "another folder)" % (out, parent))
     import stat
     try:
         mode = os.lstat(out).st_mode

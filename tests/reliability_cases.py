@@ -238,7 +238,7 @@ def _tokenizer_rows():
         ("tokenizer --encode lone surrogate", tk + ["--bpe-data", "{tiny}", "--encode",
                                                     "a\udcffb"], 1, "surrogate"),
         ("tokenizer --out into a missing folder", tk + ["--bpe-data", "{tiny}", "--out",
-                                                        "{missing}/tok.json"], 1, "could not write"),
+                                                        "{missing}/tok.json"], 2, "does not exist"),
         ("tokenizer --load missing", ["tokenizer", "--load", "{missing}"], 1, "not found"),
         ("tokenizer --load plain text", ["tokenizer", "--load", "{notjson}"], 1, "not valid JSON"),
         ("tokenizer --load binary", ["tokenizer", "--load", "{binary}"], 1, "not UTF-8"),
