@@ -391,6 +391,8 @@ def cmd_prepare(args):
     from .dataset import atomic_write_text
     from .prepare import check_usable, format_corpus, format_problems, prepare, summary
 
+    if args.out != "-":
+        _check_out(args.out, args.inputs)          # never over an input (#17)
     res = prepare(args.inputs, fmt=args.format)
     for line in format_problems(res, limit=args.max_problems):
         print(line, file=sys.stderr)
@@ -411,13 +413,17 @@ def cmd_prepare(args):
 
 
 def cmd_export(args):
-    from .export import export, summary
+    from .export import export, output_paths, summary
 
     src = resolve_checkpoint(args)
     out = args.out
     if out is None:
         stem = os.path.splitext(src)[0]
         out = stem + ((".int8.json" if args.int8 else ".weights.json") if args.format == "json" else "")
+    if not out:
+        _check_out(out, [src])
+    for path in output_paths(out, args.format, args.int8):   # never over the checkpoint (#17)
+        _check_out(path, [src])
     written = export(src, out, fmt=args.format, int8=args.int8)
     for line in summary(src, written):
         print(line)

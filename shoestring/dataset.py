@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from .errors import CheckpointError, DataError
-from .safeio import os_error_hint, why_missing
+from .safeio import file_in_path, os_error_hint, why_missing
 
 CHUNK_BYTES = 1 << 20               # text files are read this many bytes at a time
 
@@ -51,7 +51,9 @@ def expand_paths(paths, what="model data", error=DataError):
             raise error("%s %s is %s (fix the link or pass the file itself)"
                         % (what, p, why_missing(p)))
         else:
-            raise error("%s file not found: %s (check the path)" % (what, p))
+            part = file_in_path(p)
+            raise error("%s file not found: %s (%s)" % (
+                what, p, "%s is a file, not a folder" % part if part else "check the path"))
     return out
 
 

@@ -221,16 +221,24 @@ def _strip_suffix(path, suffixes):
     return path
 
 
+def output_paths(out, fmt="json", int8=False):
+    """The files export(..., out, fmt, int8) writes."""
+    if fmt == "safetensors" and not int8:
+        base = _strip_suffix(out, (".safetensors",))
+        return [base + ".safetensors", base + ".tokenizer.json"]
+    return [out if out.endswith(".json") else out + ".json"]
+
+
 def export_json(ckpt, out, source):
     """Weights-only checkpoint at `out` (.json added when missing). Returns [(path, bytes)]."""
-    path = out if out.endswith(".json") else out + ".json"
+    path, = output_paths(out)
     save_checkpoint(path, weights_only(ckpt, source))
     return [(path, os.path.getsize(path))]
 
 
 def export_safetensors(ckpt, out, source):
     """`out`.safetensors and `out`.tokenizer.json. Returns [(path, bytes)]."""
-    base = _strip_suffix(out, (".safetensors",))
+    st_path, tj_path = output_paths(out, "safetensors")
     meta = {
         "format": "shoestring",
         "created_by": "shoestring %s" % __version__,
@@ -239,8 +247,6 @@ def export_safetensors(ckpt, out, source):
         "tokenizer": json.dumps(ckpt.tokenizer.to_dict(), separators=(",", ":")),
     }
     data = safetensors_bytes(model_tensors(ckpt.model, ckpt.params), meta)
-    st_path = base + ".safetensors"
-    tj_path = base + ".tokenizer.json"
     tj = json.dumps(hf_tokenizer_dict(ckpt.tokenizer), ensure_ascii=False, indent=1) + "\n"
     atomic_write_bytes(st_path, data, what="safetensors file")
     atomic_write_text(tj_path, tj, what="tokenizer file")
@@ -255,7 +261,7 @@ def export_int8(ckpt, out, source):
     [(path, bytes)]."""
     from .quant import int8_document
 
-    path = out if out.endswith(".json") else out + ".json"
+    path, = output_paths(out, int8=True)
     training = {k: v for k, v in weights_only(ckpt, source)["training"].items()
                 if isinstance(v, (int, str, bool))}
     atomic_write_text(path, int8_document(ckpt.model, ckpt.params, ckpt.tokenizer.to_dict(),

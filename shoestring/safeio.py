@@ -168,6 +168,17 @@ def raise_on_termination():
     return restore
 
 
+def file_in_path(path):
+    """The leading part of path that is a file where a folder must be (`a.txt` of `a.txt/b`),
+    or None: what makes such a path "not found" (ENOTDIR)."""
+    parts = os.path.normpath(os.fspath(path)).split(os.sep)
+    for k in range(1, len(parts)):
+        head = os.sep.join(parts[:k]) or os.sep
+        if os.path.lexists(head) and not os.path.isdir(head):
+            return head
+    return None
+
+
 def why_missing(path):
     """Why os.path.exists(path) is False, in words: "not found", or the symbolic link problem
     (a loop, or a link to nothing) -- never "not found" for a path that is there."""

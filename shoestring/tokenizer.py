@@ -48,7 +48,7 @@ import numpy as np
 
 from .dataset import CHUNK_BYTES, atomic_write_text, expand_paths, read_text_chunks
 from .errors import TokenizerError
-from .safeio import why_missing
+from .safeio import file_in_path, why_missing
 
 SPECIALS = ("[USER]", "[BOT]", "[EOS]", "[PAD]", "[UNK]")
 FORMAT = "shoestring-bpe"
@@ -608,10 +608,11 @@ class Tokenizer:
         """Load a tokenizer JSON file, or the tokenizer inside a shoestring checkpoint."""
         name = os.fspath(path)
         if not os.path.exists(name):
-            why = why_missing(name)
-            raise TokenizerError("tokenizer file not found: %s" % name if why == "not found"
-                                 else "%s is %s (fix the link or give the file itself)"
-                                 % (name, why))
+            why, part = why_missing(name), file_in_path(name)
+            raise TokenizerError("tokenizer file not found: %s%s" % (
+                name, " (%s is a file, not a folder)" % part if part else "")
+                if why == "not found" else "%s is %s (fix the link or give the file itself)"
+                % (name, why))
         if os.path.isdir(name):
             raise TokenizerError("%s is a folder, not a tokenizer file" % name)
         # sizes and file types before reading: /dev/zero or a huge junk file is never read whole

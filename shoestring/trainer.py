@@ -759,6 +759,10 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         out_dir = os.path.dirname(os.path.abspath(ckpt_path))
     if out_dir is not None and os.path.isdir(out_dir):     # fail before the data work
         check_folder(os.fspath(out_dir), run_id, resume_step)
+    elif out_dir is not None and os.path.lexists(out_dir):
+        raise ShoestringError("out_dir %s is %s, not a folder (choose another out_dir)"
+                              % (os.fspath(out_dir), "a broken symbolic link"
+                                 if os.path.islink(out_dir) else "a file"), setting="out_dir")
     cfg_model = ckpt.model if ckpt is not None else config.model
     threads = config.threads or default_threads()
     # before reading data or training a tokenizer: the smallest vocabulary it could produce
@@ -791,6 +795,8 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
                                   "(the file was edited or damaged; pass validation_data)",
                                   setting="validation_data")
     data_paths = check_texts(model_paths, config.encoding_errors)   # fails early, holds no text
+    if validation_data:       # before the tokenizer and the token cache, too
+        check_texts([validation_data], config.encoding_errors, "validation data")
 
     if ckpt is not None:
         tok = ckpt.tokenizer                  # validated by Checkpoint

@@ -129,7 +129,7 @@ def _train_rows():
         ("train --lr 1e30 (diverges)", TRAIN + ["--lr", "1e30"], 1,
          "became (nan|inf)|diverged"),
         ("train --out-dir is a file", ["train", "--model-data", "{tiny}", "--out-dir", "{tiny}",
-                                       "{SMALL}"], 1, "cannot create --out-dir"),
+                                       "{SMALL}"], 1, "is a file, not a folder"),
         # data files
         ("train --model-data missing", ["train", "--model-data", "{missing}", "{SMALL}"], 1,
          "not found"),
@@ -267,6 +267,16 @@ def _tokenizer_rows():
          "symbolic link loop"),
         ("tokenizer --load huge integer", ["tokenizer", "--load", "{hugeint}"], 1,
          "more than 4,300 digits"),
+        ("export --out equal to --checkpoint", ["export", "--checkpoint", "{ckpt}", "--out",
+                                                "{ckpt}"], 2, "is also an input"),
+        ("export --out empty", ["export", "--checkpoint", "{ckpt}", "--out", ""], 2,
+         "--out is empty"),
+        ("prepare --out equal to its input", ["prepare", "{tinycopy}", "--out", "{tinycopy}"], 2,
+         "is also an input"),
+        ("train --model-data inside a file", ["train", "--model-data", "{tiny}/x", "{SMALL}"], 1,
+         "is a file, not a folder"),
+        ("tokenizer --load inside a file", ["tokenizer", "--load", "{tiny}/t.json"], 1,
+         "is a file, not a folder"),
     ]
     return rows
 

@@ -584,3 +584,67 @@ def test_old_tokenizers_keep_their_rules():
     assert old.pretokenize("x" * 500) == ["x" * 500]            # unbounded, as trained
     assert Tokenizer.from_dict(dict(d, pretokenizer="shoestring-2")).pretokenize("x" * 500) \
         == ["x" * 64] * 7 + ["x" * 52]
+
+
+def test_export_never_writes_over_the_checkpoint_it_reads(model_ckpt, tmp_path, capsys,
+                                                          monkeypatch):
+    """`export --out` naming the checkpoint being exported (as given, without .json, through
+    another spelling of the path or a hard link) replaced a resumable training checkpoint with a
+    weights-only file; `--out ''` wrote a hidden `.json`. Each is one line, exit 2, nothing
+    written."""
+    import shutil
+    ck = tmp_path / "last.json"
+    shutil.copy(model_ckpt, ck)
+    os.link(ck, tmp_path / "alias.json")
+    before = ck.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    for fmt, out in [("json", "last.json"), ("json", "last"), ("json", "./sub/../last.json"),
+                     ("json", str(ck)), ("json", "alias.json"), ("json", "")]:
+        os.makedirs("sub", exist_ok=True)
+        argv = ["export", "--checkpoint", "last.json", "--format", fmt, "--out", out]
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and ("also an input" in err or "empty" in err), err
+        assert ck.read_bytes() == before
+    assert not os.path.exists(".json")
+    assert main(["export", "--checkpoint", "last.json", "--int8", "--out", "last"]) == 2
+    assert ck.read_bytes() == before
+    assert main(["export", "--checkpoint", "last.json", "--out", "w"]) == 0
+    assert ck.read_bytes() == before and os.path.isfile("w.json")
+
+
+def test_prepare_never_writes_over_its_input(tmp_path, capsys, monkeypatch):
+    """`prepare d.jsonl --out d.jsonl` replaced the chat data with the corpus made from it."""
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "d.jsonl"
+    src.write_text('{"messages": [{"role": "user", "content": "hi"}, '
+                   '{"role": "assistant", "content": "hello"}]}\n', encoding="utf-8")
+    before = src.read_bytes()
+    for out in ["d.jsonl", "./d.jsonl", str(src), ""]:
+        assert main(["prepare", "d.jsonl", "--out", out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and ("also an input" in err or "empty" in err), err
+        assert src.read_bytes() == before
+    assert main(["prepare", "d.jsonl", "--out", "corpus.txt"]) == 0
+    assert "[USER] hi [EOS]" in (tmp_path / "corpus.txt").read_text(encoding="utf-8")
+
+
+def test_messages_name_a_file_used_as_a_folder(tmp_path, corpus, capsys, monkeypatch):
+    """`corpus.txt/x` is not "not found, check the path" but a file where a folder must be;
+    an --out-dir that is a file says so before any work; a bad --validation-data is refused
+    before the tokenizer and the token cache, leaving no folder behind."""
+    monkeypatch.chdir(tmp_path)
+    small = ["--max-steps", "1"] + ARCH + QUIET
+    cases = [
+        (["train", "--model-data", corpus + "/x"] + small, "tiny.txt is a file, not a folder"),
+        (["tokenizer", "--load", corpus + "/t.json"], "tiny.txt is a file, not a folder"),
+        (["train", "--model-data", corpus, "--out-dir", corpus] + small,
+         "is a file, not a folder (choose another --out-dir)"),
+        (["train", "--model-data", corpus, "--validation-data", "/dev/zero", "--out-dir", "r"]
+         + small, "validation data /dev/zero is not a regular file"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, (argv, err)
+    assert not os.path.exists("r")
