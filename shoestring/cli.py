@@ -36,6 +36,14 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, "%s: error: %s (see %s -h)\n" % (self.prog, message, self.prog))
 
+    def _print_message(self, message, file=None):
+        # argparse drops an OSError here: `shoestring -h >/dev/full` printed nothing and exited
+        # 0; help and --version on standard output fail like every other output does (#17)
+        if message and file is sys.stdout:
+            file.write(message)
+        else:
+            super()._print_message(message, file)
+
 
 def int_in(lo, hi, name="whole number"):
     """A whole number in [lo, hi]: absurd sizes are refused here, before anything is allocated."""
@@ -393,7 +401,11 @@ def main(argv=None):
     guard_std_streams()
     restore = raise_on_termination()
     try:
-        code = _main(argv)
+        try:
+            code = _main(argv)
+        except SystemExit:        # -h, --version, usage errors: their text must get out too
+            sys.stdout.flush()
+            raise
         sys.stdout.flush()        # a full or closed stdout fails here, not at interpreter exit
         return code
     except Terminated as exc:

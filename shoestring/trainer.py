@@ -788,12 +788,20 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
                          % model_paths[0])
     if config.epochs is None and config.minutes is None and config.max_steps is None:
         config = config.replace(minutes=BUNDLED_MINUTES if bundled else DEFAULT_MINUTES)
-    if not validation_data and ckpt is not None:     # the split the checkpoint was trained on
-        validation_data = (ckpt.config.get("train") or {}).get("validation_data")
-        if validation_data is not None and not isinstance(validation_data, str):
+    if ckpt is not None:     # the split the checkpoint was trained on
+        held = (ckpt.config.get("train") or {}).get("validation_data")
+        if held is not None and not isinstance(held, str):
             raise CheckpointError("the checkpoint's config.train.validation_data is not a path "
                                   "(the file was edited or damaged; pass validation_data)",
                                   setting="validation_data")
+        if validation_data and not _same_path(validation_data, held):
+            raise ShoestringError(
+                "validation_data %s contradicts the checkpoint, which held out %s: the run's "
+                "data split would change (leave it out to resume, or start a new run)"
+                % (os.fspath(validation_data), held if held else "the last %g%% of the model "
+                   "data" % (100 * ckpt.config.get("train", {}).get("val_fraction", 0.1))),
+                setting="validation_data")
+        validation_data = validation_data or held
     data_paths = check_texts(model_paths, config.encoding_errors)   # fails early, holds no text
     if validation_data:       # before the tokenizer and the token cache, too
         check_texts([validation_data], config.encoding_errors, "validation data")
@@ -843,6 +851,16 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
                 os.rmdir(out_dir)
             except OSError:
                 pass
+
+
+def _same_path(a, b):
+    """Whether paths a and b name one file (b may be None)."""
+    if b is None:
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _train_in(config, cfg_model, tok, ckpt, out_dir, data_paths, validation_data, progress,

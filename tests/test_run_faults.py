@@ -648,3 +648,51 @@ def test_messages_name_a_file_used_as_a_folder(tmp_path, corpus, capsys, monkeyp
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, (argv, err)
     assert not os.path.exists("r")
+
+
+def test_resume_refuses_another_validation_data(tmp_path, corpus, capsys, monkeypatch):
+    """--validation-data on resume used to be reported as "the model data differs" (a split by
+    val_fraction) or taken silently (a held-out file): it is named, and the same file under
+    another spelling still resumes."""
+    monkeypatch.chdir(tmp_path)
+    held = tmp_path / "held.txt"
+    held.write_text(TINY_CHAT[:2000], encoding="utf-8")
+    other = tmp_path / "other.txt"
+    other.write_text(TINY_CHAT[2000:4000], encoding="utf-8")
+    small = ["--max-steps", "2"] + ARCH + QUIET
+    assert main(["train", "--model-data", corpus, "--out-dir", "a"] + small) == 0
+    assert main(["train", "--model-data", corpus, "--validation-data", "held.txt",
+                 "--out-dir", "b"] + small) == 0
+    capsys.readouterr()
+    for ck, given, said in [("a", "held.txt", "the last 10% of the model data"),
+                            ("b", "other.txt", str(held))]:
+        argv = ["train", "--checkpoint", ck + "/last.json", "--validation-data", given,
+                "--max-steps", "3", "--out-dir", ck + "2"] + QUIET
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert "--validation-data %s contradicts the checkpoint, which held out %s" % (
+            given, said) in err, err
+    assert main(["train", "--checkpoint", "b/last.json", "--validation-data", "./held.txt",
+                 "--max-steps", "3"] + QUIET) == 0
+    assert step_of("b/last.json") == 3
+
+
+@POSIX
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+@pytest.mark.parametrize("argv", [["-h"], ["--version"], ["train", "-h"], ["chat", "--help"]])
+def test_help_and_version_into_a_full_stdout_are_an_error(tmp_path, argv):
+    """argparse swallows the OSError of its own writes: help and --version into /dev/full
+    printed nothing and exited 0. Now one line and exit 1, as for every other output; a
+    closed pipe (`| head`) still ends quietly with 0."""
+    with open("/dev/full", "w") as full:
+        p = subprocess.run(cmd(argv), stdout=full, stderr=subprocess.PIPE, text=True,
+                           timeout=60, cwd=str(tmp_path))
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.strip() == ("shoestring: error: cannot write the output: No space left on "
+                                "device (free some disk space or choose another place for the "
+                                "output)"), p.stderr
+    line = " ".join(cmd(argv)) + " | head -c 5 >/dev/null; echo rc=${PIPESTATUS[0]}"
+    p = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=60,
+                       cwd=str(tmp_path))
+    assert "rc=0" in p.stdout and "Traceback" not in p.stderr, (p.stdout, p.stderr)
