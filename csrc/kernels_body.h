@@ -760,11 +760,14 @@ static void decode_matvec_q8(float *y, const int8_t *Wpk, const float *wscale, c
     }
 }
 
+/* ==== sampling (ss_sample), built with this instruction set's flags ============================ */
+#include "sample_body.h"
+
 /* ==== the table ============================================================================== */
 const ss_kernels SS_KERNELS_NAME = {
     matmul_forward, matmul_backward, rmsnorm_forward, rmsnorm_backward, adamw_step, sumsq,
     sigmoid_forward, sigmoid_backward, gelu_forward, gelu_backward,
     softmax_forward, softmax_backward, crossentropy_forward,
     decode_matvec, decode_matvec_q8, simd_q8_name,
-    matmul_packed_floats, matmul_pack, matmul_forward_packed,
+    matmul_packed_floats, matmul_pack, matmul_forward_packed, sample,
 };

@@ -365,10 +365,12 @@ static void decode_matvec_q8(float *y, const int8_t *Wpk, const float *wscale, c
 
 static const char *q8_name(int dot) { (void)dot; return "scalar"; }
 
+#include "sample_body.h"       /* sample: ss_sample's body, built with the baseline flags */
+
 const ss_kernels ss_kernels_scalar = {
     matmul_forward, matmul_backward, rmsnorm_forward, rmsnorm_backward, adamw_step, sumsq,
     sigmoid_forward, sigmoid_backward, gelu_forward, gelu_backward,
     softmax_forward, softmax_backward, crossentropy_forward,
     decode_matvec, decode_matvec_q8, q8_name,
-    matmul_packed_floats, matmul_pack, matmul_forward_packed,
+    matmul_packed_floats, matmul_pack, matmul_forward_packed, sample,
 };

@@ -44,6 +44,9 @@ typedef struct ss_kernels {
     void (*matmul_pack)(float *packed, const float *W, int C, int OC);
     void (*matmul_forward_packed)(float *out, const float *inp, const float *W,
                                   const float *packed, const float *b, int N, int C, int OC);
+    /* ss_sample (sample_body.h), built with this table's flags */
+    int (*sample)(float *work, const float *logits, const uint8_t *allowed, int V,
+                  float temperature, int top_k, float top_p, uint64_t *rng);
 } ss_kernels;
 
 /* Panels of every table's matmul are at most this many columns wide, so a packed W(OC,C) never

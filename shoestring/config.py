@@ -268,6 +268,15 @@ def check_sampling(temperature, top_k, top_p, seed=None):
     return temperature, int(top_k), float(top_p), None if seed is None else int(seed)
 
 
+def check_length(n, name, lo=1):
+    """A token count (max_tokens, max_response) as the command line takes it: a whole number
+    (not a bool) in [lo, MAX_SIZE]; UsageError naming the setting."""
+    if not _is_whole(n) or not lo <= n <= MAX_SIZE:
+        raise UsageError("%s must be a whole number in [%d, %s], got %r"
+                         % (name, lo, format(MAX_SIZE, ","), n), setting=name)
+    return int(n)
+
+
 def _is_whole(v):
     return isinstance(v, int) and not isinstance(v, bool) or (
         type(v).__module__ == "numpy" and hasattr(v, "dtype") and v.dtype.kind in "iu"

@@ -39,7 +39,7 @@ import os
 import numpy as np
 
 from . import kernels
-from .config import check_sampling
+from .config import check_length, check_sampling
 from .errors import ShoestringError
 from .params import ModelConfig, ParamLayout, guard_state
 
@@ -159,8 +159,7 @@ class Model:
         continuation as one string, or with stream=True an iterator of text pieces.
         allow_special=True lets the prompt contain special tokens such as [USER]."""
         temperature, top_k, top_p = _check_sampling(temperature, top_k, top_p)
-        if not isinstance(max_tokens, (int, np.integer)) or max_tokens < 0:
-            raise ShoestringError("max_tokens must be a whole number >= 0, got %r" % (max_tokens,))
+        max_tokens = check_length(max_tokens, "max_tokens", 0)     # the CLI's bounds (#17)
         if not isinstance(prompt, str):
             raise ShoestringError("the prompt must be a string, got %s" % type(prompt).__name__)
         ids = self.tokenizer.encode(prompt, allow_special=allow_special)
@@ -241,8 +240,7 @@ class ChatSession:
                 raise ShoestringError(
                     "chat needs the special token %s, which this tokenizer lacks (train the "
                     "tokenizer with the default special tokens)" % name)
-        if not isinstance(max_response, (int, np.integer)) or max_response < 1:
-            raise ShoestringError("max_response must be a whole number >= 1, got %r" % (max_response,))
+        max_response = check_length(max_response, "max_response")
         self.model = model
         self.max_response = int(max_response)
         self.temperature, self.top_k, self.top_p = _check_sampling(temperature, top_k, top_p)

@@ -160,7 +160,7 @@ def _logits(V=50, seed=0, scale=3.0):
     return (scale * np.random.default_rng(seed).standard_normal(V)).astype(np.float32)
 
 
-def test_greedy_is_argmax_lowest_tie():
+def test_greedy_is_argmax_lowest_tie(isa):
     x = _logits()
     rng = kernels.Rng(0)
     assert kernels.sample(x, rng, 0.0, 40, 0.95) == int(np.argmax(x))
@@ -191,7 +191,7 @@ def test_tiny_top_p_and_top_k_one_equal_greedy():
         assert kernels.sample(x, r, 2.0, 50, 1e-6) == want
 
 
-def test_banned_ids_never_sampled():
+def test_banned_ids_never_sampled(isa):
     x = _logits(30, seed=2)
     x[:5] += 10                                   # make the banned ids the likeliest
     allowed = np.ones(30, np.uint8)
@@ -212,7 +212,7 @@ def _np_distribution(x, T, k, p, allowed=None):
 
 
 @pytest.mark.parametrize("T,k,p", [(1.0, 0, 1.0), (0.7, 5, 1.0), (1.3, 0, 0.8), (1.0, 8, 0.7)])
-def test_sampling_distribution(T, k, p):
+def test_sampling_distribution(isa, T, k, p):
     """Empirical frequencies match top-k / top-p / temperature computed in numpy."""
     V = 12
     x = np.array([2.0, 1.5, 1.5, 0.3, -0.2, 1.0, 0.9, -1.0, 0.1, 0.5, 2.1, -3.0], np.float32)
@@ -222,6 +222,27 @@ def test_sampling_distribution(T, k, p):
     counts = np.bincount([kernels.sample(x, r, T, k, p) for _ in range(n)], minlength=V)
     assert np.all(counts[want == 0] == 0)
     np.testing.assert_allclose(counts / n, want, atol=0.015)
+
+
+@pytest.mark.parametrize("T,k,p", [(0.8, 40, 0.95), (1.0, 0, 1.0), (1.2, 0, 0.9), (0.7, 5, 1.0),
+                                   (0.0, 40, 0.95)])
+def test_every_isa_draws_the_same_tokens(T, k, p):
+    """ss_sample is built into every kernel table with its own flags: for the same logits and
+    seed every instruction set draws exactly the same ids (the scalar table's)."""
+    V = 850
+    rows = [_logits(V, seed=s, scale=3.0) for s in range(40)]
+    allowed = np.ones(V, np.uint8)
+    allowed[[0, 3, 400]] = 0
+    before, draws = kernels.isa_active(), {}
+    try:
+        for name in kernels.isa_available():
+            kernels.set_isa(name)
+            r = kernels.Rng(11)
+            draws[name] = [kernels.sample(x, r, T, k, p, allowed) for x in rows for _ in range(5)]
+    finally:
+        kernels.set_isa(before)
+    for name, got in draws.items():
+        assert got == draws["scalar"], name
 
 
 def test_rng_uniform_range_and_mean():

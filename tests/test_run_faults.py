@@ -696,3 +696,19 @@ def test_help_and_version_into_a_full_stdout_are_an_error(tmp_path, argv):
     p = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=60,
                        cwd=str(tmp_path))
     assert "rc=0" in p.stdout and "Traceback" not in p.stderr, (p.stdout, p.stderr)
+
+
+def test_token_counts_from_python_have_the_command_lines_bounds(model_ckpt):
+    """generate(max_tokens=True) generated one token and max_tokens=10**7 was taken, where the
+    command line refuses both: one check (config.check_length) for both."""
+    from shoestring import load
+    from shoestring.errors import UsageError
+    m = load(model_ckpt)
+    for bad in (True, -1, 10 ** 7, 2.0):
+        with pytest.raises(UsageError, match="max_tokens must be a whole number in"):
+            m.generate("hi", max_tokens=bad)
+    for bad in (True, 0, 10 ** 7):
+        with pytest.raises(UsageError, match="max_response must be a whole number in"):
+            m.chat(max_response=bad)
+    assert m.generate("hi", max_tokens=0) == ""
+    assert isinstance(m.generate("hi", max_tokens=np.int64(3), temperature=0), str)

@@ -7,7 +7,8 @@ file), each in a fresh process, `shoestring.train` at the default model with `--
 
 - tokenizer s: training the BPE tokenizer on the corpus (the log's figure);
 - encoding s: encoding the corpus into the token array (the log's figure), then again in a second
-  run into the same out_dir (read from the token cache);
+  run into the same out_dir (its checkpoints removed first, so it is a new run; it reads the
+  token cache);
 - first step s: from the start of the process to the end of the first optimiser step;
 - peak RSS: the process's high-water mark (ru_maxrss) over the whole run, the validation pass and
   the checkpoint save included. Target: <= 250 MB at 60 MB.
@@ -121,10 +122,13 @@ def main():
     args = ap.parse_args()
     if args.child:
         return child(args)
+    from shoestring.rundir import RUN_FILES
+
     os.makedirs(args.workdir, exist_ok=True)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     print("default model (V=850 C=H=96 L=2 X=K=6), train --max-steps 1 --threads %d; each run a "
-          "fresh process" % args.threads)
+          "fresh process (corpus size only: thread scaling is tools/bench_train.py's)"
+          % args.threads)
     print()
     print("| corpus | tokens | tokenizer s | encoding s | first step s | peak RSS | 2nd run: "
           "encoding s (cache) | first step s | peak RSS |")
@@ -139,6 +143,10 @@ def main():
                 os.unlink(os.path.join(out, name))
         rows = []
         for _ in range(2):
+            for name in RUN_FILES:            # the run's files, not the token cache: the second
+                path = os.path.join(out, name)  # run is a new run that reads the cache
+                if os.path.lexists(path):
+                    os.unlink(path)
             cmd = [sys.executable, __file__, "--child", "--corpus", corpus, "--out", out,
                    "--threads", str(args.threads)]
             res = subprocess.run(cmd, env=env, capture_output=True, text=True)
