@@ -24,12 +24,9 @@ import numpy as np
 
 from .model import Network
 from .params import guard_state
+from .tokens import is_chat_format
 
 WINDOW = 256        # tokens per C call; the figure does not depend on it beyond float rounding
-
-
-def is_chat_format(text):
-    return "[USER]" in text or "[BOT]" in text
 
 
 def encode_for_scoring(tok, text):

@@ -43,6 +43,25 @@ Encoded.__doc__ = """ids: the token array (id_dtype); chars: characters of the t
 chat: whether the text holds a [USER] turn (the chat format of MODEL.md §4)."""
 
 
+CHAT_MARKERS = ("[USER]", "[BOT]")
+
+
+def is_chat_format(text):
+    """Chat-format text (MODEL.md §4) holds a [USER] or [BOT] turn marker."""
+    return any(m in text for m in CHAT_MARKERS)
+
+
+def file_is_chat_format(path, encoding_errors="strict", what="data", chunk_bytes=CHUNK_BYTES):
+    """is_chat_format of a whole file, read in chunks (a marker split between chunks counts)."""
+    tail = ""
+    for chunk in read_text_chunks(path, encoding_errors, what, DataError, chunk_bytes):
+        text = tail + chunk
+        if is_chat_format(text):
+            return True
+        tail = text[-(max(map(len, CHAT_MARKERS)) - 1):]
+    return False
+
+
 def id_dtype(vocab_size):
     """The compact id type: uint16 for a vocabulary of up to 65,535 ids, int32 above."""
     return np.dtype(np.uint16) if vocab_size <= 65535 else np.dtype(np.int32)
@@ -82,9 +101,13 @@ class _Growing:
 
 
 def encode_files(tok, paths, encoding_errors="strict", what="model data", limit=None,
-                 chunk_bytes=CHUNK_BYTES):
-    """Encode text files (each a separate document, specials recognised) into one compact array.
+                 chunk_bytes=CHUNK_BYTES, specials=True):
+    """Encode text files (each a separate document) into one compact array.
 
+    specials: True recognises special tokens everywhere (model data, as the model is trained);
+    "chat" recognises them only in a file in the chat format and reads them as plain text
+    elsewhere, the rule `shoestring eval` scores a file by (MODEL.md §7), used for validation
+    data so that the two figures agree on the same file.
     limit: stop once at least `limit` ids exist (the array is cut to exactly `limit`, and chars
     counts the characters of the ids kept). Returns Encoded(ids, chars, chat).
     """
@@ -96,9 +119,10 @@ def encode_files(tok, paths, encoding_errors="strict", what="model data", limit=
     user = tok.special_id("[USER]") if "[USER]" in tok.special_tokens else None
     chat = False
     for p in files:
+        allow = specials is True or file_is_chat_format(p, encoding_errors, what, chunk_bytes)
         texts = read_text_chunks(p, encoding_errors, what, DataError, chunk_bytes)
         for chunk in _pretoken_chunks(texts):
-            ids = tok.encode(chunk, allow_special=True)
+            ids = tok.encode(chunk, allow_special=allow)
             chat = chat or (user is not None and user in ids)
             out.extend(ids)
             if limit is not None and out.n >= limit:

@@ -881,7 +881,7 @@ def _train_in(config, cfg_model, tok, ckpt, out_dir, data_paths, validation_data
     if validation_data:
         vfiles = check_texts([validation_data], config.encoding_errors, "validation data")
         val_tokens = encode_files(tok, vfiles, config.encoding_errors, "validation data",
-                                  limit=keep).ids
+                                  limit=keep, specials="chat").ids     # eval's rule (§7)
         train_tokens = all_tokens
     else:
         n_val = int(len(all_tokens) * config.val_fraction)

@@ -88,9 +88,17 @@ def test_resume_with_regularisers_and_ema_is_bitwise(tmp_path, tiny_corpus, thre
     assert not np.array_equal(p.params, a.optimizer["train_params"])
 
 
-def test_eval_agrees_with_training_validation(tmp_path, tiny_corpus, capsys):
+PLAIN_WITH_MARKERS = ("No, no, he's gone.[EOS]\nWhiles thou art waking.[EOS] A literal [PAD] "
+                      "and [UNK] in a play are characters.\n" * 3)
+CHAT_VAL = "[USER] what is 3 plus 4 [EOS]\n[BOT] 3 plus 4 is 7 [EOS]\n\n" * 3
+
+
+@pytest.mark.parametrize("text", [CHAT_VAL, PLAIN_WITH_MARKERS], ids=["chat", "plain-with-markers"])
+def test_eval_agrees_with_training_validation(tmp_path, tiny_corpus, capsys, text):
+    """Also on a text that is not in the chat format but holds literal special-token names
+    (as nano-shakespeare's tail does): both read them as characters (MODEL.md §7)."""
     val = tmp_path / "val.txt"
-    val.write_text("[USER] what is 3 plus 4 [EOS]\n[BOT] 3 plus 4 is 7 [EOS]\n\n" * 3, "utf-8")
+    val.write_text(text, "utf-8")
     rc, out = _train(tmp_path, tiny_corpus, "run", ["--max-steps", "20", "--eval-every", "10",
                                                    "--validation-data", str(val), "--ema", "0.9"])
     assert rc == 0

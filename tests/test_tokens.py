@@ -237,3 +237,25 @@ def test_validation_bits_per_char_are_exact_for_what_is_scored(tmp_path, tok):
     assert bpc == pytest.approx(loss * len(tgt) / math.log(2) / tk.count_chars(tok, tgt),
                                 rel=1e-12)
     t.net.close()
+
+
+def test_validation_rule_reads_special_names_as_text_outside_chat_files(tmp_path):
+    """specials="chat": a file without [USER]/[BOT] keeps "[EOS]" as characters (eval's rule);
+    a chat file keeps its special tokens, also when a marker straddles two read chunks."""
+    from shoestring.tokens import encode_files, file_is_chat_format
+    tok = Tokenizer.train(texts=["the cat sat on the mat, he's gone and more text " * 20],
+                          vocab_size=300)
+    eos = tok.special_id("[EOS]")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("he's gone.[EOS] and more text\n" * 50, "utf-8")
+    assert eos in encode_files(tok, [str(plain)]).ids.tolist()
+    got = encode_files(tok, [str(plain)], specials="chat").ids
+    assert eos not in got.tolist()
+    assert got.tolist() == tok.encode(plain.read_text("utf-8"), allow_special=False)
+    chat = tmp_path / "chat.txt"
+    text = "x" * 1021 + "[USER] hi [EOS]\n[BOT] hello [EOS]\n"
+    chat.write_text(text, "utf-8")
+    assert file_is_chat_format(str(chat), chunk_bytes=1024)    # "[USER]" straddles 1024
+    assert not file_is_chat_format(str(plain), chunk_bytes=16)
+    got = encode_files(tok, [str(chat)], specials="chat", chunk_bytes=1024).ids
+    assert got.tolist() == tok.encode(text, allow_special=True) and eos in got.tolist()
