@@ -184,7 +184,6 @@ class Trainer:
                  ckpt=None, out_dir=None, progress=None, callbacks=()):
         self.config = config
         self.cfg, self.tok = model_cfg, tok
-        self.model_config, self.tokenizer = model_cfg, tok
         self.layout = ParamLayout(model_cfg)
         self.B, self.T, self.acc = config.batch_size, config.seq_length, config.accumulate
         self.threads = config.threads or default_threads()
