@@ -98,3 +98,25 @@ def pytest_sessionfinish(session, exitstatus):
         sys.stderr.write("\nthe test suite wrote into the source tree (tests must write only "
                          "inside temporary folders): %s\n" % ", ".join(changed[:20]))
         session.exitstatus = 1
+
+
+# ---- no test leaves the process's signal dispositions changed ----------------------------------
+# The suite starts `shoestring` processes and signals them; an ignored signal (SIG_IGN) or a
+# blocked one is inherited across exec, so a test that left one behind would make a later test's
+# child shrug off the SIGTERM/SIGHUP it is sent (and `shoestring` keeps an inherited SIG_IGN on
+# purpose, for nohup). Checked after every test.
+_WATCHED = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _dispositions():
+    blocked = (frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+               if hasattr(signal, "pthread_sigmask") else frozenset())
+    return {s: signal.getsignal(s) for s in _WATCHED}, blocked
+
+
+@pytest.fixture(autouse=True)
+def _signals_left_as_found():
+    before = _dispositions()
+    yield
+    after = _dispositions()
+    assert after == before, "the test changed signal handling: %r -> %r" % (before, after)
