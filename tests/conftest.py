@@ -9,8 +9,14 @@ from shoestring import kernels
 # A runner that starts pytest in the background of a non-interactive shell (`cmd &`) leaves SIGINT
 # ignored, and an ignored signal stays ignored across exec: every `shoestring` the tests start
 # would then shrug off the Ctrl-C they send it. Give SIGINT back its default before any test runs.
+# Likewise SIGTERM and SIGHUP: pytest started under `nohup` (or by a parent that ignores them)
+# would pass SIG_IGN on to every child, and `shoestring` keeps an inherited SIG_IGN on purpose
+# (nohup keeps a run alive), so the signal tests' children would ignore what they are sent.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+for _name in ("SIGTERM", "SIGHUP"):
+    if hasattr(signal, _name) and signal.getsignal(getattr(signal, _name)) == signal.SIG_IGN:
+        signal.signal(getattr(signal, _name), signal.SIG_DFL)
 
 
 def isas_to_test():
