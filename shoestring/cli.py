@@ -396,7 +396,8 @@ def main(argv=None):
     null device; SIGTERM/SIGHUP unwind like Ctrl-C and exit 128 + the signal (the training loop
     turns them into a saved stop instead); output that cannot be written (stdout to /dev/full or
     closed) and any other OS error are one line, never a traceback (#17)."""
-    from .safeio import Terminated, guard_std_streams, os_error_hint, raise_on_termination
+    from .safeio import (Terminated, guard_std_streams, os_error_hint, raise_on_termination,
+                         take_pending_stop)
 
     guard_std_streams()
     restore = raise_on_termination()
@@ -407,6 +408,9 @@ def main(argv=None):
             sys.stdout.flush()
             raise
         sys.stdout.flush()        # a full or closed stdout fails here, not at interpreter exit
+        pending = take_pending_stop()   # a signal whose exception something swallowed
+        if pending is not None:
+            raise Terminated(pending)
         return code
     except Terminated as exc:
         import signal

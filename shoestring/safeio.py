@@ -98,6 +98,7 @@ def guard_std_streams():
 
 
 _DONE = []       # set once the command has ended: a signal is no longer sent again
+_PENDING = []    # stop signals raised that have not (yet) ended the command: take_pending_stop
 
 
 class Terminated(BaseException):
@@ -109,33 +110,51 @@ class Terminated(BaseException):
         self.signum = signum
 
 
+def take_pending_stop():
+    """The stop signal (SIGTERM or SIGHUP; SIGINT only when dropped in a finaliser) whose
+    exception was raised during start-up but never ended the command (something on the way
+    swallowed it), or None; taking it clears it.
+    The training loop calls this when it installs its own handlers and stops at once, saved, as
+    if the signal had arrived then; the command line calls it when a command returns (#17)."""
+    sig = _PENDING[-1] if _PENDING else None
+    del _PENDING[:]
+    return sig
+
+
 def raise_on_termination():
     """Make SIGTERM and SIGHUP raise Terminated in the main thread; returns a function that puts
     the previous handlers back. (The training loop installs its own, which finish the step and
     save, and restores these afterwards.)
 
     A signal the parent set to be ignored stays ignored (`nohup shoestring train ...` survives
-    its terminal closing). A Terminated raised while Python runs a finaliser (a generator's
-    close, a __del__) is dropped by Python itself ("Exception ignored in ..."); the
-    sys.unraisablehook installed here catches that case (and Ctrl-C's KeyboardInterrupt
-    dropped the same way) and sends the signal again a few
-    milliseconds later, outside the finaliser, so a signal is never lost (#17)."""
+    its terminal closing). Every Terminated raised is also recorded until the command ends
+    (take_pending_stop), so code that swallows the exception cannot lose the signal (Ctrl-C
+    keeps Python's KeyboardInterrupt, unrecorded: chat and serve catch it on purpose). A
+    Terminated raised while Python runs a finaliser (a generator's close, a __del__) is dropped by Python
+    itself ("Exception ignored in ..."); the sys.unraisablehook installed here catches that
+    case (and Ctrl-C's KeyboardInterrupt dropped the same way) and sends the signal again a few
+    milliseconds later, outside the finaliser, unless the training loop has taken it by then,
+    so a signal is never lost (#17)."""
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def handler(signum, frame):
+        _PENDING.append(signum)
         raise Terminated(signum)
 
     def redeliver(signum):
-        if not _DONE:
+        if not _DONE and signum in _PENDING:
+            del _PENDING[:]
             os.kill(os.getpid(), signum)
 
     def unraisable(u, default=sys.unraisablehook):
         # swallowed in a finaliser: again (Ctrl-C's KeyboardInterrupt too)
         if isinstance(u.exc_value, (Terminated, KeyboardInterrupt)):
             signum = getattr(u.exc_value, "signum", signal.SIGINT)
+            if signum not in _PENDING:
+                _PENDING.append(signum)
             t = threading.Timer(0.005, redeliver, (signum,))
             t.daemon = True
             t.start()
@@ -156,9 +175,11 @@ def raise_on_termination():
     prev_hook = sys.unraisablehook
     sys.unraisablehook = unraisable
     del _DONE[:]
+    del _PENDING[:]
 
     def restore():
         _DONE.append(True)
+        del _PENDING[:]
         sys.unraisablehook = prev_hook
         for sig, h in prev.items():
             try:

@@ -60,7 +60,7 @@ from .optim import AdamW, clip_scale, default_warmup, grad_norm, lr_at
 from .params import ModelConfig, ParamLayout, guard_state
 from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
 from .rundir import RunLock, check_folder, fresh_run_dir
-from .safeio import SafeStream, os_error_hint, os_error_text
+from .safeio import SafeStream, os_error_hint, os_error_text, take_pending_stop
 from .tokens import cached_encode, check_texts, count_chars, encode_files
 
 # Signals that stop a run the way Ctrl-C does (SIGHUP: a closed terminal or SSH session).
@@ -502,7 +502,9 @@ class Trainer:
     def _install_signals(self):
         """Route SIGINT/SIGTERM/SIGHUP to _on_signal (main thread only); the previous handlers.
         A signal the parent set to be ignored stays ignored (`nohup` keeps a run alive when its
-        terminal closes; a background job of a script ignores Ctrl-C)."""
+        terminal closes; a background job of a script ignores Ctrl-C). A stop signal that
+        arrived during start-up and was swallowed on the way (safeio.take_pending_stop) stops
+        the run before its first step, saved, as if it had arrived now."""
         if not _main_thread():
             return {}
         prev = {}
@@ -513,6 +515,9 @@ class Trainer:
                 prev[sig] = signal.signal(sig, self._on_signal)
             except (OSError, ValueError):
                 pass
+        pending = take_pending_stop()    # raised during start-up, then swallowed on the way
+        if pending is not None and not self.stop_requested:
+            self.stop_requested, self.stop_signal = True, pending
         return prev
 
     def run(self):

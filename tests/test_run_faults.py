@@ -238,6 +238,85 @@ def test_a_signal_that_lands_in_a_finaliser_is_not_lost(tmp_path, sig):
     _complete_run_folder(out)
 
 
+_SWALLOW_PLAIN = """
+import os, signal, sys
+from shoestring import cli, safeio, tokenizer
+real = tokenizer.Tokenizer.train.__func__
+def train(cls, *a, **k):
+    try:                            # careless code on the way: the exception goes nowhere
+        os.kill(os.getpid(), signal.%s)
+        sum(range(10000))
+    except BaseException as exc:
+        print("swallowed", type(exc).__name__, file=sys.stderr, flush=True)
+    return real(cls, *a, **k)
+tokenizer.Tokenizer.train = classmethod(train)
+sys.exit(cli.main())
+"""
+
+
+@POSIX
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_a_signal_whose_exception_is_swallowed_still_stops_a_run(tmp_path, sig):
+    """A stop signal raises Terminated during start-up; code that swallows it (here a broad
+    `except` around the tokenizer's training) cannot lose the signal: it is recorded, and the
+    training loop, once it holds the signals, stops before its first step with last.json
+    saved and the signal's status, as if the signal had arrived then."""
+    bpe, model = _startup_corpora(str(tmp_path))
+    out = str(tmp_path / "run")
+    import sys
+    p = subprocess.run([sys.executable, "-c", _SWALLOW_PLAIN % sig, "train", "--bpe-data", bpe,
+                        "--model-data", model, "--out-dir", out, "--epochs", "100000",
+                        "--no-chat", "--bpe-vocab-size", "300"] + ARCH[2:],
+                       cwd=str(tmp_path), stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=120)
+    signum = getattr(signal, sig)
+    assert "swallowed Terminated" in p.stderr, p.stderr[-2000:]
+    assert p.returncode == 128 + signum, (p.returncode, p.stderr[-2000:])
+    assert "stopped by %s at step 0; saved" % sig in p.stderr, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    assert step_of(os.path.join(out, "last.json")) == 0
+    _complete_run_folder(out)
+
+
+@POSIX
+def test_a_swallowed_signal_still_ends_a_command_with_its_status(tmp_path):
+    """The same in a command without a training loop: `tokenizer` finishes what it was doing
+    when the exception vanished, then says the signal stopped it and exits 128 + N."""
+    bpe, _ = _startup_corpora(str(tmp_path))
+    import sys
+    p = subprocess.run([sys.executable, "-c", _SWALLOW_PLAIN % "SIGTERM", "tokenizer",
+                        "--bpe-data", bpe, "--bpe-vocab-size", "300", "--out",
+                        str(tmp_path / "tok.json")],
+                       cwd=str(tmp_path), stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=120)
+    assert "swallowed Terminated" in p.stderr, p.stderr[-2000:]
+    assert p.returncode == 128 + signal.SIGTERM, (p.returncode, p.stderr[-2000:])
+    assert p.stderr.rstrip().endswith("shoestring: stopped by SIGTERM"), p.stderr[-500:]
+
+
+@POSIX
+def test_take_pending_stop_is_cleared_by_each_command():
+    """In one process (the Python API after a command), a signal recorded by one command never
+    stops what comes later: raise_on_termination starts empty and its restore empties it."""
+    from shoestring import safeio
+    restore = safeio.raise_on_termination()
+    try:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+        except safeio.Terminated:
+            pass
+        assert safeio._PENDING == [signal.SIGTERM]
+    finally:
+        restore()
+    assert safeio.take_pending_stop() is None
+    restore = safeio.raise_on_termination()
+    restore()
+    safeio._PENDING.append(signal.SIGHUP)
+    assert safeio.take_pending_stop() == signal.SIGHUP
+    assert safeio.take_pending_stop() is None
+
+
 @POSIX
 def test_nohup_keeps_a_run_alive_when_its_terminal_closes(tmp_path, corpus):
     """A signal the parent set to be ignored stays ignored: under `nohup` (SIGHUP ignored) a
