@@ -196,6 +196,23 @@ def test_term_and_hup_during_start_up_always_end_the_process(tmp_path):
     print("start-up signals (delay s, phase, exit, s to exit):", landed)
 
 
+def _planted(tmp_path, script, argv):
+    """`shoestring ARGV` run through `python -c SCRIPT` (a script that plants a fault in
+    start-up, then calls cli.main), in tmp_path, without stdin; the CompletedProcess (text)."""
+    import sys
+    return subprocess.run([sys.executable, "-c", script] + argv, cwd=str(tmp_path),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+
+
+def _planted_train(tmp_path, script, bpe_vocab):
+    """A training run through _planted on _startup_corpora's data; (process, run folder)."""
+    bpe, model = _startup_corpora(str(tmp_path))
+    out = str(tmp_path / "run")
+    return _planted(tmp_path, script, ["train", "--bpe-data", bpe, "--model-data", model,
+                                       "--out-dir", out, "--epochs", "100000", "--no-chat",
+                                       "--bpe-vocab-size", str(bpe_vocab)] + ARCH[2:]), out
+
+
 _SWALLOW = """
 import os, signal, sys
 from shoestring import cli, tokenizer
@@ -223,14 +240,7 @@ def test_a_signal_that_lands_in_a_finaliser_is_not_lost(tmp_path, sig):
     went on training the tokenizer, encoding the data and building the network before the loop
     noticed (a non-training command never did). The signal is now sent again from outside the
     finaliser: the command stops within moments, before the tokenizer is trained."""
-    bpe, model = _startup_corpora(str(tmp_path))
-    out = str(tmp_path / "run")
-    import sys
-    p = subprocess.run([sys.executable, "-c", _SWALLOW % sig, "train", "--bpe-data", bpe,
-                        "--model-data", model, "--out-dir", out, "--epochs", "100000",
-                        "--no-chat", "--bpe-vocab-size", "600"] + ARCH[2:],
-                       cwd=str(tmp_path), stdin=subprocess.DEVNULL, capture_output=True,
-                       text=True, timeout=120)
+    p, out = _planted_train(tmp_path, _SWALLOW % sig, 600)
     signum = getattr(signal, sig)
     assert "start-up goes on" in p.stderr, p.stderr[-2000:]      # the finaliser did run
     assert p.returncode in (128 + signum, -signum), (p.returncode, p.stderr[-2000:])
@@ -261,14 +271,7 @@ def test_a_signal_whose_exception_is_swallowed_still_stops_a_run(tmp_path, sig):
     `except` around the tokenizer's training) cannot lose the signal: it is recorded, and the
     training loop, once it holds the signals, stops before its first step with last.json
     saved and the signal's status, as if the signal had arrived then."""
-    bpe, model = _startup_corpora(str(tmp_path))
-    out = str(tmp_path / "run")
-    import sys
-    p = subprocess.run([sys.executable, "-c", _SWALLOW_PLAIN % sig, "train", "--bpe-data", bpe,
-                        "--model-data", model, "--out-dir", out, "--epochs", "100000",
-                        "--no-chat", "--bpe-vocab-size", "300"] + ARCH[2:],
-                       cwd=str(tmp_path), stdin=subprocess.DEVNULL, capture_output=True,
-                       text=True, timeout=120)
+    p, out = _planted_train(tmp_path, _SWALLOW_PLAIN % sig, 300)
     signum = getattr(signal, sig)
     assert "swallowed Terminated" in p.stderr, p.stderr[-2000:]
     assert p.returncode == 128 + signum, (p.returncode, p.stderr[-2000:])
@@ -283,12 +286,8 @@ def test_a_swallowed_signal_still_ends_a_command_with_its_status(tmp_path):
     """The same in a command without a training loop: `tokenizer` finishes what it was doing
     when the exception vanished, then says the signal stopped it and exits 128 + N."""
     bpe, _ = _startup_corpora(str(tmp_path))
-    import sys
-    p = subprocess.run([sys.executable, "-c", _SWALLOW_PLAIN % "SIGTERM", "tokenizer",
-                        "--bpe-data", bpe, "--bpe-vocab-size", "300", "--out",
-                        str(tmp_path / "tok.json")],
-                       cwd=str(tmp_path), stdin=subprocess.DEVNULL, capture_output=True,
-                       text=True, timeout=120)
+    p = _planted(tmp_path, _SWALLOW_PLAIN % "SIGTERM", ["tokenizer", "--bpe-data", bpe,
+                 "--bpe-vocab-size", "300", "--out", str(tmp_path / "tok.json")])
     assert "swallowed Terminated" in p.stderr, p.stderr[-2000:]
     assert p.returncode == 128 + signal.SIGTERM, (p.returncode, p.stderr[-2000:])
     assert p.stderr.rstrip().endswith("shoestring: stopped by SIGTERM"), p.stderr[-500:]
