@@ -375,12 +375,38 @@ def split_traceback(argv):
 def _quiet_stdout():
     """Standard output was closed by its reader (`| head`): send what is still buffered
     nowhere, so that Python's exit does not complain, and end with status 0."""
+    _quiet_stream("stdout")
+
+
+def _quiet_stream(name):
+    """sys.<name> cannot be written (closed by its reader, a full device): its file descriptor
+    becomes the null device, so what is still buffered goes nowhere; if the stream still cannot
+    flush, sys.<name> itself becomes the null device. Either way Python's exit neither
+    complains nor exits 120 (which it does when the last flush of a standard stream fails:
+    Python 3.11.2 keeps the unwritten text buffered after a failed write)."""
+    import os
+    stream = getattr(sys, name)
     try:
-        import os
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+        stream.flush()
     except (OSError, ValueError, AttributeError):
-        pass
+        try:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+        except OSError:
+            pass
+
+
+def _flush_stderr():
+    """At the end of a command: stderr's last flush, or, if stderr cannot be written, its
+    buffered text sent nowhere (a run whose stderr went away still ends with its own status)."""
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        _quiet_stream("stderr")
 
 
 def _say(text):
@@ -432,6 +458,7 @@ def main(argv=None):
         return 1
     finally:
         restore()
+        _flush_stderr()
 
 
 def _main(argv=None):
