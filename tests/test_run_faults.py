@@ -161,7 +161,7 @@ def test_term_and_hup_during_start_up_always_end_the_process(tmp_path):
     import sys
     t0 = time.monotonic()
     subprocess.run([sys.executable, "-c", "import shoestring.cli, shoestring.trainer"],
-                   check=True, timeout=300)
+                   cwd=str(tmp_path), check=True, timeout=300)     # the installed package
     stretch = max(1.0, (time.monotonic() - t0) / 0.45)
     delays = [stretch * d for d in
               (0.0, 0.02, 0.1, 0.25, 0.4, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0, 2.5, 3.0, 3.6, 4.3, 5.5)]
