@@ -12,6 +12,7 @@
 import errno
 import os
 import sys
+import threading
 
 
 class SafeStream:
@@ -99,6 +100,7 @@ def guard_std_streams():
 
 _DONE = []       # set once the command has ended: a signal is no longer sent again
 _PENDING = []    # stop signals raised that have not (yet) ended the command: take_pending_stop
+_TAKE = threading.Lock()   # one taker of a pending signal: the training loop or the redelivery
 
 
 class Terminated(BaseException):
@@ -116,8 +118,9 @@ def take_pending_stop():
     swallowed it), or None; taking it clears it.
     The training loop calls this when it installs its own handlers and stops at once, saved, as
     if the signal had arrived then; the command line calls it when a command returns (#17)."""
-    sig = _PENDING[-1] if _PENDING else None
-    del _PENDING[:]
+    with _TAKE:
+        sig = _PENDING[-1] if _PENDING else None
+        del _PENDING[:]
     return sig
 
 
@@ -130,13 +133,12 @@ def raise_on_termination():
     its terminal closing). Every Terminated raised is also recorded until the command ends
     (take_pending_stop), so code that swallows the exception cannot lose the signal (Ctrl-C
     keeps Python's KeyboardInterrupt, unrecorded: chat and serve catch it on purpose). A
-    Terminated raised while Python runs a finaliser (a generator's close, a __del__) is dropped by Python
-    itself ("Exception ignored in ..."); the sys.unraisablehook installed here catches that
-    case (and Ctrl-C's KeyboardInterrupt dropped the same way) and sends the signal again a few
-    milliseconds later, outside the finaliser, unless the training loop has taken it by then,
-    so a signal is never lost (#17)."""
+    Terminated raised while Python runs a finaliser (a generator's close, a __del__) is
+    dropped by Python itself ("Exception ignored in ..."); the sys.unraisablehook installed
+    here catches that case (and Ctrl-C's KeyboardInterrupt dropped the same way) and sends
+    the signal again a few milliseconds later, outside the finaliser, unless the training loop
+    has taken it by then, so a signal is never lost (#17)."""
     import signal
-    import threading
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
@@ -145,9 +147,11 @@ def raise_on_termination():
         raise Terminated(signum)
 
     def redeliver(signum):
-        if not _DONE and signum in _PENDING:
+        with _TAKE:
+            if _DONE or signum not in _PENDING:   # ended, or the training loop took it
+                return
             del _PENDING[:]
-            os.kill(os.getpid(), signum)
+        os.kill(os.getpid(), signum)
 
     def unraisable(u, default=sys.unraisablehook):
         # swallowed in a finaliser: again (Ctrl-C's KeyboardInterrupt too)
