@@ -43,9 +43,26 @@ def step_of(path):
     return read_checkpoint(path).training["step"]
 
 
+_STRETCH = []
+
+
+def startup_stretch(folder):
+    """How many times slower than here (x86, 2 cores: about 0.45 s) this machine imports the
+    package, at least 1: tests that stop a run after a delay scale their delays by it, so that
+    under qemu, where the imports alone take seconds, their signals still land in every phase.
+    Timed once per session, from `folder` (the installed package, not the checkout)."""
+    if not _STRETCH:
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import shoestring.cli, shoestring.trainer"],
+                       cwd=str(folder), check=True, timeout=300)
+        _STRETCH.append(max(1.0, (time.monotonic() - t0) / 0.45))
+    return _STRETCH[0]
+
+
 # ---- SIGKILL at random moments -----------------------------------------------------------------
 def test_sigkill_at_random_moments_never_loses_the_checkpoint(tmp_path, corpus):
-    """20 kills after a random delay in [0, 1.5] s, each run resuming from the last checkpoint.
+    """20 kills after a random delay in [0, 1.5] s (stretched on a slower machine: see
+    startup_stretch), each run resuming from the last checkpoint.
 
     --eval-every 1 writes best.json and last.json after every step, so most kills that land
     after start-up land during or between checkpoint writes. After every kill, last.json (once
@@ -57,11 +74,12 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint(tmp_path, corpus):
     common = ["--model-data", corpus, "--out-dir", out, "--eval-every", "1", "--epochs", "100000",
               "--max-steps", "1000000"] + ARCH + QUIET
     steps, mid_write = [], 0
+    stretch = startup_stretch(tmp_path)      # under qemu every kill landed before the first save
     for kill in range(20):
         argv = ["train"] + common + (["--checkpoint", last] if os.path.exists(last) else [])
         p = subprocess.Popen(shoestring_cmd(argv), cwd=str(tmp_path), stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.0, 1.5))
+        time.sleep(stretch * rng.uniform(0.0, 1.5))
         p.send_signal(signal.SIGKILL)
         _, err = p.communicate(timeout=60)
         assert p.returncode == -signal.SIGKILL, (p.returncode, err.decode()[-2000:])

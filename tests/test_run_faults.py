@@ -22,6 +22,7 @@ from reliability_cases import TINY_CHAT
 from shoestring.checkpoint import read_checkpoint
 from shoestring.cli import main
 from test_faults import ARCH, QUIET, corpus, step_of  # noqa: F401  (corpus: a fixture)
+from test_faults import startup_stretch
 from test_faults import shoestring_cmd as cmd
 
 POSIX = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and file descriptors")
@@ -157,12 +158,8 @@ def test_term_and_hup_during_start_up_always_end_the_process(tmp_path):
     # delays after the process starts, seconds: the imports take about 0.3-0.6 s, tokenizer
     # training about 1-3 s on 2 shared cores; jittered so the suite tries new moments each time.
     # Stretched where start-up is slower (under qemu the imports alone took over 5 s, and
-    # every signal landed before the handlers existed): measured by timing the imports once.
-    import sys
-    t0 = time.monotonic()
-    subprocess.run([sys.executable, "-c", "import shoestring.cli, shoestring.trainer"],
-                   cwd=str(tmp_path), check=True, timeout=300)     # the installed package
-    stretch = max(1.0, (time.monotonic() - t0) / 0.45)
+    # every signal landed before the handlers existed).
+    stretch = startup_stretch(tmp_path)
     delays = [stretch * d for d in
               (0.0, 0.02, 0.1, 0.25, 0.4, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0, 2.5, 3.0, 3.6, 4.3, 5.5)]
     landed = []
