@@ -23,12 +23,15 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from shoestring.config import NEW_RUN_CAP, TrainConfig  # noqa: E402
+from shoestring.data import default_corpus_path  # noqa: E402
 from shoestring.model import Network  # noqa: E402
 from shoestring.params import ModelConfig, ParamLayout  # noqa: E402
 from shoestring.tokenizer import Tokenizer  # noqa: E402
 from shoestring.trainer import Trainer  # noqa: E402
 
 V, B, T = 850, 16, 80
+PARTS = ("forward+backward", "gradient sum", "AdamW", "DropConnect draw", "DropConnect apply",
+         "dropout masks", "state guard")     # the timed parts of a step, in the table's order
 
 
 def timed(table, obj, name, label):
@@ -109,21 +112,15 @@ def main():
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch-check", action="store_true")
     a = ap.parse_args()
-    text = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shoestring",
-                             "data", "chat.txt"), encoding="utf-8").read()
-    tok = Tokenizer.train(texts=[text], vocab_size=V)
-    print("| routing, threads | step ms | " + " | ".join(
-        ["forward+backward", "gradient sum", "AdamW", "DropConnect draw", "DropConnect apply",
-         "dropout masks", "state guard"]) + " | rest |")
-    print("|---" * 10 + "|")
+    tok = Tokenizer.train(paths=[default_corpus_path()], vocab_size=V)
+    print("| routing, threads | step ms | " + " | ".join(PARTS) + " | rest |")
+    print("|---" * (len(PARTS) + 3) + "|")
     for K, name in ((6, "dense"), (2, "top-2")):
         for threads in a.threads_list:
             total, parts = profile(tok, threads, K, a.steps)
-            cols = ["forward+backward", "gradient sum", "AdamW", "DropConnect draw",
-                    "DropConnect apply", "dropout masks", "state guard"]
-            rest = total - sum(parts.get(c, 0.0) for c in cols)
+            rest = total - sum(parts.get(c, 0.0) for c in PARTS)
             print("| %s, %d | %.2f | %s | %.2f |" % (name, threads, total, " | ".join(
-                "%.2f" % parts.get(c, 0.0) for c in cols), rest), flush=True)
+                "%.2f" % parts.get(c, 0.0) for c in PARTS), rest), flush=True)
     if a.batch_check:
         batch_check()
     print("load average at the end: %.2f %.2f %.2f" % os.getloadavg())
