@@ -169,6 +169,77 @@ void ss_moegru_backward(float *dinp, float *dh, const ss_moegru_grads *g, float 
 /* dropout); T = 1 masks elementwise (DropConnect of a weight). backward: dinp += dout * mask.  */
 void ss_dropout_forward(float *out, const float *inp, const float *mask, int B, int T, int C);
 void ss_dropout_backward(float *dinp, const float *dout, const float *mask, int B, int T, int C);
+/* DropConnect drawn here (csrc/dropout.c): elements [j0, j0+n) of a weight's mask, a pure      */
+/* function of (seed, index j): mask = scale when the top 24 bits of fmix32(fmix32((j+1) *       */
+/* 0x9E3779B9 ^ seed_lo) + seed_hi) are >= threshold (p * 2^24), else 0; out = W * mask.         */
+void ss_dropconnect_forward(float *out, float *mask, const float *W, int64_t n, int64_t j0,
+                            uint64_t seed, uint32_t threshold, float scale);
+/* The training state guard: B streams of L layers' (X*H) states, layer l at h + l*h_stride;    */
+/* zeroes each stream whose L2 norm exceeds limit or is not finite; returns how many.           */
+int ss_state_guard(float *h, int64_t h_stride, int L, int B, int XH, double limit);
+
+/* The shards' gradient sum (csrc/reduce.c): out(n) = ((shards[0] + shards[1]) + ...) element   */
+/* by element (S >= 1), and when partials is not NULL, partials[k] = ss_sumsq of out's block k  */
+/* (blocks of `block` elements from out[0]; the last may be short).                              */
+void ss_grad_sum(float *out, const float *const *shards, int S, int64_t n, int64_t block,
+                 double *partials);
+
+/* ==== The whole training model over one batch shard of a window (csrc/network.c) ========== */
+/* embedding -> L x (locked dropout, MoE-GRU layer) -> head dropout -> head -> cross-entropy,   */
+/* and back: the kernels above in model.py's order, in two calls, so that a shard's thread      */
+/* never returns to Python between kernels. B streams x T steps of the shard, N = B*T; every    */
+/* buffer is the caller's (kernels.NetworkBinding binds and checks them once).                  */
+typedef struct ss_network_layer {
+    const ss_moegru_weights *w;
+    const ss_moegru_grads *g;   /* NULL: forward only */
+    float *acts, *ws;           /* ss_moegru_acts_floats / ss_moegru_ws_floats(B,T,I,H,X,K) */
+    float *out;                 /* (B,T,H) the layer's output */
+    float *xd, *dxd;            /* (B,T,I) the input after its mask, and its gradient (training) */
+    float *dx;                  /* (B,T,I) gradient of the layer's input (training) */
+    const float *mask;          /* (B,I) this window's locked-dropout mask, or NULL */
+    const float *wch_mask;      /* (X,H,H) DropConnect mask of Wch (w->Wch is Wch * it), or NULL */
+    float *wch_scratch;         /* (X,H,H) the window's Wch gradient before it is masked */
+    int I;                      /* input width: C for layer 0, H after */
+} ss_network_layer;
+
+typedef struct ss_network {
+    int B, T, C, H, V, L, X, K;
+    float eps, cap;             /* RMSNorm epsilon; the candidate's soft cap (0: none) */
+    const float *WE;            /* (V,C) embedding */
+    const float *Wo;            /* (V,H) head weight: WE itself when the embeddings are tied */
+    const float *bo;            /* (V)   */
+    float *gWE, *gWo, *gbo;     /* their gradients (gWo == gWE when tied; training only) */
+    float *grads;               /* the shard's whole flat gradient buffer, n_grads floats */
+    int64_t n_grads;
+    float *x0;                  /* (B,T,C) embedding output */
+    float *xh, *dxh;            /* (B,T,H) the head's input after its mask, and its gradient */
+    float *dtop;                /* (B,T,H) gradient of the head's input */
+    float *logits, *dlogits;    /* (N,V) */
+    float *losses;              /* (N)   */
+    const float *emb_mask;      /* (V) embedding-dropout row scales, or NULL */
+    const float *head_mask;     /* (B,H) the head's locked-dropout mask, or NULL */
+    ss_network_layer *layers;   /* (L)   */
+} ss_network;
+
+/* tokens, targets (B,T) in [0,V); layer l's state (B,X,H) at h + l*h_stride, advanced in place; */
+/* losses(N) written. train != 0: the masks apply and dlogits = dscale * dloss/dlogits.          */
+void ss_network_forward(const ss_network *n, const int32_t *tokens, const int32_t *targets,
+                        float *h, int64_t h_stride, float dscale, int train);
+/* After a training forward on the same tokens (and masks): every gradient += dscale *         */
+/* dloss/dparam (zero != 0: the whole buffer is zeroed first). Under DropConnect a layer runs on */
+/* Wch * wch_mask, so its Wch gradient is the window's gradient times the mask.                 */
+void ss_network_backward(const ss_network *n, const int32_t *tokens, int zero);
+
+/* A reusable spinning barrier for the training threads (csrc/barrier.c): `parties` threads,   */
+/* each inside C with the interpreter lock released, meet at ss_barrier_wait (0 when all have   */
+/* arrived). ss_barrier_break makes every wait return -1 at once, now and later (a thread that  */
+/* failed must break it, or the others would wait forever); ss_barrier_init resets it.          */
+typedef struct ss_barrier {
+    long parties, waiting, generation, broken;
+} ss_barrier;
+void ss_barrier_init(ss_barrier *b, int parties);
+int ss_barrier_wait(ss_barrier *b);
+void ss_barrier_break(ss_barrier *b);
 
 /* ======================================================================================== */
 /* Decoding (csrc/decode.c): one token at batch 1 through all layers and the head; the        */

@@ -85,7 +85,8 @@ if _forced:
 
 # ---- argument checking --------------------------------------------------------------------
 _CTYPES = {np.dtype(np.float32): "float[]", np.dtype(np.int8): "int8_t[]",
-           np.dtype(np.int32): "int32_t[]", np.dtype(np.uint8): "uint8_t[]"}
+           np.dtype(np.int32): "int32_t[]", np.dtype(np.uint8): "uint8_t[]",
+           np.dtype(np.float64): "double[]"}
 
 
 def _arr(fn, name, a, shape, dims, dtype=np.float32, optional=False):
@@ -400,6 +401,54 @@ def dropout_backward(dinp, dout, mask):
     lib.ss_dropout_backward(p_g, p_d, p_m, B, T, C)
 
 
+def _flat(fn, name, a, n=None, write=False):
+    """A 1-D float32 C-contiguous array (of length n when given): its pointer."""
+    if not isinstance(a, np.ndarray) or a.ndim != 1:
+        raise KernelArgumentError("%s: %s must be a 1-D numpy float32 array" % (fn, name))
+    n = a.shape[0] if n is None else n
+    return (_out if write else _arr)(fn, name, a, (n,), "n")
+
+
+def dropconnect_forward(out, mask, W, j0, seed, threshold, scale):
+    """Elements [j0, j0+n) of a DropConnect mask drawn from (seed, index) (see ss_dropconnect_
+    forward in csrc/shoestring.h): mask(n) = scale where kept, else 0; out(n) = W(n) * mask.
+    threshold = round(p * 2^24) in [0, 2^24]; scale = float32(1/(1-p)). All 1-D float32."""
+    fn = "dropconnect_forward"
+    p_w = _flat(fn, "W", W)
+    n = W.shape[0]
+    p_o = _flat(fn, "out", out, n, write=True)
+    p_m = _flat(fn, "mask", mask, n, write=True)
+    _no_overlap(fn, [("out", out), ("mask", mask), ("W", W)])
+    j0 = _int(fn, "j0", j0, minimum=0)
+    if not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 1 << 64:
+        raise KernelArgumentError("%s: seed must be an integer in [0, 2^64), got %r" % (fn, seed))
+    threshold = _int(fn, "threshold", threshold, minimum=0)
+    if threshold > 1 << 24:
+        raise KernelArgumentError("%s: threshold must be <= 2^24, got %d" % (fn, threshold))
+    lib.ss_dropconnect_forward(p_o, p_m, p_w, n, j0, int(seed), threshold, float(scale))
+
+
+def grad_sum(out, shards, block, partials=None):
+    """out(n) = ((shards[0] + shards[1]) + ...) elementwise; partials (None, or float64 of one
+    entry per block of `block` elements of out): their float64 sums of squares (sumsq's bits)."""
+    fn = "grad_sum"
+    if not isinstance(shards, (list, tuple)) or not shards:
+        raise KernelArgumentError("%s: shards must be a non-empty list of 1-D float32 arrays" % fn)
+    p_o = _flat(fn, "out", out, write=True)
+    n = out.shape[0]
+    ptrs = ffi.new("float *[]", len(shards))
+    keep = [ptrs]
+    for s, g in enumerate(shards):
+        p = _flat(fn, "shards[%d]" % s, g, n)
+        ptrs[s] = ffi.cast("float *", p)
+        keep.append(p)
+    _no_overlap(fn, [("out", out)] + [("shards[%d]" % s, g) for s, g in enumerate(shards)])
+    block = _int(fn, "block", block)
+    p_s = _arr(fn, "partials", partials, (-(-n // block),), "blocks", dtype=np.float64,
+               optional=True)
+    lib.ss_grad_sum(p_o, ptrs, len(shards), n, block, p_s)
+
+
 # ---- MoE-GRU layer over a whole window (csrc/moegru.c) ------------------------------------------
 # Layouts (batch-major, so a batch slice [b0:b1] of every per-sequence array is contiguous):
 #   inp (B,T,I), out/dout (B,T,H), recurrent state h/dh (B,X,H). Weights and gradients are dicts
@@ -586,6 +635,212 @@ def moegru_backward(dinp, dh, grads, ws, dout, acts, inp, w, K, eps=1e-5, cap=0.
     B, T, I = _moegru_dims("moegru_backward", inp, w, K)[:3]
     MoeGruBinding(w, B, T, I, K, eps, grads=grads, acts=acts, ws=ws, cap=cap).backward(
         dinp, dout, inp, dh)
+
+
+# ---- the training model over one batch shard of a window (csrc/network.c) ---------------------
+def _state_rows(fn, h, shape):
+    """A float32 state h of `shape` (L,B,X,H), writable and contiguous but for its first axis (a
+    batch slice h[:, b0:b1] of the whole batch's state): a pointer to its first element."""
+    L, B, X, H = shape
+    if not (isinstance(h, np.ndarray) and h.dtype == np.float32 and h.shape == tuple(shape)
+            and h.strides[1:] == (X * H * 4, H * 4, 4) and h.strides[0] % 4 == 0
+            and h.flags.writeable):
+        raise KernelArgumentError(
+            "%s: h must be a writable float32 array (L,B,X,H) = %s, contiguous but for its first "
+            "axis" % (fn, tuple(shape)))
+    return ffi.cast("float *", h.ctypes.data)
+
+
+def state_guard(h, limit):
+    """Zero every stream b of h (L,B,X,H) (contiguous but for its first axis) whose state norm
+    over (L,X,H) exceeds limit or is not finite; returns how many streams were reset."""
+    fn = "state_guard"
+    if not isinstance(h, np.ndarray) or h.ndim != 4:
+        raise KernelArgumentError("%s: h must be a 4-D numpy float32 array (L,B,X,H)" % fn)
+    L, B, X, H = h.shape
+    p = _state_rows(fn, h, h.shape)
+    return int(lib.ss_state_guard(p, h.strides[0] // 4, L, B, X * H, float(limit)))
+
+
+class NetworkBinding:
+    """One batch shard of the training model, bound once: the only wrapper of ss_network_forward
+    and ss_network_backward (the kernels above in model.py's order, in two C calls, so a shard's
+    thread holds the interpreter lock only between them).
+
+    layers: the shard's L MoeGruBinding (their weights, grads, acts and ws; the same B, T, H, X,
+    K, eps and cap; layer 0's input width I is C, the others' H). WE (V,C), head (V,H) (WE itself
+    when the embeddings are tied), bo (V); x0 (B,T,C), outs [(B,T,H)] per layer, logits (N,V),
+    losses (N). train (None: forward only) is a dict of the training buffers: grads (the shard's
+    flat gradient buffer, which the layers' grads and gWE, ghead, gbo view), dlogits (N,V), dtop,
+    xh, dxh (B,T,H), per layer xd, dxd, dx [(B,T,I)], and optionally wch_mask [(X,H,H) or None]:
+    the DropConnect mask each layer's Wch runs under (its weights' Wch is Wch * mask), which its
+    Wch gradient then gets. Everything bound must stay alive and in place.
+    """
+
+    def __init__(self, layers, WE, head, bo, x0, outs, logits, losses, train=None):
+        fn = "NetworkBinding"
+        if not layers or not all(isinstance(b, MoeGruBinding) for b in layers):
+            raise KernelArgumentError("%s: layers must be a non-empty list of MoeGruBinding" % fn)
+        first = layers[0]
+        B, T, H, X, K = first.B, first.T, first.H, first.X, first.K
+        V, C = _rows(fn, "WE", WE)
+        L, N = len(layers), first.B * first.T
+        for l, b in enumerate(layers):
+            want = C if l == 0 else H
+            if ((b.B, b.T, b.H, b.X, b.K, b.eps, b.cap) != (B, T, H, X, K, first.eps, first.cap)
+                    or b.I != want):
+                raise KernelArgumentError(
+                    "%s: layer %d is bound for (B,T,I,H,X,K) = %s, expected %s with the same "
+                    "eps and cap" % (fn, l, (b.B, b.T, b.I, b.H, b.X, b.K), (B, T, want, H, X, K)))
+            if train is not None and b._g is None:
+                raise KernelArgumentError("%s: layer %d has no grads to train" % (fn, l))
+        n = ffi.new("ss_network *")
+        lys = ffi.new("ss_network_layer[]", L)
+        keep = [n, lys, layers]
+        n.B, n.T, n.C, n.H, n.V, n.L, n.X, n.K = B, T, C, H, V, L, X, K
+        n.eps, n.cap = first.eps, first.cap
+        for name, a, shape, dims in (("WE", WE, (V, C), "V,C"), ("Wo", head, (V, H), "V,H"),
+                                     ("bo", bo, (V,), "V")):
+            p = _arr(fn, name if name != "Wo" else "head", a, shape, dims)
+            setattr(n, name, p)
+            keep.append(p)
+        if not isinstance(outs, (list, tuple)) or len(outs) != L:
+            raise KernelArgumentError("%s: outs must be a list of %d (B,T,H) arrays" % (fn, L))
+        for name, a, shape, dims in (("x0", x0, (B, T, C), "B,T,C"),
+                                     ("logits", logits, (N, V), "N,V"),
+                                     ("losses", losses, (N,), "N")):
+            p = _out(fn, name, a, shape, dims)
+            setattr(n, name, p)
+            keep.append(p)
+        bufs = [("x0", x0), ("logits", logits), ("losses", losses)]
+        for l, b in enumerate(layers):
+            ly = lys[l]
+            ly.w, ly.acts, ly.ws, ly.I = b._w, b._p_acts, b._p_ws, b.I
+            ly.g = b._g if train is not None else ffi.NULL
+            p = _out(fn, "outs[%d]" % l, outs[l], (B, T, H), "B,T,H")
+            ly.out = p
+            keep.append(p)
+            bufs.append(("outs[%d]" % l, outs[l]))
+        if train is not None:
+            g = train.get("grads")
+            if not isinstance(g, np.ndarray) or g.ndim != 1:
+                raise KernelArgumentError("%s: train['grads'] must be the flat float32 gradient "
+                                          "buffer" % fn)
+            p = _out(fn, "train['grads']", g, g.shape, "n")
+            n.grads, n.n_grads = p, g.shape[0]
+            keep.append(p)
+            for field, key, shape, dims in (("gWE", "gWE", (V, C), "V,C"),
+                                            ("gWo", "ghead", (V, H), "V,H"),
+                                            ("gbo", "gbo", (V,), "V"),
+                                            ("dlogits", "dlogits", (N, V), "N,V"),
+                                            ("dtop", "dtop", (B, T, H), "B,T,H"),
+                                            ("xh", "xh", (B, T, H), "B,T,H"),
+                                            ("dxh", "dxh", (B, T, H), "B,T,H")):
+                p = _out(fn, "train[%r]" % key, train.get(key), shape, dims)
+                setattr(n, field, p)
+                keep.append(p)
+                if key not in ("gWE", "ghead", "gbo"):
+                    bufs.append(("train[%r]" % key, train[key]))
+            wm = train.get("wch_mask") or [None] * L
+            if not isinstance(wm, (list, tuple)) or len(wm) != L:
+                raise KernelArgumentError("%s: train['wch_mask'] must be a list of %d (X,H,H) "
+                                          "arrays or None" % (fn, L))
+            self._scratch = []
+            for l, m in enumerate(wm):
+                if m is None:
+                    continue
+                p = _arr(fn, "train['wch_mask'][%d]" % l, m, (X, H, H), "X,H,H")
+                s = np.zeros((X, H, H), np.float32)
+                ps = ffi.from_buffer("float[]", s)
+                lys[l].wch_mask, lys[l].wch_scratch = p, ps
+                keep += [p, ps, s]
+                self._scratch.append(s)
+            for key in ("xd", "dxd", "dx"):
+                arrs = train.get(key)
+                if not isinstance(arrs, (list, tuple)) or len(arrs) != L:
+                    raise KernelArgumentError("%s: train[%r] must be a list of %d (B,T,I) arrays"
+                                              % (fn, key, L))
+                for l, a in enumerate(arrs):
+                    I = lys[l].I
+                    p = _out(fn, "train[%r][%d]" % (key, l), a, (B, T, I), "B,T,I")
+                    setattr(lys[l], key, p)
+                    keep.append(p)
+                    bufs.append(("train[%r][%d]" % (key, l), a))
+        _no_overlap(fn, bufs)
+        n.layers = lys
+        self.B, self.T, self.C, self.H, self.V, self.L, self.X = B, T, C, H, V, L, X
+        self.train = train is not None
+        self._n, self._lys, self._keep = n, lys, keep
+        self._masks = []
+        self._tokens = None                  # the last training forward's tokens (for backward)
+
+    def set_masks(self, embedding=None, inputs=None, head=None):
+        """This window's dropout masks, each None when off: embedding (V) row scales, inputs [(B,I)
+        or None] per layer (None: all off), head (B,H). They apply to training forwards only."""
+        fn = "NetworkBinding.set_masks"
+        n, keep = self._n, [embedding, inputs, head]
+        n.emb_mask = _arr(fn, "embedding", embedding, (self.V,), "V", optional=True)
+        n.head_mask = _arr(fn, "head", head, (self.B, self.H), "B,H", optional=True)
+        if inputs is not None and (not isinstance(inputs, (list, tuple)) or len(inputs) != self.L):
+            raise KernelArgumentError("%s: inputs must be a list of %d masks (B,I) or None"
+                                      % (fn, self.L))
+        for l in range(self.L):
+            m = inputs[l] if inputs is not None else None
+            I = self._lys[l].I
+            self._lys[l].mask = _arr(fn, "inputs[%d]" % l, m, (self.B, I), "B,I", optional=True)
+        self._masks = keep
+
+    def forward(self, tokens, targets, h, dscale=None):
+        """The shard's window: tokens, targets (B,T) int32 in [0,V); h (L,B,X,H), contiguous but
+        for its first axis (a shard's rows of the whole batch's state), advanced in place; writes
+        losses (N). With dscale (training: needs train buffers) the masks apply and dlogits =
+        dscale * dloss/dlogits, for backward."""
+        fn = "NetworkBinding.forward"
+        B, T, L, X, H = self.B, self.T, self.L, self.X, self.H
+        tok, tgt = (a.reshape(-1) if isinstance(a, np.ndarray) and a.shape == (B, T) else None
+                    for a in (tokens, targets))
+        p_tok = _tokens(fn, "tokens (B,T)", tok, B * T, self.V)
+        p_tgt = _tokens(fn, "targets (B,T)", tgt, B * T, self.V)
+        p_h = _state_rows(fn, h, (L, B, X, H))
+        train = dscale is not None
+        if train and not self.train:
+            raise KernelArgumentError("%s: dscale given but this binding has no train buffers"
+                                      % fn)
+        lib.ss_network_forward(self._n, p_tok, p_tgt, p_h, h.strides[0] // 4,
+                               float(dscale) if train else 1.0, int(train))
+        self._tokens = (tok, p_tok) if train else None
+
+    def backward(self, zero=False):
+        """After a training forward: every gradient += dscale * dloss/dparam (zero: the whole
+        gradient buffer is zeroed first)."""
+        if self._tokens is None:
+            raise KernelArgumentError("NetworkBinding.backward: needs a training forward first")
+        lib.ss_network_backward(self._n, self._tokens[1], 1 if zero else 0)
+
+
+class Barrier:
+    """A reusable barrier for `parties` threads that wait inside C with the GIL released
+    (csrc/barrier.c: the only wrapper of ss_barrier_init/wait/break). wait() returns when all
+    have arrived, or raises BrokenBarrier once any thread called abort()."""
+
+    def __init__(self, parties):
+        self.parties = _int("Barrier", "parties", parties)
+        self._b = ffi.new("ss_barrier *")
+        self.reset()
+
+    def reset(self):
+        lib.ss_barrier_init(self._b, self.parties)
+
+    def wait(self):
+        if lib.ss_barrier_wait(self._b) != 0:
+            raise BrokenBarrier("another thread of the training step failed")
+
+    def abort(self):
+        lib.ss_barrier_break(self._b)
+
+
+class BrokenBarrier(ShoestringError):
+    """A Barrier.wait that ended because another thread aborted the barrier."""
 
 
 # ---- decoding at batch 1, int8 weights, sampling, the generation loop --------------------------

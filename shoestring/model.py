@@ -1,29 +1,32 @@
 """model.py: the MoE-GRU language model for training: embedding -> L layers -> head -> loss.
 
-A window of B streams x T steps is a handful of C calls per shard: embedding, one call per layer
-forward, the head matmul, the fused cross-entropy, then the same in reverse. The batch is cut into
-S contiguous shards (S = threads), each with its own activations and gradient buffer, run on S
-Python threads (cffi releases the GIL inside C). Shard gradients are summed in shard order, so
+A window of B streams x T steps is two C calls per shard (csrc/network.c): the forward
+(embedding, the layers, the head matmul, the fused cross-entropy) and the backward. The batch is
+cut into S contiguous shards (S = threads), each with its own activations and gradient buffer, run
+on S Python threads (cffi releases the GIL inside C, so the shards meet only at their ends). Shard gradients are summed in shard order, so
 the result does not depend on timing: the same seed and thread count give the same bits.
 
 Layouts (batch-major, so a shard's slice is contiguous): tokens/targets (B,T) int32,
 activations (B,T,I), recurrent state h (L,B,X,H).
 
-Regularisers (training only, issue #11) come as masks drawn by the trainer from its seeded
+Regularisers (training only, issue #11): the dropout masks come from the trainer's seeded
 generator (see Masks): embedding dropout scales whole vocabulary rows, locked dropout masks each
-layer's input and the head's input with one (B,I) mask per window shared by its T steps, and
-DropConnect replaces Wch by Wch * mask in a separate buffer for one optimiser step (its gradient
-is masked the same way in reduce_grads). The candidate's soft cap (cfg.cap) is part of the
-model. With tied embeddings (cfg.tie_embeddings) the head's weight is WE and its gradient adds
-into WE's.
+layer's input and the head's input with one (B,I) mask per window shared by its T steps.
+DropConnect replaces Wch by Wch * mask in a separate buffer for one optimiser step (each shard
+masks its Wch gradient the same way); its masks are a hash of (seed, step, layer, index)
+(draw_weight_masks), so the threads draw them in ranges right after their range's update.
+The candidate's soft cap (cfg.cap) is part of the model. With tied embeddings
+(cfg.tie_embeddings) the head's weight is WE and its gradient adds into WE's.
 """
+import math
+import threading
 from dataclasses import dataclass, field
-from concurrent.futures import ThreadPoolExecutor, wait
+from itertools import chain
 
 import numpy as np
 
 from . import kernels
-from .optim import thread_ranges
+from .optim import BLOCK, split_blocks, thread_ranges
 from .params import ParamLayout, layer_views
 
 
@@ -43,6 +46,20 @@ class Masks:
     head: object = None
 
 
+@dataclass
+class StepUpdate:
+    """The optimiser step that forward_backward may run in the same hand-off as the last window
+    of a step. grads: the summed gradient buffer (reduce_grads' out, the same bits); prior: the
+    loss sum (nats) of the step's earlier windows; apply(lo, hi, loss, norm): the update of the
+    range [lo, hi) of the flat buffers, called on each thread for its own range once the whole
+    gradient is summed, with the step's loss sum and the gradient's global norm (grad_norm's
+    bits; apply decides whether to update). norm is set once the call returns."""
+    grads: object
+    prior: float
+    apply: object
+    norm: float = float("nan")
+
+
 def dropout_mask(rng, shape, p):
     """A float32 mask of `shape`: 0 with probability p, else 1/(1-p) (inverted dropout, so
     evaluation uses the weights as they are); drawn from the numpy Generator rng."""
@@ -52,13 +69,100 @@ def dropout_mask(rng, shape, p):
     return (keep * np.float32(1.0 / (1.0 - p))).astype(np.float32, copy=False)
 
 
+def dropconnect_threshold(p):
+    """(threshold, scale) of kernels.dropconnect_forward for drop probability p: an element is
+    dropped when its 24-bit hash is below round(p * 2^24); kept ones hold float32(1/(1-p))."""
+    return int(round(p * (1 << 24))), float(np.float32(1.0 / (1.0 - p)))
+
+
+def dropconnect_seeds(seed, step, L):
+    """The L 64-bit hash seeds of optimiser step `step`'s DropConnect masks in a run seeded
+    `seed`: splitmix64's finaliser over (seed, step, layer), a pure function (resume-proof)."""
+    out = []
+    for l in range(L):
+        z = (seed * 0x9E3779B97F4A7C15 + (step << 8) + l + 1) & (1 << 64) - 1
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (1 << 64) - 1
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (1 << 64) - 1
+        out.append(z ^ (z >> 31))
+    return out
+
+
 def head_weight(views):
     """The head's (V,H) weight: Wo, or WE when the embeddings are tied (no Wo in the layout)."""
     return views["Wo"] if "Wo" in views else views["WE"]
 
 
+def _nothing():
+    return None
+
+
+class Workers:
+    """n persistent threads for Network.run. Between items a worker waits inside C (a spinning
+    kernels.Barrier: about a millisecond of pauses, then yields and naps), so handing it the
+    next window takes microseconds instead of a Python queue's wake-up (0.1 to 0.2 ms here).
+    run(fn, items) gives worker i items[i] and runs the last item on the calling thread."""
+
+    def __init__(self, n):
+        self.n = n
+        self.start = kernels.Barrier(n + 1)     # the caller and the workers: items are set
+        self.end = kernels.Barrier(n + 1)       # every item has finished
+        self.items = [None] * n
+        self.out = [None] * n
+        self.threads = [threading.Thread(target=self._loop, args=(i,), daemon=True,
+                                         name="shoestring-shard-%d" % i) for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _loop(self, i):
+        while True:
+            self.start.wait()
+            item = self.items[i]
+            if item is None:                    # close()
+                return
+            try:
+                self.out[i] = (None, item[0](*item[1]))
+            except BaseException as exc:       # reported to the caller by run
+                self.out[i] = (exc, None)
+            self.end.wait()
+
+    def run(self, fn, items):
+        """[fn(*args) for args in items] (1 <= len(items) <= n + 1), worker i running items[i],
+        the calling thread the last. Raises the first error in item order, but prefers a
+        worker's own error to the caller's BrokenBarrier (the caller's step barrier broke
+        because that worker failed)."""
+        k = len(items) - 1
+        if not 0 <= k <= self.n:
+            raise ValueError("Workers.run: %d items for %d threads" % (len(items), self.n + 1))
+        for i in range(self.n):
+            self.items[i] = (fn, items[i]) if i < k else (_nothing, ())
+        self.start.wait()
+        try:
+            last = fn(*items[-1])
+        except kernels.BrokenBarrier:
+            self.end.wait()
+            for exc, _ in self.out[:k]:
+                if exc is not None and not isinstance(exc, kernels.BrokenBarrier):
+                    raise exc
+            raise
+        except BaseException:
+            self.end.wait()                    # no worker still writing when this raises
+            raise
+        self.end.wait()
+        for exc, _ in self.out[:k]:
+            if exc is not None:
+                raise exc
+        return [r for _, r in self.out[:k]] + [last]
+
+    def close(self):
+        self.items = [None] * self.n
+        self.start.wait()
+        for t in self.threads:
+            t.join()
+
+
 class _Shard:
-    """Buffers of one batch shard: activations, scratch, its own gradient buffer."""
+    """Buffers of one batch shard: activations, scratch, its own gradient buffer, and the
+    NetworkBinding that runs the shard's forward and backward in two C calls."""
 
     def __init__(self, net, b0, b1, train):
         cfg, T = net.cfg, net.T
@@ -70,26 +174,31 @@ class _Shard:
         self.outs = [o[b0:b1] for o in net.outs]        # (Bs,T,H) each layer's output
         self.logits = np.zeros((N, cfg.V), np.float32)
         self.losses = np.zeros(N, np.float32)
-        self.tok = self.top = None          # the last forward's (N,) tokens and (N,H) head input
-        self.grads = self.gviews = None
+        self.grads = gviews = None
+        self.resets = 0                     # streams the state guard reset in the last window
+        bufs = None
         if train:
-            self.dlogits = np.zeros((N, cfg.V), np.float32)
-            self.dx = [np.zeros((Bs, T, cfg.layer_input(l)), np.float32) for l in range(cfg.L)]
-            self.dtop = np.zeros((Bs, T, cfg.H), np.float32)
             self.grads = net.layout.zeros()
-            self.gviews = net.layout.views(self.grads)
-            self.ghead = head_weight(self.gviews)
-            # inputs after locked dropout and their gradients (used only when masks are given)
-            self.xd = [np.zeros((Bs, T, cfg.layer_input(l)), np.float32) for l in range(cfg.L)]
-            self.dxd = [np.zeros_like(a) for a in self.xd]
-            self.xh = np.zeros((Bs, T, cfg.H), np.float32)
-            self.dxh = np.zeros_like(self.xh)
+            gviews = net.layout.views(self.grads)
+            I = [cfg.layer_input(l) for l in range(cfg.L)]
+            bufs = dict(
+                grads=self.grads, gWE=gviews["WE"], ghead=head_weight(gviews), gbo=gviews["bo"],
+                dlogits=np.zeros((N, cfg.V), np.float32),
+                dtop=np.zeros((Bs, T, cfg.H), np.float32),
+                # the head's and the layers' inputs after locked dropout, and their gradients
+                xh=np.zeros((Bs, T, cfg.H), np.float32),
+                dxh=np.zeros((Bs, T, cfg.H), np.float32),
+                xd=[np.zeros((Bs, T, i), np.float32) for i in I],
+                dxd=[np.zeros((Bs, T, i), np.float32) for i in I],
+                dx=[np.zeros((Bs, T, i), np.float32) for i in I],
+                wch_mask=net.wch_mask)        # DropConnect: the layers' Wch grads get the mask
         # one prepared layer call per layer: weights, this shard's grads, acts and scratch bound
-        self.layers = [
+        layers = [
             kernels.MoeGruBinding(net.lw[l], Bs, T, cfg.layer_input(l), cfg.K, cfg.eps_rmsnorm,
-                                  grads=layer_views(self.gviews, l) if train else None,
-                                  cap=cfg.cap)
+                                  grads=layer_views(gviews, l) if train else None, cap=cfg.cap)
             for l in range(cfg.L)]
+        self.bind = kernels.NetworkBinding(layers, net.views["WE"], net.head, net.views["bo"],
+                                           self.x0, self.outs, self.logits, self.losses, bufs)
 
 
 class Network:
@@ -107,96 +216,57 @@ class Network:
         self.head = head_weight(self.views)
         self.train = train
         self.lw = [layer_views(self.views, l) for l in range(cfg.L)]
-        self.wch_masks = None
-        if weight_drop:
+        self.wch_mask = None
+        if weight_drop:     # the layers run on Wch * mask (an all-ones mask until one is set)
             self.wch = [w["Wch"] for w in self.lw]
-            self.wch_eff = [np.array(w) for w in self.wch]
+            self.wch_eff = [np.array(w) for w in self.wch]                   # (X,H,H) each
+            self.wch_mask = [np.ones_like(w) for w in self.wch]              # (X,H,H) each
             self.lw = [dict(w, Wch=e) for w, e in zip(self.lw, self.wch_eff)]
+        self.masks_step = None    # the optimiser step the DropConnect masks were drawn for
+        self.resets = 0           # streams the state guard reset in the last forward_backward
         self.masks = Masks()
         # the last window's activations, all shards in one buffer each (a shard owns its rows)
         self.x0 = np.zeros((B, T, cfg.C), np.float32)                        # (B,T,C)
         self.outs = [np.zeros((B, T, cfg.H), np.float32) for _ in range(cfg.L)]   # (B,T,H)
         self.shards = [_Shard(self, b0, b1, train) for b0, b1 in split_batch(B, threads)]
         # workers for all shards but the last, which the calling thread runs (see run)
-        self.pool = ThreadPoolExecutor(len(self.shards) - 1) if len(self.shards) > 1 else None
+        self.pool = Workers(len(self.shards) - 1) if len(self.shards) > 1 else None
+        self.barrier = kernels.Barrier(len(self.shards))
+        # where each layer's Wch sits in the flat buffer (draw_weight_masks draws ranges of it)
+        self.wch_at = [self.layout.offset("l%d.Wch" % l) for l in range(cfg.L)]
 
     def close(self):
         if self.pool is not None:
-            self.pool.shutdown()
+            self.pool.close()
             self.pool = None
 
-    # ---- one shard: forward, backward, and the training step that runs both -------------------
+    # ---- one shard: forward, and the training step (forward then backward) --------------------
     # Letters: Bs = the shard's streams, T = steps, N = Bs*T tokens, C = embedding width,
     # I = a layer's input width (C for layer 0, else H), H = state width, X = experts, V = vocab.
-    def _forward_shard(self, sh, tokens, targets, h, dscale=None):
-        """The shard's rows of the window through the model; returns their loss sum (nats).
-        h (L,B,X,H): the shard's rows advanced to the final state. With dscale (training) the
-        dropout masks apply, every layer saves what its backward needs, and the fused
-        cross-entropy also writes dlogits = dscale * dloss/dlogits for _backward_shard."""
-        cfg, v, mk = self.cfg, self.views, self.masks
-        train = dscale is not None
-        # 1. embedding: x0 = WE[tokens] (rows scaled by the embedding-dropout mask)
-        sh.tok = np.ascontiguousarray(tokens[sh.b0:sh.b1]).reshape(-1)          # (N,)
-        kernels.embedding_forward(sh.x0.reshape(sh.N, cfg.C), sh.tok, v["WE"],   # (N,C)
-                                  mk.embedding if train else None)
-        # 2. the L MoE-GRU layers, each input under its locked-dropout mask
-        x = sh.x0                                                                # (Bs,T,C)
-        for l in range(cfg.L):
-            if train and mk.inputs and mk.inputs[l] is not None:
-                kernels.dropout_forward(sh.xd[l], x, mk.inputs[l][sh.b0:sh.b1])  # (Bs,T,I)
-                x = sh.xd[l]
-            sh.layers[l].forward(sh.outs[l], h[l, sh.b0:sh.b1], x)    # (Bs,T,I) -> (Bs,T,H)
-            x = sh.outs[l]
-        if train and mk.head is not None:                              # the head's input mask
-            kernels.dropout_forward(sh.xh, x, mk.head[sh.b0:sh.b1])                 # (Bs,T,H)
-            x = sh.xh
-        # 3. head: logits = top . W^T + bo, W = Wo or the tied WE
-        sh.top = x.reshape(sh.N, cfg.H)                                          # (N,H)
-        kernels.matmul_forward(sh.logits, sh.top, self.head, v["bo"])            # (N,V)
-        # 4. cross-entropy against the next tokens (and, training, dlogits in the same pass)
-        tgt = np.ascontiguousarray(targets[sh.b0:sh.b1]).reshape(-1)             # (N,)
-        kernels.crossentropy_forward(sh.losses, sh.dlogits if train else None, sh.logits, tgt,
-                                     dscale if train else 1.0)                   # (N,), (N,V)
+    # csrc/network.c runs embedding -> L x (locked dropout, MoE-GRU) -> head dropout -> head ->
+    # cross-entropy and back in two C calls, so a shard's thread holds the GIL only between them.
+    def _forward_shard(self, sh, tokens, targets, h):
+        """The shard's rows of the window through the model, no gradients; h (L,B,X,H): the
+        shard's rows advanced to the final state. Returns their loss sum (nats)."""
+        sh.bind.forward(tokens[sh.b0:sh.b1], targets[sh.b0:sh.b1], h[:, sh.b0:sh.b1])
         return float(np.sum(sh.losses, dtype=np.float64))
 
-    def _backward_shard(self, sh):
-        """Back from the dlogits of the last training _forward_shard: adds dloss/dparams into
-        the shard's own gradient buffer (sh.grads)."""
-        cfg, g, mk = self.cfg, sh.gviews, self.masks
-        # 4'. head: dtop = dlogits . W; dW += dlogits^T . top; dbo += column sums of dlogits
-        dtop = sh.dtop                                                           # (Bs,T,H)
-        dtop.fill(0.0)
-        kernels.matmul_backward(dtop.reshape(sh.N, cfg.H), sh.ghead, g["bo"], sh.dlogits,
-                                sh.top, self.head)                   # (N,V) -> (N,H), (V,H)
-        dout = dtop
-        if mk.head is not None:
-            sh.dxh.fill(0.0)
-            kernels.dropout_backward(sh.dxh, dtop, mk.head[sh.b0:sh.b1])            # (Bs,T,H)
-            dout = sh.dxh
-        # 3'. the layers in reverse: dinp from dout (truncated BPTT: no gradient into h)
-        for l in reversed(range(cfg.L)):
-            masked = bool(mk.inputs) and mk.inputs[l] is not None
-            inp = sh.xd[l] if masked else (sh.outs[l - 1] if l > 0 else sh.x0)    # (Bs,T,I)
-            dinp = sh.dx[l]                                                      # (Bs,T,I)
-            dinp.fill(0.0)
-            sh.layers[l].backward(dinp, dout, inp)                    # (Bs,T,H) -> (Bs,T,I)
-            dout = dinp
-            if masked:
-                sh.dxd[l].fill(0.0)
-                kernels.dropout_backward(sh.dxd[l], dinp, mk.inputs[l][sh.b0:sh.b1])
-                dout = sh.dxd[l]
-        # 1'. embedding: dWE[tokens] += dx0 (rows scaled by the same mask)
-        kernels.embedding_backward(g["WE"], dout.reshape(sh.N, cfg.C), sh.tok,     # (N,C)
-                                   mk.embedding)
-
-    def _step_shard(self, sh, tokens, targets, h, dscale, zero=False):
-        """One shard's training work on its own thread: (zero: its gradient buffer first), the
-        forward, then the backward. Returns the shard's loss sum (nats)."""
-        if zero:
-            sh.grads.fill(0.0)
-        loss = self._forward_shard(sh, tokens, targets, h, dscale)
-        self._backward_shard(sh)
-        return loss
+    def _step_shard(self, sh, tokens, targets, h, dscale, zero=False, guard=0.0):
+        """One shard's training work on its own thread: the forward with this window's dropout
+        masks (and dlogits = dscale * dloss/dlogits), the state guard on its rows (guard > 0:
+        kernels.state_guard; sh.resets counts them), then the backward adding dloss/dparams into
+        the shard's own gradient buffer (zero: zeroed first). Returns the shard's loss sum."""
+        mk, b0, b1 = self.masks, sh.b0, sh.b1
+        sh.bind.set_masks(mk.embedding,
+                          [m[b0:b1] if m is not None else None for m in mk.inputs] or None,
+                          mk.head[b0:b1] if mk.head is not None else None)
+        try:
+            sh.bind.forward(tokens[b0:b1], targets[b0:b1], h[:, b0:b1], dscale)
+            sh.resets = kernels.state_guard(h[:, b0:b1], guard) if guard > 0 else 0
+            sh.bind.backward(zero)
+        finally:
+            sh.bind.set_masks()
+        return float(np.sum(sh.losses, dtype=np.float64))
 
     # ---- whole batch --------------------------------------------------------------------------
     def _run(self, fn, *args):
@@ -204,26 +274,80 @@ class Network:
         runs the last shard itself (one hand-off fewer per window), the pool the others."""
         return self.run(fn, [(sh,) + args for sh in self.shards])
 
-    def forward_backward(self, tokens, targets, h, dscale, masks=None, zero=False):
+    def forward_backward(self, tokens, targets, h, dscale, masks=None, zero=False, update=None,
+                         guard=0.0):
         """Loss sum (nats) over the window; adds dscale * dloss/dparams into the shard gradient
         buffers (collect them with reduce_grads; zero: they are zeroed first, as zero_grads does,
         each on its shard's thread); h (L,B,X,H) is advanced to the final state.
-        masks: this window's dropout Masks (None: no dropout)."""
+        masks: this window's dropout Masks (None: no dropout).
+        guard > 0: the state guard runs on each shard's rows after its forward (streams whose
+        state norm passes guard, or is not finite, start afresh); self.resets counts them.
+        update: a StepUpdate to run in the same hand-off (None: none). The threads then meet at
+        a barrier after their shards, sum the shard gradients into update.grads over their own
+        ranges (reduce_grads' bits), meet again, and call update.apply on those ranges."""
         self.masks = masks if masks is not None else Masks()
         try:
-            return sum(self._run(self._step_shard, tokens, targets, h, dscale, zero))
+            if update is None:
+                loss = sum(self._run(self._step_shard, tokens, targets, h, dscale, zero, guard))
+            else:
+                S = len(self.shards)
+                ranges = split_blocks(update.grads.shape[0], S)
+                ranges += [(0, 0)] * (S - len(ranges))      # more threads than blocks
+                meet = {"losses": [0.0] * S, "sums": [[] for _ in range(S)], "norm": [None] * S}
+                self.barrier.reset()
+                loss = sum(self.run(self._step_and_update, [
+                    (i, sh, tokens, targets, h, dscale, zero, guard, update, ranges[i], meet)
+                    for i, sh in enumerate(self.shards)]))
+                update.norm = meet["norm"][-1]
+            self.resets = sum(sh.resets for sh in self.shards)
+            return loss
         finally:
             self.masks = Masks()
 
+    def _step_and_update(self, i, sh, tokens, targets, h, dscale, zero, guard, update, rng,
+                         meet):
+        """Thread i's part of forward_backward with an update: its shard, then its range of the
+        gradient sum and of the update (see forward_backward). Returns the shard's loss sum."""
+        try:
+            loss = meet["losses"][i] = self._step_shard(sh, tokens, targets, h, dscale, zero,
+                                                        guard)
+            self.barrier.wait()               # every shard's gradient is complete
+            lo, hi = rng
+            if lo < hi:
+                sums = meet["sums"][i] = np.zeros(-(-(hi - lo) // BLOCK))
+                self._reduce_range(update.grads, lo, hi, sums)
+            self.barrier.wait()               # the whole gradient and its block sums are there
+            norm = meet["norm"][i] = math.sqrt(sum(chain.from_iterable(meet["sums"])))
+            if lo < hi:
+                update.apply(lo, hi, update.prior + sum(meet["losses"]), norm)
+            return loss
+        except BaseException:
+            self.barrier.abort()              # the other threads stop waiting for this one
+            raise
+
     def set_weight_masks(self, masks):
-        """DropConnect for the next optimiser step: Wch_eff = Wch * mask per layer (masks: a list
-        of (X,H,H) arrays), so reduce_grads masks Wch's gradient the same way. Needs
-        weight_drop=True; call it again after every update (it reads the current Wch)."""
-        self.wch_masks = masks
+        """DropConnect with given masks (a list of (X,H,H) arrays of 0 or 1/(1-p)): the layers
+        run on Wch * mask, and their Wch gradients are masked the same way. Needs
+        weight_drop=True; it reads the current Wch, so it must follow every update."""
         for l, m in enumerate(masks):
+            np.copyto(self.wch_mask[l], m)
             w = self.wch[l]
             kernels.dropout_forward(self.wch_eff[l].reshape(-1, 1, w.shape[-1]),
                                     w.reshape(-1, 1, w.shape[-1]), m.reshape(-1, w.shape[-1]))
+
+    def draw_weight_masks(self, seeds, p, lo=0, hi=None):
+        """DropConnect masks drawn from the hash of (seeds[l], index) (kernels.dropconnect_forward)
+        for the part of each layer's Wch inside [lo, hi) of the flat parameter buffer, and Wch *
+        mask there: threads may each draw their own range, after their range's update."""
+        hi = self.params.shape[0] if hi is None else hi
+        threshold, scale = dropconnect_threshold(p)
+        for l, at in enumerate(self.wch_at):
+            size = self.wch_mask[l].size
+            a, b = max(lo, at), min(hi, at + size)
+            if a < b:
+                kernels.dropconnect_forward(self.wch_eff[l].reshape(-1)[a - at:b - at],
+                                            self.wch_mask[l].reshape(-1)[a - at:b - at],
+                                            self.params[a:b], a - at, seeds[l], threshold, scale)
 
     def forward(self, tokens, targets, h):
         """Loss sum (nats) over the window, no gradients; h is advanced."""
@@ -235,37 +359,25 @@ class Network:
 
     def run(self, fn, items):
         """[fn(*args) for args in items], the calls spread over the worker threads (in order):
-        the pool runs all but the last, the calling thread the last, then waits for the pool."""
+        the workers run all but the last, the calling thread the last (Workers.run); at most
+        one item per thread."""
         if self.pool is None or len(items) < 2:
             return [fn(*args) for args in items]
-        futs = [self.pool.submit(fn, *args) for args in items[:-1]]
-        try:
-            last = fn(*items[-1])
-        finally:
-            wait(futs)                        # no worker still writing when this returns/raises
-        return [f.result() for f in futs] + [last]
+        return self.pool.run(fn, items)
 
     def zero_grads(self):
         for sh in self.shards:
             sh.grads.fill(0.0)
 
-    def _reduce_range(self, out, lo, hi):
-        g = [sh.grads[lo:hi] for sh in self.shards]
-        if len(g) == 1:
-            np.copyto(out[lo:hi], g[0])
-            return
-        np.add(g[0], g[1], out=out[lo:hi])    # ((g0 + g1) + g2) + ...: one pass for two shards
-        for x in g[2:]:
-            np.add(out[lo:hi], x, out=out[lo:hi])
+    def _reduce_range(self, out, lo, hi, partials=None):
+        """out[lo:hi] = the shard gradients' sum in shard order (the same bits however the buffer
+        is cut); partials: their block sums of squares (kernels.grad_sum)."""
+        kernels.grad_sum(out[lo:hi], [sh.grads[lo:hi] for sh in self.shards], BLOCK, partials)
 
     def reduce_grads(self, out):
-        """out = sum of the shard gradients, added in shard order for every element (so the same
-        bits however the buffer is cut); the threads share the buffer in ranges (thread_ranges:
-        one thread below optim.PARALLEL_MIN elements)."""
-        self.run(self._reduce_range, [(out, lo, hi) for lo, hi in thread_ranges(out.shape[0],
-                                                                                  self.threads)])
-        if self.wch_masks is not None:       # d(Wch * mask)/dWch = mask
-            gv = self.layout.views(out)
-            for l, m in enumerate(self.wch_masks):
-                gv["l%d.Wch" % l] *= m
+        """out = sum of the shard gradients, added in shard order for every element; the threads
+        share the buffer in ranges (thread_ranges: one thread below optim.PARALLEL_MIN
+        elements)."""
+        ranges = thread_ranges(out.shape[0], self.threads)
+        self.run(self._reduce_range, [(out, lo, hi) for lo, hi in ranges])
         return out

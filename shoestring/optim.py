@@ -103,18 +103,25 @@ class AdamW:
         norm = grad_norm(grads, run, parts) if norm is None else norm
         if not math.isfinite(norm):
             return norm
-        scale = clip_scale(norm, clip)
+        plan = self.plan(lr, clip, norm)
         self.step += 1
-        bc1 = 1.0 - self.beta1 ** self.step
-        bc2 = 1.0 - self.beta2 ** self.step
-
-        def part(lo, hi):
-            decay = min(max(self.n_decay - lo, 0), hi - lo)
-            kernels.adamw_step(params[lo:hi], grads[lo:hi], self.m[lo:hi], self.v[lo:hi], decay,
-                               lr, self.beta1, self.beta2, self.eps, self.weight_decay, scale,
-                               bc1, bc2)
-        run(part, ranges)
+        run(lambda lo, hi: self.apply(params, grads, plan, lo, hi), ranges)
         return norm
+
+    def plan(self, lr, clip, norm):
+        """The constants of the next step's update (lr, gradient scale, bias corrections), for
+        apply; the caller adds 1 to step once every range is updated."""
+        t = self.step + 1
+        return lr, clip_scale(norm, clip), 1.0 - self.beta1 ** t, 1.0 - self.beta2 ** t
+
+    def apply(self, params, grads, plan, lo, hi):
+        """The update of [lo, hi) with plan's constants: the same bits however the buffer is
+        cut, so threads may each take a range."""
+        lr, scale, bc1, bc2 = plan
+        decay = min(max(self.n_decay - lo, 0), hi - lo)
+        kernels.adamw_step(params[lo:hi], grads[lo:hi], self.m[lo:hi], self.v[lo:hi], decay,
+                           lr, self.beta1, self.beta2, self.eps, self.weight_decay, scale,
+                           bc1, bc2)
 
     def state_dict(self):
         return {"step": self.step, "m": self.m, "v": self.v}

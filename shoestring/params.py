@@ -145,6 +145,9 @@ class ParamLayout:
     def shape(self, name):
         return self.entries[self.index[name]][1]
 
+    def offset(self, name):
+        return self.entries[self.index[name]][2]
+
     def views(self, flat):
         """{name: view into flat with the tensor's shape} (no copies)."""
         if flat.shape != (self.n,):

@@ -128,6 +128,34 @@ def dropout_backward(dout, mask):
     return dout * mask[:, None, :]
 
 
+def _fmix32(x):
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x85EBCA6B)
+    x = x ^ (x >> np.uint32(13))
+    x = x * np.uint32(0xC2B2AE35)
+    return x ^ (x >> np.uint32(16))
+
+
+def dropconnect_mask(n, j0, seed, threshold, scale):
+    """Elements [j0, j0+n) of the hashed DropConnect mask (ss_dropconnect_forward): scale where
+    the top 24 bits of fmix32(fmix32((j+1) * 0x9E3779B9 ^ seed_lo) + seed_hi) >= threshold."""
+    j = (np.arange(n, dtype=np.uint64) + np.uint64(j0 + 1)).astype(np.uint32)
+    with np.errstate(over="ignore"):
+        z = _fmix32(_fmix32(j * np.uint32(0x9E3779B9) ^ np.uint32(seed & 0xFFFFFFFF))
+                    + np.uint32(seed >> 32))
+    return np.where((z >> np.uint32(8)) >= threshold, np.float32(scale), np.float32(0.0))
+
+
+def state_guard(h, limit):
+    """(h with every stream b of (L,B,X,H) whose float64 norm exceeds limit or is not finite
+    zeroed, how many): what training's guard does (params.guard_state, ss_state_guard)."""
+    h = np.array(h)
+    norms = np.sqrt(np.sum(np.square(h, dtype=np.float64), axis=(0, 2, 3)))
+    bad = ~(norms <= limit)
+    h[:, bad] = 0.0
+    return h, int(bad.sum())
+
+
 def softcap(c, cap):
     """The candidate's soft cap: cap * tanh(c / cap); cap == 0 leaves c as it is."""
     return c if not cap else (cap * np.tanh(c / cap)).astype(c.dtype)

@@ -55,9 +55,9 @@ from .data import default_corpus_path
 from .dataset import Windows, atomic_write_text, remove_stale_temp_files
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError, UsageError
 from .evaluate import score_tokens
-from .model import Masks, Network, dropout_mask
+from .model import Masks, Network, StepUpdate, dropconnect_seeds, dropout_mask
 from .optim import AdamW, clip_scale, default_warmup, grad_norm, lr_at
-from .params import ModelConfig, ParamLayout, guard_state
+from .params import STATE_GUARD, ModelConfig, ParamLayout
 from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
 from .rundir import RunLock, check_folder, fresh_run_dir
 from .safeio import SafeStream, os_error_hint, os_error_text, take_pending_stop
@@ -361,10 +361,6 @@ class Trainer:
         return path
 
     # ---- one optimiser step ---------------------------------------------------------------
-    def _guard_state(self):
-        """Reset training streams whose state is too large or not finite; count them."""
-        self.resets += guard_state(self.h)
-
     @property
     def eval_params(self):
         """The weights validation, best.json and the chat use: the average when ema is on."""
@@ -387,6 +383,18 @@ class Trainer:
                     for l in range(cfg.L)],
             head=dropout_mask(r, (self.B, cfg.H), p) if p else None)
 
+    def _apply(self, lr, lo, hi, loss_sum, norm):
+        """One thread's range [lo, hi) of the AdamW update (StepUpdate.apply): nothing when the
+        step's loss or the gradient norm is not fit to update with (step() raises then)."""
+        loss = loss_sum / (self.B * self.T * self.acc)
+        c = self.config
+        if math.isfinite(loss) and loss <= self.diverged_above and math.isfinite(norm):
+            self.opt.apply(self.params, self.grads, self.opt.plan(lr, c.grad_clip, norm), lo, hi)
+            self._param_sumsq[lo] = kernels.sumsq(self.params[lo:hi])     # the check in step()
+            if c.weight_drop:                 # the next step's DropConnect, on the new weights
+                self.net.draw_weight_masks(dropconnect_seeds(c.seed, self.opt.step + 1,
+                                                             self.cfg.L), c.weight_drop, lo, hi)
+
     def step(self):
         """Run `accumulate` windows and one AdamW update. Returns (loss mean, grad norm, lr)."""
         c = self.config
@@ -396,19 +404,29 @@ class Trainer:
             self.h.fill(0.0)
         # 2. forward and backward over `accumulate` windows of (B,T) tokens; the shards' gradient
         #    buffers collect dscale * dloss/dparams, so the sum is the mean loss's gradient
-        if self.config.weight_drop:           # one DropConnect mask per layer for this step
-            cfg = self.cfg
-            self.net.set_weight_masks([dropout_mask(self.rng, (cfg.X, cfg.H, cfg.H),
-                                                    self.config.weight_drop)
-                                       for _ in range(cfg.L)])
+        #    DropConnect: this step's Wch masks (the last fused update drew them already)
+        if c.weight_drop and self.net.masks_step != self.opt.step:
+            self.net.draw_weight_masks(dropconnect_seeds(c.seed, self.opt.step, self.cfg.L),
+                                       c.weight_drop)
+            self.net.masks_step = self.opt.step
         dscale = 1.0 / (self.B * self.T * self.acc)
-        loss = 0.0
+        lr = lr_at(self.opt.step, c.lr, self.total_steps, self.warmup, c.lr_schedule)
+        # without on_gradients hooks, the last window's threads also sum the gradient and run
+        # AdamW on their own ranges (steps 4 and 5 below, in the same hand-off: same bits)
+        fused = not self.hooks["on_gradients"]
+        loss, update = 0.0, None
+        self._param_sumsq = {}                # each update range's sum of squares, by its start
         for a in range(self.acc):             # the first window zeroes the shards' buffers
             tokens, targets = self.train_win.window(self.window, self.offset)   # (B,T) each
+            if fused and a == self.acc - 1:
+                update = StepUpdate(self.grads, loss, lambda lo, hi, total, norm: self._apply(
+                    lr, lo, hi, total, norm))
+            # h carries over; runaway streams start afresh (the guard, on each shard's thread)
             loss += self.net.forward_backward(tokens, targets, self.h, dscale,
-                                              self._window_masks(), zero=a == 0)
+                                              self._window_masks(), zero=a == 0, update=update,
+                                              guard=STATE_GUARD)
             self.window += 1
-            self._guard_state()               # h carries over; runaway streams start afresh
+            self.resets += self.net.resets
         loss /= self.B * self.T * self.acc
         # 3. a blown-up loss stops the run before any update (last.json stays the last good one)
         if not math.isfinite(loss):
@@ -420,14 +438,18 @@ class Trainer:
                 "training diverged: the loss became %.1f at step %d, far worse than guessing "
                 "uniformly (%.1f) (lower lr or grad_clip; the last good checkpoint is kept)"
                 % (loss, self.opt.step + 1, math.log(self.cfg.V)), setting=("lr", "grad_clip"))
-        # 4. the gradient: the shards' buffers summed in shard order (deterministic)
-        self.net.reduce_grads(self.grads)
-        lr = lr_at(self.opt.step, c.lr, self.total_steps, self.warmup, c.lr_schedule)
-        # 5. AdamW with the global-norm clip folded in (worker threads share the buffer); with
-        #    on_gradients hooks the clip is applied to the buffer first (the same float32
-        #    product), the hooks see and may change the clipped gradient, AdamW runs unscaled
         run, parts = self.net.run, self.net.threads
-        if self.hooks["on_gradients"]:
+        if fused:
+            norm = update.norm
+            if math.isfinite(norm):
+                self.opt.step += 1            # every range was updated with plan's constants
+                self.net.masks_step = self.opt.step if c.weight_drop else None
+        else:
+            # 4. the gradient: the shards' buffers summed in shard order (deterministic)
+            self.net.reduce_grads(self.grads)
+            # 5. AdamW with the global-norm clip folded in (worker threads share the buffer);
+            #    the clip is applied to the buffer first (the same float32 product), the
+            #    on_gradients hooks see and may change the clipped gradient, AdamW runs unscaled
             norm = grad_norm(self.grads, run, parts)
             if math.isfinite(norm):
                 scale = clip_scale(norm, c.grad_clip)
@@ -435,8 +457,6 @@ class Trainer:
                     self.grads *= np.float32(scale)
                 self._emit("on_gradients", self.opt.step + 1)
                 self.opt.update(self.params, self.grads, lr, 0.0, run, parts, norm=norm)
-        else:
-            norm = self.opt.update(self.params, self.grads, lr, c.grad_clip, run, parts)
         if not math.isfinite(norm):
             raise TrainingError(
                 "the gradient norm became %s at step %d (lower lr; the last good checkpoint is "
@@ -444,7 +464,8 @@ class Trainer:
         # NaN/inf weights with a finite gradient come from the update itself (a step too large
         # for float32, or 0/0 in AdamW): a float64 sum is NaN or inf exactly then
         # for float32 values, the float64 sum of squares is not finite exactly then
-        if not math.isfinite(kernels.sumsq(self.params)):
+        sumsq = sum(self._param_sumsq.values()) if fused else kernels.sumsq(self.params)
+        if not math.isfinite(sumsq):
             bad = int(self.params.size - np.count_nonzero(np.isfinite(self.params)))
             raise TrainingError(
                 "the AdamW update at step %d made %d parameters non-finite with a finite gradient "
