@@ -5,10 +5,11 @@ may share (split_blocks); every element's update is the same arithmetic wherever
 starts, so the result is bitwise the same for any number of threads. Weight decay covers only the
 matrices (the [0, n_decay) prefix of the layout); the clip is folded into the same pass as a
 gradient scale. The gradient's squared norm is the sum, in block order, of float64 partial sums
-over fixed blocks of BLOCK elements: the same bits for any number of threads too. Buffers of
-fewer than PARALLEL_MIN elements stay on one thread (thread_ranges): at the default model's 0.5 M
-parameters, handing ranges to a second thread costs more than it saves. The learning rate is a
-pure function of the step.
+over fixed blocks of BLOCK elements: the same bits for any number of threads too. Training's
+usual step runs plan + apply on the shard threads, each on its own range, in the same hand-off
+as the shards (model.StepUpdate). update and grad_norm are the stand-alone forms (the
+on_gradients path), where buffers of fewer than PARALLEL_MIN elements stay on one thread
+(thread_ranges). The learning rate is a pure function of the step.
 """
 import math
 from itertools import chain
@@ -47,9 +48,10 @@ def split_blocks(n, parts):
     return [(bounds[s], bounds[s + 1]) for s in range(parts)]
 
 
-# Below this many elements the gradient sum and AdamW run on one thread. Measured on the 2-core
-# Zen 4 guest (reduction of 2 shards + AdamW, 2 threads against 1, one process, preliminary):
-# 1.68x slower at 0.5 M, 1.32x slower at 1 M, 0.78x (faster) at 2 M, 0.85x at 4 M and 8 M.
+# Below this many elements the stand-alone gradient sum and AdamW run on one thread. Measured on
+# the 2-core Zen 4 guest with a Python thread pool (reduction of 2 shards + AdamW, 2 threads
+# against 1, preliminary): 1.68x slower at 0.5 M, 0.78x (faster) at 2 M; with the spinning
+# workers of model.Workers (Xeon, session 5): 0.96x at 0.5 M, 0.69x at 2 M.
 PARALLEL_MIN = 1 << 21
 
 

@@ -8,8 +8,9 @@ configuration run --rounds times interleaved (the best kept):
   B=16, T=80; the default regularisers: locked dropout 0.3, embedding dropout 0.1, DropConnect
   0.3 on Wch, the candidate's soft cap): masks, forward and backward, gradient sum, AdamW, the
   state guard, as `shoestring train` runs it;
-- `network`: the bare network step (forward_backward, reduce_grads, AdamW; no regularisers, no
-  cap): the kernels' figure, as the earlier tables of BENCHMARKS.md measured it.
+- `network`: the bare network step (no regularisers, no cap): forward_backward with the
+  gradient sum and AdamW in the same hand-off to the threads (model.StepUpdate), as training
+  runs them; the kernels' figure.
 
 Thread scaling is the ratio of two configurations measured in this run. Numpy's single-threaded
 sgemm rate is measured in the same run; effective GFLOP/s counts the model's useful FLOPs (3x the
@@ -51,7 +52,7 @@ def child(args):
     from shoestring import kernels
     from shoestring.config import NEW_RUN_CAP, TrainConfig
     from shoestring.dataset import Windows
-    from shoestring.model import Network
+    from shoestring.model import Network, StepUpdate
     from shoestring.optim import AdamW
     from shoestring.params import ModelConfig, ParamLayout
     from shoestring.tokenizer import Tokenizer
@@ -78,11 +79,14 @@ def child(args):
         win = Windows(tokens, B, T)
         h = np.zeros((cfg.L, B, cfg.X, cfg.H), np.float32)
 
+        def apply(lo, hi, loss, norm):
+            opt.apply(params, grads, opt.plan(1e-3, 1.0, norm), lo, hi)
+
         def step(w):
             tok, tgt = win.window(w % win.count)
-            net.forward_backward(tok, tgt, h, 1.0 / (B * T), zero=True)
-            net.reduce_grads(grads)
-            opt.update(params, grads, 1e-3, 1.0, net.run, net.threads)
+            net.forward_backward(tok, tgt, h, 1.0 / (B * T), zero=True,
+                                 update=StepUpdate(grads, 0.0, apply))
+            opt.step += 1
 
     for w in range(3):
         step(w)
@@ -242,8 +246,10 @@ def main():
                     kind, routing[k], threads, base, a["tokens_per_s"] / b["tokens_per_s"],
                     a["tokens_per_s"], b["tokens_per_s"]))
     print()
-    print("Gradient sum (2 shards) + AdamW, 2 threads against 1, in this process (optim.PARALLEL_MIN"
-          " = %s: below it training runs them on one thread):" % format(PARALLEL_MIN, ","))
+    print("Gradient sum (2 shards) + AdamW as separate hand-offs (the on_gradients path), 2 "
+          "threads against 1, in this process (optim.PARALLEL_MIN = %s: below it that path runs "
+          "them on one thread; the usual step runs them on the shard threads):"
+          % format(PARALLEL_MIN, ","))
     for n, threaded, serial in split_check():
         print("  %s parameters: 2 threads %.3f ms, 1 thread %.3f ms (2 threads / 1 = %.2fx the "
               "time)" % (format(n, ","), threaded, serial, threaded / serial))

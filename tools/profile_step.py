@@ -1,21 +1,27 @@
 """Profile (not a test): where one `Trainer.step` of the default recipe spends its time.
 
-Each part of the step is wrapped in a timer: the forward + backward of all shards, the gradient
-sum, AdamW, the DropConnect masks (their draw and their application), the locked-dropout masks,
-the state guard; "rest" is what the step spends outside them (the finiteness check, the
-bookkeeping). For 1 and 2 threads (or --threads-list), dense (K=6) and top-2; random tokens over
-the default vocabulary, B=16, T=80, 40 steps after 5 warm-up steps. With --batch-check it also
-times the bare network step (forward_backward, no regularisers) at B=16 and B=8 on one thread
-and at B=16 on two, to tell the halved batch of a shard apart from the threading itself.
+Since #13's second pass a step is one hand-off to the shard threads: each thread runs its shard
+(forward + state guard + backward, two C calls), meets the others at a C barrier, sums its range
+of the gradient, meets them again, and runs AdamW (plus the next step's DropConnect masks and
+the weights' finiteness sum) on its range. The calling thread's share is timed part by part:
+its shard, its wait for the other shards, its gradient sum, its update; "hand-off" is the rest
+of forward_backward (the start and the end of the workers' items); "dropout masks" are the
+window's locked/embedding-dropout masks; "rest" is the step outside forward_backward (the
+window's tokens, the loss checks, the bookkeeping). For 1 and 2 threads (or --threads-list),
+dense (K=6) and top-2; random tokens over the default vocabulary, B=16, T=80, 40 steps after 5
+warm-up steps. With --batch-check it also times the bare network step (forward_backward, no
+regularisers) at B=16 and B=8 on one thread and at B=16 on two, to tell the halved batch of a
+shard apart from the threading itself.
 
     python tools/profile_step.py [--threads-list 1 2] [--steps 40] [--batch-check]
 
-What it printed on the session-4 machine is in BENCHMARKS.md (#13: threads, quiet).
+What it printed is in BENCHMARKS.md (#13: threads).
 """
 import argparse
 import collections
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -30,14 +36,16 @@ from shoestring.tokenizer import Tokenizer  # noqa: E402
 from shoestring.trainer import Trainer  # noqa: E402
 
 V, B, T = 850, 16, 80
-PARTS = ("forward+backward", "gradient sum", "AdamW", "DropConnect draw", "DropConnect apply",
-         "dropout masks", "state guard")     # the timed parts of a step, in the table's order
+PARTS = ("shard", "wait for the shards", "gradient sum", "update", "hand-off", "dropout masks")
 
 
-def timed(table, obj, name, label):
+def timed(table, obj, name, label, main_only=False):
+    """Wrap obj.name so its time (on the calling thread only, with main_only) adds to table."""
     f = getattr(obj, name)
 
     def wrapper(*a, **k):
+        if main_only and threading.current_thread() is not threading.main_thread():
+            return f(*a, **k)
         t0 = time.perf_counter()
         try:
             return f(*a, **k)
@@ -53,24 +61,12 @@ def profile(tok, threads, K, steps):
     config = TrainConfig(model=cfg, threads=threads, batch_size=B, seq_length=T, max_steps=10 ** 6)
     tr = Trainer(config, cfg, tok, tokens, tokens[:2000])
     acc = collections.Counter()
-    timed(acc, tr.net, "forward_backward", "forward+backward")
-    timed(acc, tr.net, "reduce_grads", "gradient sum")
-    timed(acc, tr.opt, "update", "AdamW")
-    timed(acc, tr.net, "set_weight_masks", "DropConnect apply")
+    timed(acc, tr.net, "forward_backward", "forward_backward")
+    timed(acc, tr.net, "_step_shard", "shard", main_only=True)
+    timed(acc, tr.net.barrier, "wait", "barriers", main_only=True)
+    timed(acc, tr.net, "_reduce_range", "gradient sum", main_only=True)
+    timed(acc, tr, "_apply", "update", main_only=True)
     timed(acc, tr, "_window_masks", "dropout masks")
-    timed(acc, tr, "_guard_state", "state guard")
-    import shoestring.trainer as trainer_module
-    draw = trainer_module.dropout_mask
-
-    def drop_connect_draw(rng, shape, p):   # the (X,H,H) masks only, not the per-window ones
-        if len(shape) != 3:
-            return draw(rng, shape, p)
-        t0 = time.perf_counter()
-        try:
-            return draw(rng, shape, p)
-        finally:
-            acc["DropConnect draw"] += time.perf_counter() - t0
-    trainer_module.dropout_mask = drop_connect_draw
     for _ in range(5):
         tr.step()
     acc.clear()
@@ -79,9 +75,15 @@ def profile(tok, threads, K, steps):
         tr.step()
     total = (time.perf_counter() - t0) / steps * 1e3
     tr.net.close()
-    trainer_module.dropout_mask = draw
     parts = {k: v / steps * 1e3 for k, v in acc.items()}
-    return total, parts
+    # the first barrier is the wait for the other shards; the second one follows the gradient
+    # sum, whose own imbalance is small: both count as waiting for the shards
+    parts["wait for the shards"] = parts.pop("barriers", 0.0)
+    inner = sum(parts.get(c, 0.0) for c in ("shard", "wait for the shards", "gradient sum",
+                                            "update"))
+    parts["hand-off"] = parts.get("forward_backward", 0.0) - inner
+    rest = total - parts.pop("forward_backward", 0.0) - parts.get("dropout masks", 0.0)
+    return total, parts, rest
 
 
 def batch_check(reps=5, windows=20):
@@ -117,8 +119,7 @@ def main():
     print("|---" * (len(PARTS) + 3) + "|")
     for K, name in ((6, "dense"), (2, "top-2")):
         for threads in a.threads_list:
-            total, parts = profile(tok, threads, K, a.steps)
-            rest = total - sum(parts.get(c, 0.0) for c in PARTS)
+            total, parts, rest = profile(tok, threads, K, a.steps)
             print("| %s, %d | %.2f | %s | %.2f |" % (name, threads, total, " | ".join(
                 "%.2f" % parts.get(c, 0.0) for c in PARTS), rest), flush=True)
     if a.batch_check:
