@@ -838,6 +838,10 @@ class Barrier:
     def abort(self):
         lib.ss_barrier_break(self._b)
 
+    def generation(self):
+        """How many times the barrier has released its threads (changes when a wait completes)."""
+        return int(self._b.generation)
+
 
 class BrokenBarrier(ShoestringError):
     """A Barrier.wait that ended because another thread aborted the barrier."""

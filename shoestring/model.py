@@ -20,6 +20,7 @@ The candidate's soft cap (cfg.cap) is part of the model. With tied embeddings
 """
 import math
 import threading
+import weakref
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -96,6 +97,9 @@ def _nothing():
     return None
 
 
+_IDLE = (_nothing, ())                          # the item of a worker with nothing to do
+
+
 class Workers:
     """n persistent threads for Network.run. Between items a worker waits inside C (a spinning
     kernels.Barrier: about a millisecond of pauses, then yields and naps), so handing it the
@@ -115,49 +119,63 @@ class Workers:
 
     def _loop(self, i):
         while True:
-            self.start.wait()
-            item = self.items[i]
-            if item is None:                    # close()
-                return
             try:
-                self.out[i] = (None, item[0](*item[1]))
+                self.start.wait()
+            except kernels.BrokenBarrier:      # close()
+                return
+            fn, args = self.items[i]
+            try:
+                self.out[i] = (None, fn(*args))
             except BaseException as exc:       # reported to the caller by run
                 self.out[i] = (exc, None)
+            fn = args = exc = None              # this frame keeps no caller object alive
             self.end.wait()
 
     def run(self, fn, items):
         """[fn(*args) for args in items] (1 <= len(items) <= n + 1), worker i running items[i],
         the calling thread the last. Raises the first error in item order, but prefers a
         worker's own error to the caller's BrokenBarrier (the caller's step barrier broke
-        because that worker failed)."""
+        because that worker failed). Whatever happens, it returns only once every worker has
+        finished its item (a KeyboardInterrupt included)."""
         k = len(items) - 1
         if not 0 <= k <= self.n:
             raise ValueError("Workers.run: %d items for %d threads" % (len(items), self.n + 1))
         for i in range(self.n):
-            self.items[i] = (fn, items[i]) if i < k else (_nothing, ())
-        self.start.wait()
+            self.items[i] = (fn, items[i]) if i < k else _IDLE
+        gen = self.start.generation()
         try:
+            self.start.wait()
             last = fn(*items[-1])
-        except kernels.BrokenBarrier:
-            self.end.wait()
-            for exc, _ in self.out[:k]:
-                if exc is not None and not isinstance(exc, kernels.BrokenBarrier):
-                    raise exc
-            raise
-        except BaseException:
-            self.end.wait()                    # no worker still writing when this raises
+        except BaseException as exc:
+            if self.start.generation() != gen:  # the workers started: wait for them
+                self.end.wait()
+            out = self._collect(k)
+            if isinstance(exc, kernels.BrokenBarrier):
+                for err, _ in out:
+                    if err is not None and not isinstance(err, kernels.BrokenBarrier):
+                        raise err from None
             raise
         self.end.wait()
-        for exc, _ in self.out[:k]:
-            if exc is not None:
-                raise exc
-        return [r for _, r in self.out[:k]] + [last]
+        out = self._collect(k)
+        for err, _ in out:
+            if err is not None:
+                raise err
+        return [r for _, r in out] + [last]
+
+    def _collect(self, k):
+        """The workers' (error, result) pairs of the finished run; forgets the run's items and
+        results (no references kept to the callers' objects)."""
+        out = self.out[:k]
+        self.items, self.out = [_IDLE] * self.n, [None] * self.n
+        return out
 
     def close(self):
-        self.items = [None] * self.n
-        self.start.wait()
-        for t in self.threads:
-            t.join()
+        """End the threads; never blocks on them for long (they finish their current item
+        first), can be called again, and from any thread (a garbage collection may run it)."""
+        self.start.abort()
+        if threading.current_thread() not in self.threads:
+            for t in self.threads:
+                t.join()
 
 
 class _Shard:
@@ -231,14 +249,17 @@ class Network:
         self.shards = [_Shard(self, b0, b1, train) for b0, b1 in split_batch(B, threads)]
         # workers for all shards but the last, which the calling thread runs (see run)
         self.pool = Workers(len(self.shards) - 1) if len(self.shards) > 1 else None
+        if self.pool is not None:             # a Network dropped without close() ends them too
+            weakref.finalize(self, Workers.close, self.pool)
         self.barrier = kernels.Barrier(len(self.shards))
         # where each layer's Wch sits in the flat buffer (draw_weight_masks draws ranges of it)
         self.wch_at = [self.layout.offset("l%d.Wch" % l) for l in range(cfg.L)]
 
     def close(self):
+        """End the worker threads (also done when the Network is garbage-collected)."""
         if self.pool is not None:
-            self.pool.close()
-            self.pool = None
+            pool, self.pool = self.pool, None
+            pool.close()
 
     # ---- one shard: forward, and the training step (forward then backward) --------------------
     # Letters: Bs = the shard's streams, T = steps, N = Bs*T tokens, C = embedding width,
