@@ -741,7 +741,8 @@ class NetworkBinding:
                 keep.append(p)
                 if key not in ("gWE", "ghead", "gbo"):
                     bufs.append(("train[%r]" % key, train[key]))
-            wm = train.get("wch_mask") or [None] * L
+            wm = train.get("wch_mask")
+            wm = [None] * L if wm is None else wm
             if not isinstance(wm, (list, tuple)) or len(wm) != L:
                 raise KernelArgumentError("%s: train['wch_mask'] must be a list of %d (X,H,H) "
                                           "arrays or None" % (fn, L))

@@ -26,8 +26,7 @@ from itertools import chain
 
 import numpy as np
 
-from . import kernels
-from .optim import BLOCK, split_blocks, thread_ranges
+from . import kernels, optim
 from .params import ParamLayout, layer_views
 
 
@@ -79,13 +78,13 @@ def dropconnect_threshold(p):
 def dropconnect_seeds(seed, step, L):
     """The L 64-bit hash seeds of optimiser step `step`'s DropConnect masks in a run seeded
     `seed`: splitmix64's finaliser over (seed, step, layer), a pure function (resume-proof)."""
-    out = []
-    for l in range(L):
-        z = (seed * 0x9E3779B97F4A7C15 + (step << 8) + l + 1) & (1 << 64) - 1
+    def mix(z):
+        z &= (1 << 64) - 1
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (1 << 64) - 1
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (1 << 64) - 1
-        out.append(z ^ (z >> 31))
-    return out
+        return z ^ (z >> 31)
+    base = mix(seed * 0x9E3779B97F4A7C15 + step + 1)
+    return [mix(base + (l + 1) * 0x9E3779B97F4A7C15) for l in range(L)]
 
 
 def head_weight(views):
@@ -312,7 +311,7 @@ class Network:
                 loss = sum(self._run(self._step_shard, tokens, targets, h, dscale, zero, guard))
             else:
                 S = len(self.shards)
-                ranges = split_blocks(update.grads.shape[0], S)
+                ranges = optim.split_blocks(update.grads.shape[0], S)
                 ranges += [(0, 0)] * (S - len(ranges))      # more threads than blocks
                 meet = {"losses": [0.0] * S, "sums": [[] for _ in range(S)], "norm": [None] * S}
                 self.barrier.reset()
@@ -335,7 +334,7 @@ class Network:
             self.barrier.wait()               # every shard's gradient is complete
             lo, hi = rng
             if lo < hi:
-                sums = meet["sums"][i] = np.zeros(-(-(hi - lo) // BLOCK))
+                sums = meet["sums"][i] = np.zeros(-(-(hi - lo) // optim.BLOCK))
                 self._reduce_range(update.grads, lo, hi, sums)
             self.barrier.wait()               # the whole gradient and its block sums are there
             norm = meet["norm"][i] = math.sqrt(sum(chain.from_iterable(meet["sums"])))
@@ -393,12 +392,13 @@ class Network:
     def _reduce_range(self, out, lo, hi, partials=None):
         """out[lo:hi] = the shard gradients' sum in shard order (the same bits however the buffer
         is cut); partials: their block sums of squares (kernels.grad_sum)."""
-        kernels.grad_sum(out[lo:hi], [sh.grads[lo:hi] for sh in self.shards], BLOCK, partials)
+        kernels.grad_sum(out[lo:hi], [sh.grads[lo:hi] for sh in self.shards], optim.BLOCK,
+                         partials)
 
     def reduce_grads(self, out):
         """out = sum of the shard gradients, added in shard order for every element; the threads
         share the buffer in ranges (thread_ranges: one thread below optim.PARALLEL_MIN
         elements)."""
-        ranges = thread_ranges(out.shape[0], self.threads)
+        ranges = optim.thread_ranges(out.shape[0], self.threads)
         self.run(self._reduce_range, [(out, lo, hi) for lo, hi in ranges])
         return out

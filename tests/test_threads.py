@@ -47,10 +47,10 @@ def same_bits(a, b, what=""):
 
 
 def small_block(monkeypatch, block):
-    """optim.BLOCK and model.BLOCK (model.py imports the name) set together, so that the fused
-    step's ranges and the norm's blocks cut a tiny model's buffer in many places."""
+    """A small optim.BLOCK (model.py reads it there at every call), so that the fused step's
+    ranges and the norm's blocks cut a tiny model's buffer in many places."""
     monkeypatch.setattr(optim, "BLOCK", block)
-    monkeypatch.setattr(model, "BLOCK", block)
+    assert not hasattr(model, "BLOCK")        # one name to patch: the fused step reads optim's
 
 
 # ================================================================================================
@@ -301,6 +301,8 @@ def test_network_binding_rejects_bad_buffers():
     bad(r"NetworkBinding: train\['dx'\]\[0\] has shape",
         train_dx=[np.zeros((B, T, H), np.float32)] * 2)
     bad(r"NetworkBinding: train\['wch_mask'\] must be a list of 2", train_wch_mask=[None])
+    bad(r"NetworkBinding: train\['wch_mask'\] must be a list of 2",     # an array, not a list
+        train_wch_mask=np.ones((cfg.X, H, H), np.float32))
     bad(r"NetworkBinding: train\['wch_mask'\]\[1\] has shape",
         train_wch_mask=[None, np.ones((cfg.X, H, H - 1), np.float32)])
     parts = _binding_parts(cfg)
