@@ -4,15 +4,17 @@
  * released. Between the shards' backward and the optimiser, the threads meet twice (the whole
  * gradient, then its norm) and hand each other ranges of the flat buffers. A Python-level
  * hand-off costs 0.1 to 0.3 ms per meeting on the 2-core machines here, a tenth of the update it
- * guards; this barrier costs microseconds. It spins briefly, then yields its core, then sleeps
- * (50 us naps, then 1 ms ones), so more threads than cores still make progress and an idle
- * worker thread waiting here for its next window costs next to nothing. A thread that fails breaks the barrier
+ * guards; this barrier costs microseconds. It spins for a set time (by the clock; model.py
+ * asks for 3 ms, which covers the gap between two windows, and none when there are more threads
+ * than cores), then yields its core, then sleeps (50 us naps, then 1 ms ones), so more threads
+ * than cores still make progress and an idle worker waiting for its next window costs next to
+ * nothing. A thread that fails breaks the barrier
  * (ss_barrier_break), and every wait then returns -1 at once instead of waiting forever.
  *
  * gcc/clang: __atomic builtins; MSVC: Interlocked functions on volatile longs.
  */
 #if !defined(_MSC_VER) && !defined(_POSIX_C_SOURCE)
-#define _POSIX_C_SOURCE 199309L             /* nanosleep */
+#define _POSIX_C_SOURCE 199309L             /* nanosleep, clock_gettime */
 #endif
 #include "shoestring.h"
 
@@ -25,6 +27,13 @@
 #define RELAX() YieldProcessor()
 #define YIELD() SwitchToThread()
 #define NAP(ns) Sleep((ns) >= 1000000 ? 1 : 0)
+static double now_s(void)
+{
+    LARGE_INTEGER t, f;
+    QueryPerformanceCounter(&t);
+    QueryPerformanceFrequency(&f);
+    return (double)t.QuadPart / (double)f.QuadPart;
+}
 #else
 #include <sched.h>
 #include <time.h>
@@ -45,10 +54,17 @@ static void nap(long ns)
     nanosleep(&ts, NULL);
 }
 #define NAP(ns) nap(ns)
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 #endif
 
-void ss_barrier_init(ss_barrier *b, int parties)
+void ss_barrier_init(ss_barrier *b, int parties, double spin)
 {
+    b->spin = spin;
     STORE(&b->parties, parties);
     STORE(&b->waiting, 0);
     STORE(&b->generation, 0);
@@ -64,12 +80,18 @@ int ss_barrier_wait(ss_barrier *b)
         ADD_FETCH(&b->generation, 1);
         return 0;
     }
+    /* by the clock (a pause lasts 10 to 150 cycles, depending on the CPU): `spin` seconds of
+       pauses, then 2 ms of yields, then 50 us naps, and after 50 ms 1 ms naps, so that an idle
+       worker costs next to nothing */
+    const double t0 = now_s(), spin = b->spin;
+    double waited = 0.0;
     for (long spins = 0; LOAD(&b->generation) == gen; spins++) {
         if (LOAD(&b->broken)) return -1;
-        if (spins < 20000) RELAX();         /* about 0.3 to 1 ms of pauses */
-        else if (spins < 22000) YIELD();
-        else if (spins < 23000) NAP(50000); /* then 50 us naps for about 50 ms */
-        else { NAP(1000000); spins = 23000; }   /* then 1 ms: an idle worker costs ~nothing */
+        if ((spins & 63) == 0) waited = now_s() - t0;
+        if (waited < spin) RELAX();
+        else if (waited < spin + 0.002) YIELD();
+        else if (waited < 0.050) NAP(50000);
+        else NAP(1000000);
     }
     return 0;
 }

@@ -232,12 +232,14 @@ void ss_network_backward(const ss_network *n, const int32_t *tokens, int zero);
 
 /* A reusable spinning barrier for the training threads (csrc/barrier.c): `parties` threads,   */
 /* each inside C with the interpreter lock released, meet at ss_barrier_wait (0 when all have   */
-/* arrived). ss_barrier_break makes every wait return -1 at once, now and later (a thread that  */
-/* failed must break it, or the others would wait forever); ss_barrier_init resets it.          */
+/* arrived); a waiter spins `spin` seconds, then yields, then naps. ss_barrier_break makes every */
+/* wait return -1 at once, now and later (a thread that failed must break it, or the others    */
+/* would wait forever); ss_barrier_init resets it.                                              */
 typedef struct ss_barrier {
     long parties, waiting, generation, broken;
+    double spin;
 } ss_barrier;
-void ss_barrier_init(ss_barrier *b, int parties);
+void ss_barrier_init(ss_barrier *b, int parties, double spin);
 int ss_barrier_wait(ss_barrier *b);
 void ss_barrier_break(ss_barrier *b);
 

@@ -822,15 +822,19 @@ class NetworkBinding:
 class Barrier:
     """A reusable barrier for `parties` threads that wait inside C with the GIL released
     (csrc/barrier.c: the only wrapper of ss_barrier_init/wait/break). wait() returns when all
-    have arrived, or raises BrokenBarrier once any thread called abort()."""
+    have arrived, or raises BrokenBarrier once any thread called abort(). A waiter spins `spin`
+    seconds before it yields its core and then naps (0: no spinning)."""
 
-    def __init__(self, parties):
+    def __init__(self, parties, spin=0.003):
         self.parties = _int("Barrier", "parties", parties)
+        if not (isinstance(spin, (int, float)) and 0 <= spin <= 1):
+            raise KernelArgumentError("Barrier: spin must be 0 to 1 seconds, got %r" % (spin,))
+        self.spin = float(spin)
         self._b = ffi.new("ss_barrier *")
         self.reset()
 
     def reset(self):
-        lib.ss_barrier_init(self._b, self.parties)
+        lib.ss_barrier_init(self._b, self.parties, self.spin)
 
     def wait(self):
         if lib.ss_barrier_wait(self._b) != 0:

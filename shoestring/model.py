@@ -19,6 +19,7 @@ The candidate's soft cap (cfg.cap) is part of the model. With tied embeddings
 (cfg.tie_embeddings) the head's weight is WE and its gradient adds into WE's.
 """
 import math
+import os
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -92,6 +93,20 @@ def head_weight(views):
     return views["Wo"] if "Wo" in views else views["WE"]
 
 
+def usable_cores():
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def spin_seconds(threads):
+    """How long a training thread spins at a barrier before it yields: 3 ms (more than the gap
+    between two windows) when every thread has a core, none when they share cores."""
+    return 0.003 if threads <= usable_cores() else 0.0
+
+
 def _nothing():
     return None
 
@@ -101,14 +116,15 @@ _IDLE = (_nothing, ())                          # the item of a worker with noth
 
 class Workers:
     """n persistent threads for Network.run. Between items a worker waits inside C (a spinning
-    kernels.Barrier: about a millisecond of pauses, then yields and naps), so handing it the
-    next window takes microseconds instead of a Python queue's wake-up (0.1 to 0.2 ms here).
+    kernels.Barrier: spin_seconds of pauses, then yields and naps), so handing it the next
+    window takes microseconds instead of a Python queue's wake-up (0.1 to 0.2 ms here).
     run(fn, items) gives worker i items[i] and runs the last item on the calling thread."""
 
     def __init__(self, n):
         self.n = n
-        self.start = kernels.Barrier(n + 1)     # the caller and the workers: items are set
-        self.end = kernels.Barrier(n + 1)       # every item has finished
+        spin = spin_seconds(n + 1)
+        self.start = kernels.Barrier(n + 1, spin)   # the caller and the workers: items are set
+        self.end = kernels.Barrier(n + 1, spin)     # every item has finished
         self.items = [None] * n
         self.out = [None] * n
         self.threads = [threading.Thread(target=self._loop, args=(i,), daemon=True,
@@ -250,7 +266,7 @@ class Network:
         self.pool = Workers(len(self.shards) - 1) if len(self.shards) > 1 else None
         if self.pool is not None:             # a Network dropped without close() ends them too
             weakref.finalize(self, Workers.close, self.pool)
-        self.barrier = kernels.Barrier(len(self.shards))
+        self.barrier = kernels.Barrier(len(self.shards), spin_seconds(len(self.shards)))
         # where each layer's Wch sits in the flat buffer (draw_weight_masks draws ranges of it)
         self.wch_at = [self.layout.offset("l%d.Wch" % l) for l in range(cfg.L)]
 

@@ -55,7 +55,8 @@ from .data import default_corpus_path
 from .dataset import Windows, atomic_write_text, remove_stale_temp_files
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError, UsageError
 from .evaluate import score_tokens
-from .model import Masks, Network, StepUpdate, dropconnect_seeds, dropout_mask
+from .model import (Masks, Network, StepUpdate, dropconnect_seeds, dropout_mask,
+                    usable_cores)
 from .optim import AdamW, clip_scale, default_warmup, grad_norm, lr_at
 from .params import STATE_GUARD, ModelConfig, ParamLayout
 from .progress import Progress, fmt_seconds  # noqa: F401  (fmt_seconds: used by commands)
@@ -75,10 +76,8 @@ EVALS_PER_BUDGET = 20      # validations in a time-budgeted run without eval_eve
 
 
 def default_threads():
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+    """One training thread per usable core."""
+    return usable_cores()
 
 
 def fingerprint(tokens, block=1 << 20):
@@ -462,8 +461,8 @@ class Trainer:
                 "the gradient norm became %s at step %d (lower lr; the last good checkpoint is "
                 "kept)" % (norm, self.opt.step + 1), setting="lr")
         # NaN/inf weights with a finite gradient come from the update itself (a step too large
-        # for float32, or 0/0 in AdamW): a float64 sum is NaN or inf exactly then
-        # for float32 values, the float64 sum of squares is not finite exactly then
+        # for float32, or 0/0 in AdamW): for float32 values, the float64 sum of squares is not
+        # finite exactly then (the fused path summed each range on its thread)
         sumsq = sum(self._param_sumsq.values()) if fused else kernels.sumsq(self.params)
         if not math.isfinite(sumsq):
             bad = int(self.params.size - np.count_nonzero(np.isfinite(self.params)))

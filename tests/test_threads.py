@@ -691,6 +691,39 @@ def test_barrier_lets_three_threads_pass_many_times_in_step():
     assert errors == [] and arrived == [parties] * rounds
 
 
+@pytest.mark.parametrize("spin", [0.0, 0.003], ids=["no-spin", "spin"])
+def test_barrier_with_or_without_spinning(spin):
+    """spin=0 (threads sharing cores) yields at once; both pass many rounds the same way."""
+    bar = kernels.Barrier(2, spin)
+    assert bar.spin == spin
+    count = []
+
+    def work(i):
+        for _ in range(100):
+            bar.wait()
+        count.append(i)
+
+    ts = _threads(work, 1)
+    for _ in range(100):
+        bar.wait()
+    assert _joined(ts) and count == [0]
+
+
+def test_barrier_spin_is_checked_and_chosen_by_cores(monkeypatch):
+    for bad in (-0.001, 2.0, "1", None):
+        with pytest.raises(KernelArgumentError, match="Barrier: spin must be 0 to 1 seconds"):
+            kernels.Barrier(2, bad)
+    monkeypatch.setattr(model, "usable_cores", lambda: 2)
+    assert model.spin_seconds(1) == model.spin_seconds(2) == 0.003     # a core per thread
+    assert model.spin_seconds(3) == 0.0                               # more threads than cores
+    w = Workers(2)                                                    # 3 threads on 2 cores
+    try:
+        assert w.start.spin == w.end.spin == 0.0
+        assert w.run(lambda x: x + 1, [(1,), (2,), (3,)]) == [2, 3, 4]
+    finally:
+        w.close()
+
+
 def test_barrier_abort_breaks_waiting_and_later_waits_until_reset():
     bar = kernels.Barrier(2)
     got = []
