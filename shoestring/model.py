@@ -3,8 +3,10 @@
 A window of B streams x T steps is two C calls per shard (csrc/network.c): the forward
 (embedding, the layers, the head matmul, the fused cross-entropy) and the backward. The batch is
 cut into S contiguous shards (S = threads), each with its own activations and gradient buffer, run
-on S Python threads (cffi releases the GIL inside C, so the shards meet only at their ends). Shard gradients are summed in shard order, so
-the result does not depend on timing: the same seed and thread count give the same bits.
+on S threads (model.Workers; cffi releases the GIL inside C). Shard gradients are summed in shard
+order, so the result does not depend on timing: the same seed and thread count give the same
+bits. With a StepUpdate the threads also sum the gradient and run the optimiser, each on its own
+range of the flat buffers, meeting at a C barrier (forward_backward).
 
 Layouts (batch-major, so a shard's slice is contiguous): tokens/targets (B,T) int32,
 activations (B,T,I), recurrent state h (L,B,X,H).
