@@ -10,11 +10,11 @@
 #include <string.h>
 #include "shoestring.h"
 
-void ss_grad_sum(float *out, const float *const *shards, int S, int64_t n, int64_t block,
-                 double *partials)
+void ss_grad_sum(float *out, const float *const *shards, int S, int64_t off, int64_t n,
+                 int64_t block, double *partials)
 {
-    for (int64_t b = 0, k = 0; b < n; b += block, k++) {
-        const int64_t e = b + block < n ? b + block : n;
+    for (int64_t b = off, k = 0; b < off + n; b += block, k++) {
+        const int64_t e = b + block < off + n ? b + block : off + n;
         float *restrict o = out + b;
         const float *restrict g0 = shards[0] + b;
         if (S == 1) {

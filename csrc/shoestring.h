@@ -178,11 +178,13 @@ void ss_dropconnect_forward(float *out, float *mask, const float *W, int64_t n, 
 /* zeroes each stream whose L2 norm exceeds limit or is not finite; returns how many.           */
 int ss_state_guard(float *h, int64_t h_stride, int L, int B, int XH, double limit);
 
-/* The shards' gradient sum (csrc/reduce.c): out(n) = ((shards[0] + shards[1]) + ...) element   */
-/* by element (S >= 1), and when partials is not NULL, partials[k] = ss_sumsq of out's block k  */
-/* (blocks of `block` elements from out[0]; the last may be short).                              */
-void ss_grad_sum(float *out, const float *const *shards, int S, int64_t n, int64_t block,
-                 double *partials);
+/* The shards' gradient sum (csrc/reduce.c), over elements [off, off+n) of full-length buffers: */
+/* out[i] = ((shards[0][i] + shards[1][i]) + ...) (S >= 1), and when partials is not NULL,      */
+/* partials[k] = ss_sumsq of out's k-th block of `block` elements from out[off] (the last may   */
+/* be short).                                                                                    */
+void ss_grad_sum(float *out, const float *const *shards, int S, int64_t off, int64_t n,
+                 int64_t block, double *partials);
+
 
 /* ==== The whole training model over one batch shard of a window (csrc/network.c) ========== */
 /* embedding -> L x (locked dropout, MoE-GRU layer) -> head dropout -> head -> cross-entropy,   */
@@ -242,6 +244,45 @@ typedef struct ss_barrier {
 void ss_barrier_init(ss_barrier *b, int parties, double spin);
 int ss_barrier_wait(ss_barrier *b);
 void ss_barrier_break(ss_barrier *b);
+
+/* The optimiser's part of a training step on the shard threads (csrc/step.c). Thread t of S,  */
+/* after its shard, with its block-aligned range [lo, hi) of the flat buffers (lo == hi: none): */
+/* waits at `barrier`, sums its range of the shard gradients into grads with the block sums of  */
+/* the norm (partials), waits again, then computes loss = (prior + sum of losses[s]) / tokens   */
+/* and norm = sqrt(sum of partials), both in order from 0.0; when the loss is finite and <=     */
+/* diverged_above and the norm finite, runs AdamW on its range (the clip: clip/norm when         */
+/* 0 < clip < norm), writes the range's ss_sumsq of the new weights to param_sumsq[t], and draws */
+/* the next step's DropConnect masks where a region lies in its range. Returns 1 (updated), 0    */
+/* (loss or norm unfit: nothing updated) or -1 (the barrier was broken). Thread S-1 writes norm */
+/* and loss.                                                                                    */
+typedef struct ss_dropconnect_region {
+    int64_t at, size;           /* a weight's place in the flat parameter buffer */
+    float *eff, *mask;          /* (size) the weight times its mask, the mask */
+    uint64_t seed;              /* the next step's mask seed */
+} ss_dropconnect_region;
+
+typedef struct ss_step {
+    ss_barrier *barrier;
+    int S;                      /* threads, one per shard */
+    float **shards;             /* (S) the shard gradient buffers, n floats each */
+    float *grads;               /* (n) their sum */
+    int64_t n, block;
+    double *partials;           /* (ceil(n / block)) the norm's block sums */
+    double *losses;             /* (S) the shards' loss sums of the last window */
+    double prior;               /* the loss sum of the step's earlier windows */
+    double tokens;              /* tokens in the step (B * T * accumulate) */
+    double diverged_above;
+    float *params, *m, *v;      /* (n) AdamW */
+    int64_t n_decay;
+    double lr, beta1, beta2, eps, weight_decay, clip, bc1, bc2;
+    int n_regions;              /* DropConnect regions (0: none) */
+    ss_dropconnect_region *regions;
+    uint32_t threshold;
+    float scale;
+    double norm, loss;          /* out (thread S-1) */
+    double *param_sumsq;        /* (S) out */
+} ss_step;
+int ss_step_update(ss_step *u, int t, int64_t lo, int64_t hi);
 
 /* ======================================================================================== */
 /* Decoding (csrc/decode.c): one token at batch 1 through all layers and the head; the        */

@@ -446,7 +446,7 @@ def grad_sum(out, shards, block, partials=None):
     block = _int(fn, "block", block)
     p_s = _arr(fn, "partials", partials, (-(-n // block),), "blocks", dtype=np.float64,
                optional=True)
-    lib.ss_grad_sum(p_o, ptrs, len(shards), n, block, p_s)
+    lib.ss_grad_sum(p_o, ptrs, len(shards), 0, n, block, p_s)
 
 
 # ---- MoE-GRU layer over a whole window (csrc/moegru.c) ------------------------------------------
@@ -846,6 +846,117 @@ class Barrier:
     def generation(self):
         """How many times the barrier has released its threads (changes when a wait completes)."""
         return int(self._b.generation)
+
+
+class StepBinding:
+    """The optimiser's part of a training step on the shard threads (csrc/step.c), bound once:
+    the only wrapper of ss_step_update. After its shard, thread t calls run(t, lo, hi, loss) with
+    its block-aligned range; it meets the others at `barrier`, sums its range of the shard
+    gradients into `grads`, meets them again, and runs AdamW on its range when the step's loss
+    and the gradient's norm are fit (see csrc/shoestring.h), then draws the next step's
+    DropConnect masks in its part of each region.
+
+    barrier: the threads' Barrier (S parties); shards: the S shard gradient buffers; grads,
+    params, m, v: 1-D float32 buffers of n floats; n_decay: weight decay on [0, n_decay);
+    block: the norm's block length; regions: [(at, eff, mask)] for DropConnect (eff and mask
+    1-D float32 of one length, the weight at params[at:at+len]). Everything must stay alive and in
+    place; set() gives each step's constants."""
+
+    def __init__(self, barrier, shards, grads, params, m, v, n_decay, block, regions=()):
+        fn = "StepBinding"
+        if not isinstance(barrier, Barrier):
+            raise KernelArgumentError("%s: barrier must be a kernels.Barrier" % fn)
+        S = barrier.parties
+        if not isinstance(shards, (list, tuple)) or len(shards) != S:
+            raise KernelArgumentError("%s: shards must be a list of %d gradient buffers (one per "
+                                      "barrier party)" % (fn, S))
+        p_g = _flat(fn, "grads", grads, write=True)
+        n = grads.shape[0]
+        u = ffi.new("ss_step *")
+        keep = [u, barrier, p_g]
+        sp = ffi.new("float *[]", S)
+        keep.append(sp)
+        for i, g in enumerate(shards):
+            p = _flat(fn, "shards[%d]" % i, g, n)
+            sp[i] = ffi.cast("float *", p)
+            keep += [p, g]
+        named = [("grads", grads), ("params", params), ("m", m), ("v", v)]
+        _no_overlap(fn, named + [("shards[%d]" % i, g) for i, g in enumerate(shards)])
+        for name, a in named[1:]:
+            p = _flat(fn, name, a, n, write=True)
+            setattr(u, name, p)
+            keep += [p, a]
+        n_decay = _int(fn, "n_decay", n_decay, minimum=0)
+        block = _int(fn, "block", block)
+        if n_decay > n:
+            raise KernelArgumentError("%s: n_decay=%d exceeds n=%d" % (fn, n_decay, n))
+        self.partials = np.zeros(-(-n // block), np.float64)
+        self.losses = np.zeros(S, np.float64)
+        self.param_sumsq = np.zeros(S, np.float64)
+        for name in ("partials", "losses", "param_sumsq"):
+            p = ffi.from_buffer("double[]", getattr(self, name))
+            setattr(u, name, p)
+            keep.append(p)
+        regs = ffi.new("ss_dropconnect_region[]", max(1, len(regions)))
+        keep.append(regs)
+        for r, (at, eff, mask) in enumerate(regions):
+            size = eff.shape[0] if isinstance(eff, np.ndarray) and eff.ndim == 1 else -1
+            pe = _flat(fn, "regions[%d] eff" % r, eff, write=True)
+            pm = _flat(fn, "regions[%d] mask" % r, mask, size, write=True)
+            at = _int(fn, "regions[%d] at" % r, at, minimum=0)
+            if at + size > n:
+                raise KernelArgumentError("%s: regions[%d] runs past the %d parameters"
+                                          % (fn, r, n))
+            regs[r].at, regs[r].size, regs[r].eff, regs[r].mask = at, size, pe, pm
+            keep += [pe, pm, eff, mask]
+        u.barrier, u.S, u.shards, u.grads = barrier._b, S, sp, p_g
+        u.n, u.block, u.n_decay = n, block, n_decay
+        u.n_regions, u.regions = len(regions), regs
+        self.n, self.block, self.S = n, block, S
+        self._u, self._keep = u, keep
+        self.set(seeds=[0] * len(regions))
+
+    def set(self, prior=0.0, tokens=1.0, diverged_above=math.inf, lr=0.0, beta1=0.9,
+            beta2=0.999, eps=1e-8, weight_decay=0.0, clip=0.0, bc1=1.0, bc2=1.0, seeds=(),
+            threshold=0, scale=1.0):
+        """The step's constants: the earlier windows' loss sum, the step's tokens, the divergence
+        limit, AdamW's, the clip, and the DropConnect regions' next seeds (threshold, scale as in
+        dropconnect_forward)."""
+        u = self._u
+        u.prior, u.tokens, u.diverged_above = float(prior), float(tokens), float(diverged_above)
+        u.lr, u.beta1, u.beta2, u.eps = float(lr), float(beta1), float(beta2), float(eps)
+        u.weight_decay, u.clip, u.bc1, u.bc2 = float(weight_decay), float(clip), float(bc1), \
+            float(bc2)
+        if len(seeds) != u.n_regions:
+            raise KernelArgumentError("StepBinding.set: %d seeds for %d DropConnect regions"
+                                      % (len(seeds), u.n_regions))
+        for r, sd in enumerate(seeds):
+            u.regions[r].seed = int(sd)
+        u.threshold, u.scale = int(threshold), float(scale)
+        u.norm = u.loss = math.nan
+
+    def run(self, t, lo, hi, loss):
+        """Thread t's part (its shard's loss sum `loss`, its range [lo, hi)); True when the
+        weights were updated. Raises BrokenBarrier when another thread aborted the barrier."""
+        if not (0 <= t < self.S and 0 <= lo <= hi <= self.n and lo % self.block == 0
+                and (hi == self.n or hi % self.block == 0)):
+            raise KernelArgumentError("StepBinding.run: bad thread %r or range [%r, %r) (block-"
+                                      "aligned, within %d)" % (t, lo, hi, self.n))
+        self.losses[t] = loss
+        rc = lib.ss_step_update(self._u, t, lo, hi)
+        if rc < 0:
+            raise BrokenBarrier("another thread of the training step failed")
+        return rc == 1
+
+    @property
+    def norm(self):
+        """The gradient's global norm of the last step (grad_norm's bits)."""
+        return float(self._u.norm)
+
+    @property
+    def loss(self):
+        """The last step's mean loss as the check saw it."""
+        return float(self._u.loss)
 
 
 class BrokenBarrier(ShoestringError):

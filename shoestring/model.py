@@ -5,8 +5,8 @@ A window of B streams x T steps is two C calls per shard (csrc/network.c): the f
 cut into S contiguous shards (S = threads), each with its own activations and gradient buffer, run
 on S threads (model.Workers; cffi releases the GIL inside C). Shard gradients are summed in shard
 order, so the result does not depend on timing: the same seed and thread count give the same
-bits. With a StepUpdate the threads also sum the gradient and run the optimiser, each on its own
-range of the flat buffers, meeting at a C barrier (forward_backward).
+bits. With a kernels.StepBinding (step_binding) the threads also sum the gradient and run the
+optimiser, each on its own range of the flat buffers, in one C call (csrc/step.c).
 
 Layouts (batch-major, so a shard's slice is contiguous): tokens/targets (B,T) int32,
 activations (B,T,I), recurrent state h (L,B,X,H).
@@ -20,12 +20,10 @@ masks its Wch gradient the same way); its masks are a hash of (seed, step, layer
 The candidate's soft cap (cfg.cap) is part of the model. With tied embeddings
 (cfg.tie_embeddings) the head's weight is WE and its gradient adds into WE's.
 """
-import math
 import os
 import threading
 import weakref
 from dataclasses import dataclass, field
-from itertools import chain
 
 import numpy as np
 
@@ -47,20 +45,6 @@ class Masks:
     embedding: object = None
     inputs: list = field(default_factory=list)
     head: object = None
-
-
-@dataclass
-class StepUpdate:
-    """The optimiser step that forward_backward may run in the same hand-off as the last window
-    of a step. grads: the summed gradient buffer (reduce_grads' out, the same bits); prior: the
-    loss sum (nats) of the step's earlier windows; apply(lo, hi, loss, norm): the update of the
-    range [lo, hi) of the flat buffers, called on each thread for its own range once the whole
-    gradient is summed, with the step's loss sum and the gradient's global norm (grad_norm's
-    bits; apply decides whether to update). norm is set once the call returns."""
-    grads: object
-    prior: float
-    apply: object
-    norm: float = float("nan")
 
 
 def dropout_mask(rng, shape, p):
@@ -88,6 +72,14 @@ def dropconnect_seeds(seed, step, L):
         return z ^ (z >> 31)
     base = mix(seed * 0x9E3779B97F4A7C15 + step + 1)
     return [mix(base + (l + 1) * 0x9E3779B97F4A7C15) for l in range(L)]
+
+
+def loss_sum(losses):
+    """The shards' loss sums added in shard order from 0.0 (what csrc/step.c's check adds)."""
+    total = 0.0
+    for x in losses:
+        total += x
+    return total
 
 
 def head_weight(views):
@@ -259,6 +251,7 @@ class Network:
             self.lw = [dict(w, Wch=e) for w, e in zip(self.lw, self.wch_eff)]
         self.masks_step = None    # the optimiser step the DropConnect masks were drawn for
         self.resets = 0           # streams the state guard reset in the last forward_backward
+        self.updated = False      # the last forward_backward's update changed the weights
         self.masks = Masks()
         # the last window's activations, all shards in one buffer each (a shard owns its rows)
         self.x0 = np.zeros((B, T, cfg.C), np.float32)                        # (B,T,C)
@@ -320,48 +313,50 @@ class Network:
         masks: this window's dropout Masks (None: no dropout).
         guard > 0: the state guard runs on each shard's rows after its forward (streams whose
         state norm passes guard, or is not finite, start afresh); self.resets counts them.
-        update: a StepUpdate to run in the same hand-off (None: none). The threads then meet at
-        a barrier after their shards, sum the shard gradients into update.grads over their own
-        ranges (reduce_grads' bits), meet again, and call update.apply on those ranges."""
+        update: a kernels.StepBinding from step_binding (None: none), its set() done: in the
+        same hand-off, each thread then sums its range of the gradient and runs the optimiser
+        on it (reduce_grads' and the optimiser's bits); update.norm and update.loss tell the
+        outcome, and the return value is True in self.updated when the weights changed."""
         self.masks = masks if masks is not None else Masks()
         try:
             if update is None:
-                loss = sum(self._run(self._step_shard, tokens, targets, h, dscale, zero, guard))
+                losses = self._run(self._step_shard, tokens, targets, h, dscale, zero, guard)
+                self.updated = False
             else:
                 S = len(self.shards)
-                ranges = optim.split_blocks(update.grads.shape[0], S)
+                ranges = optim.split_blocks(update.n, S)
                 ranges += [(0, 0)] * (S - len(ranges))      # more threads than blocks
-                meet = {"losses": [0.0] * S, "sums": [[] for _ in range(S)], "norm": [None] * S}
                 self.barrier.reset()
-                loss = sum(self.run(self._step_and_update, [
-                    (i, sh, tokens, targets, h, dscale, zero, guard, update, ranges[i], meet)
-                    for i, sh in enumerate(self.shards)]))
-                update.norm = meet["norm"][-1]
+                out = self.run(self._step_and_update, [
+                    (i, sh, tokens, targets, h, dscale, zero, guard, update, ranges[i])
+                    for i, sh in enumerate(self.shards)])
+                losses = [loss for loss, _ in out]
+                self.updated = out[-1][1]
             self.resets = sum(sh.resets for sh in self.shards)
-            return loss
+            return loss_sum(losses)
         finally:
             self.masks = Masks()
 
-    def _step_and_update(self, i, sh, tokens, targets, h, dscale, zero, guard, update, rng,
-                         meet):
+    def _step_and_update(self, i, sh, tokens, targets, h, dscale, zero, guard, update, rng):
         """Thread i's part of forward_backward with an update: its shard, then its range of the
-        gradient sum and of the update (see forward_backward). Returns the shard's loss sum."""
+        gradient sum and of the optimiser step (StepBinding.run). Returns (loss sum, updated)."""
         try:
-            loss = meet["losses"][i] = self._step_shard(sh, tokens, targets, h, dscale, zero,
-                                                        guard)
-            self.barrier.wait()               # every shard's gradient is complete
-            lo, hi = rng
-            if lo < hi:
-                sums = meet["sums"][i] = np.zeros(-(-(hi - lo) // optim.BLOCK))
-                self._reduce_range(update.grads, lo, hi, sums)
-            self.barrier.wait()               # the whole gradient and its block sums are there
-            norm = meet["norm"][i] = math.sqrt(sum(chain.from_iterable(meet["sums"])))
-            if lo < hi:
-                update.apply(lo, hi, update.prior + sum(meet["losses"]), norm)
-            return loss
+            loss = self._step_shard(sh, tokens, targets, h, dscale, zero, guard)
+            return loss, update.run(i, rng[0], rng[1], loss)
         except BaseException:
             self.barrier.abort()              # the other threads stop waiting for this one
             raise
+
+    def step_binding(self, grads, params, m, v, n_decay):
+        """The kernels.StepBinding that forward_backward(update=...) runs: this network's
+        barrier, shard gradients and DropConnect buffers, with the summed gradient buffer grads
+        and the optimiser's params, m and v (n floats each; decay on [0, n_decay))."""
+        regions = []
+        if self.wch_mask is not None:
+            regions = [(at, e.reshape(-1), mk.reshape(-1))
+                       for at, e, mk in zip(self.wch_at, self.wch_eff, self.wch_mask)]
+        return kernels.StepBinding(self.barrier, [sh.grads for sh in self.shards], grads, params,
+                                   m, v, n_decay, optim.BLOCK, regions)
 
     def set_weight_masks(self, masks):
         """DropConnect with given masks (a list of (X,H,H) arrays of 0 or 1/(1-p)): the layers

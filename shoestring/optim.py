@@ -6,8 +6,8 @@ starts, so the result is bitwise the same for any number of threads. Weight deca
 matrices (the [0, n_decay) prefix of the layout); the clip is folded into the same pass as a
 gradient scale. The gradient's squared norm is the sum, in block order, of float64 partial sums
 over fixed blocks of BLOCK elements: the same bits for any number of threads too. Training's
-usual step runs plan + apply on the shard threads, each on its own range, in the same hand-off
-as the shards (model.StepUpdate). update and grad_norm are the stand-alone forms (the
+usual step runs the same arithmetic on the shard threads, each on its own range, in C
+(csrc/step.c, model.Network.step_binding). update and grad_norm are the stand-alone forms (the
 on_gradients path), where buffers of fewer than PARALLEL_MIN elements stay on one thread
 (thread_ranges). The learning rate is a pure function of the step.
 """
@@ -75,8 +75,10 @@ def grad_norm(grads, run=None, parts=1):
     block order (the same bits for any `parts`; run as in AdamW.update)."""
     ranges = thread_ranges(grads.shape[0], parts)
     run = run if run is not None and len(ranges) > 1 else _serial
-    return math.sqrt(sum(chain.from_iterable(run(block_sumsq, [(grads, lo, hi)
-                                                               for lo, hi in ranges]))))
+    total = 0.0                   # in order from 0.0, as csrc/step.c adds them (not sum(): its
+    for x in chain.from_iterable(run(block_sumsq, [(grads, lo, hi) for lo, hi in ranges])):
+        total += x                # compensated summation since Python 3.12 gives other bits)
+    return math.sqrt(total)
 
 
 def clip_scale(norm, clip):
@@ -113,8 +115,12 @@ class AdamW:
     def plan(self, lr, clip, norm):
         """The constants of the next step's update (lr, gradient scale, bias corrections), for
         apply; the caller adds 1 to step once every range is updated."""
+        return (lr, clip_scale(norm, clip)) + self.bias_corrections()
+
+    def bias_corrections(self):
+        """(1 - beta1^t, 1 - beta2^t) of the next step t = step + 1."""
         t = self.step + 1
-        return lr, clip_scale(norm, clip), 1.0 - self.beta1 ** t, 1.0 - self.beta2 ** t
+        return 1.0 - self.beta1 ** t, 1.0 - self.beta2 ** t
 
     def apply(self, params, grads, plan, lo, hi):
         """The update of [lo, hi) with plan's constants: the same bits however the buffer is

@@ -55,7 +55,7 @@ from .data import default_corpus_path
 from .dataset import Windows, atomic_write_text, remove_stale_temp_files
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError, UsageError
 from .evaluate import score_tokens
-from .model import (Masks, Network, StepUpdate, dropconnect_seeds, dropout_mask,
+from .model import (Masks, Network, dropconnect_seeds, dropconnect_threshold, dropout_mask,
                     usable_cores)
 from .optim import AdamW, clip_scale, default_warmup, grad_norm, lr_at
 from .params import STATE_GUARD, ModelConfig, ParamLayout
@@ -382,17 +382,15 @@ class Trainer:
                     for l in range(cfg.L)],
             head=dropout_mask(r, (self.B, cfg.H), p) if p else None)
 
-    def _apply(self, lr, lo, hi, loss_sum, norm):
-        """One thread's range [lo, hi) of the AdamW update (StepUpdate.apply): nothing when the
-        step's loss or the gradient norm is not fit to update with (step() raises then)."""
-        loss = loss_sum / (self.B * self.T * self.acc)
-        c = self.config
-        if math.isfinite(loss) and loss <= self.diverged_above and math.isfinite(norm):
-            self.opt.apply(self.params, self.grads, self.opt.plan(lr, c.grad_clip, norm), lo, hi)
-            self._param_sumsq[lo] = kernels.sumsq(self.params[lo:hi])     # the check in step()
-            if c.weight_drop:                 # the next step's DropConnect, on the new weights
-                self.net.draw_weight_masks(dropconnect_seeds(c.seed, self.opt.step + 1,
-                                                             self.cfg.L), c.weight_drop, lo, hi)
+    def _step_binding(self):
+        """The C step (model.Network.step_binding) over this run's buffers, rebuilt when a
+        restore replaced one of them."""
+        want = (self.grads, self.params, self.opt.m, self.opt.v)
+        if getattr(self, "_bound", None) is None or any(x is not y for x, y in
+                                                          zip(self._bound, want)):
+            self._bind = self.net.step_binding(*want, self.layout.n_decay)
+            self._bound = want
+        return self._bind
 
     def step(self):
         """Run `accumulate` windows and one AdamW update. Returns (loss mean, grad norm, lr)."""
@@ -411,15 +409,23 @@ class Trainer:
         dscale = 1.0 / (self.B * self.T * self.acc)
         lr = lr_at(self.opt.step, c.lr, self.total_steps, self.warmup, c.lr_schedule)
         # without on_gradients hooks, the last window's threads also sum the gradient and run
-        # AdamW on their own ranges (steps 4 and 5 below, in the same hand-off: same bits)
+        # AdamW on their own ranges in C (steps 3 to 5 below, in the same hand-off: same bits)
         fused = not self.hooks["on_gradients"]
         loss, update = 0.0, None
-        self._param_sumsq = {}                # each update range's sum of squares, by its start
         for a in range(self.acc):             # the first window zeroes the shards' buffers
             tokens, targets = self.train_win.window(self.window, self.offset)   # (B,T) each
             if fused and a == self.acc - 1:
-                update = StepUpdate(self.grads, loss, lambda lo, hi, total, norm: self._apply(
-                    lr, lo, hi, total, norm))
+                update = self._step_binding()
+                bc1, bc2 = self.opt.bias_corrections()
+                threshold, scale = dropconnect_threshold(c.weight_drop) if c.weight_drop \
+                    else (0, 1.0)
+                update.set(prior=loss, tokens=self.B * self.T * self.acc,
+                           diverged_above=self.diverged_above, lr=lr, beta1=self.opt.beta1,
+                           beta2=self.opt.beta2, eps=self.opt.eps,
+                           weight_decay=self.opt.weight_decay, clip=c.grad_clip, bc1=bc1,
+                           bc2=bc2, threshold=threshold, scale=scale,
+                           seeds=dropconnect_seeds(c.seed, self.opt.step + 1, self.cfg.L)
+                           if c.weight_drop else ())
             # h carries over; runaway streams start afresh (the guard, on each shard's thread)
             loss += self.net.forward_backward(tokens, targets, self.h, dscale,
                                               self._window_masks(), zero=a == 0, update=update,
@@ -440,8 +446,8 @@ class Trainer:
         run, parts = self.net.run, self.net.threads
         if fused:
             norm = update.norm
-            if math.isfinite(norm):
-                self.opt.step += 1            # every range was updated with plan's constants
+            if self.net.updated:
+                self.opt.step += 1            # every range was updated with the same constants
                 self.net.masks_step = self.opt.step if c.weight_drop else None
         else:
             # 4. the gradient: the shards' buffers summed in shard order (deterministic)
@@ -463,7 +469,7 @@ class Trainer:
         # NaN/inf weights with a finite gradient come from the update itself (a step too large
         # for float32, or 0/0 in AdamW): for float32 values, the float64 sum of squares is not
         # finite exactly then (the fused path summed each range on its thread)
-        sumsq = sum(self._param_sumsq.values()) if fused else kernels.sumsq(self.params)
+        sumsq = float(np.sum(update.param_sumsq)) if fused else kernels.sumsq(self.params)
         if not math.isfinite(sumsq):
             bad = int(self.params.size - np.count_nonzero(np.isfinite(self.params)))
             raise TrainingError(

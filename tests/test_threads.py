@@ -11,7 +11,8 @@
 - kernels.state_guard against ref.state_guard and params.guard_state, also on a strided batch
   slice of a bigger state.
 - kernels.Barrier and model.Workers: reuse, abort, result order, error propagation, close; the
-  fused Network.forward_backward (StepUpdate) against reduce_grads + grad_norm, and its errors.
+  fused Network.forward_backward (kernels.StepBinding, csrc/step.c) against reduce_grads +
+  grad_norm + AdamW.update, and its errors.
 - The fused training step (Trainer.step without on_gradients hooks: the gradient sum and AdamW on
   the shard threads) against the unfused path (a no-op on_gradients hook), bit for bit; a
   non-finite or diverged loss leaves the parameters and optimiser untouched; the DropConnect
@@ -29,7 +30,7 @@ from shoestring import kernels, model, optim, ref
 from shoestring.config import NEW_RUN_CAP, TrainConfig
 from shoestring.data import default_corpus_path
 from shoestring.errors import KernelArgumentError, TrainingError
-from shoestring.model import (Masks, Network, StepUpdate, Workers, dropconnect_seeds,
+from shoestring.model import (Masks, Network, Workers, dropconnect_seeds,
                               dropconnect_threshold, dropout_mask)
 from shoestring.params import STATE_GUARD, ModelConfig, ParamLayout, guard_state, layer_views
 
@@ -839,86 +840,127 @@ def _net_case(seed=0, Bn=6, Tn=5):
     return lay, params, tokens, targets, h0
 
 
+def _step_case(net, lay, params, block_lr=1e-3, clip=0.5, diverged_above=float("inf"),
+               prior=2.5, tokens=30):
+    """A StepBinding over fresh buffers for net, set for one AdamW step."""
+    grads, m, v = lay.zeros(), lay.zeros(), lay.zeros()
+    bind = net.step_binding(grads, params, m, v, lay.n_decay)
+    opt = optim.AdamW(lay.n, lay.n_decay, weight_decay=0.01)
+    bc1, bc2 = opt.bias_corrections()
+    bind.set(prior=prior, tokens=tokens, diverged_above=diverged_above, lr=block_lr,
+             beta1=opt.beta1, beta2=opt.beta2, eps=opt.eps, weight_decay=opt.weight_decay,
+             clip=clip, bc1=bc1, bc2=bc2)
+    return bind, grads, m, v
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("block", [256, 1 << 16])
-def test_fused_forward_backward_sums_like_reduce_grads(threads, block, monkeypatch):
-    """forward_backward with a StepUpdate: update.grads gets reduce_grads' bits, update.norm
-    grad_norm's, and apply is called once per thread's range, the ranges covering the buffer in
-    block-aligned pieces, with the step's loss sum (prior + this window's)."""
+@pytest.mark.parametrize("clip", [0.5, 0.0], ids=["clip", "no-clip"])
+def test_fused_forward_backward_is_reduce_grads_grad_norm_and_adamw(threads, block, clip,
+                                                                   monkeypatch):
+    """forward_backward with a StepBinding (csrc/step.c): the summed gradient has reduce_grads'
+    bits, the norm grad_norm's, and the weights, m and v AdamW.update's; the loss it checked is
+    (prior + the window's loss sum) / tokens."""
     small_block(monkeypatch, block)
     lay, params, tokens, targets, h0 = _net_case(seed=threads)
-    calls = []
-
-    def apply(lo, hi, loss, norm):
-        calls.append((lo, hi, loss, norm, threading.current_thread().name))
-
     out = {}
     for fused in (False, True):
-        net = Network(NET_CFG, params, 6, 5, threads=threads)
+        p = params.copy()
+        net = Network(NET_CFG, p, 6, 5, threads=threads)
         h = h0.copy()
         net.forward_backward(targets, tokens, h, 0.01, zero=True)          # an earlier window
         if fused:
-            upd = StepUpdate(lay.zeros(), 2.5, apply)
-            loss = net.forward_backward(tokens, targets, h, 0.01, update=upd)
-            g, norm = upd.grads, upd.norm
+            bind, g, m, v = _step_case(net, lay, p, clip=clip)
+            loss = net.forward_backward(tokens, targets, h, 0.01, update=bind)
+            assert net.updated and bind.loss == (2.5 + loss) / 30
+            norm = bind.norm
+            assert np.isfinite(np.sum(bind.param_sumsq))
         else:
             loss = net.forward_backward(tokens, targets, h, 0.01)
+            assert not net.updated
             g = net.reduce_grads(lay.zeros())
-            norm = optim.grad_norm(g, net.run, net.threads)
-        out[fused] = (loss, g, norm, h)
+            opt = optim.AdamW(lay.n, lay.n_decay, weight_decay=0.01)
+            norm = opt.update(p, g, 1e-3, clip, net.run, net.threads)
+            m, v = opt.m, opt.v
+        out[fused] = (loss, g, norm, h, p, m, v)
         net.close()
-    (l0, g0, n0, h_0), (l1, g1, n1, h_1) = out[False], out[True]
-    assert l0 == l1 and n0 == n1 and np.isfinite(n0) and n0 > 0
-    same_bits(g1, g0, "summed gradient")
-    same_bits(h_1, h_0, "h")
-    ranges = sorted((lo, hi) for lo, hi, *_ in calls)
-    assert ranges[0][0] == 0 and ranges[-1][1] == lay.n
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
-    assert all(lo % block == 0 for lo, _ in ranges)
-    assert len(calls) == min(threads, -(-lay.n // block))    # idle threads get no range
-    assert {c[2] for c in calls} == {2.5 + l1} and {c[3] for c in calls} == {n1}
-    if threads > 1 and len(calls) > 1:             # the ranges ran on the shard threads
-        assert len({c[4] for c in calls}) == len(calls)
+    a, b = out[False], out[True]
+    assert a[0] == b[0] and a[2] == b[2] and np.isfinite(a[2]) and a[2] > 0
+    for i, what in ((1, "summed gradient"), (3, "h"), (4, "params"), (5, "m"), (6, "v")):
+        same_bits(b[i], a[i], what)
+    assert not np.array_equal(out[True][4], params)                     # it did update
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fused_forward_backward_with_an_unfit_loss_updates_nothing(threads):
+    lay, params, tokens, targets, h0 = _net_case(seed=7)
+    p = params.copy()
+    net = Network(NET_CFG, p, 6, 5, threads=threads)
+    bind, g, m, v = _step_case(net, lay, p, diverged_above=-1.0)
+    net.forward_backward(tokens, targets, h0.copy(), 0.01, zero=True, update=bind)
+    assert not net.updated and bind.loss > -1.0 and np.isfinite(bind.norm)
+    same_bits(p, params, "params")
+    assert not m.any() and not v.any()
+    net.close()
 
 
 def test_fused_forward_backward_errors_propagate_and_the_next_window_works(monkeypatch):
-    """A shard that fails (a bad token in a worker's rows) or an update range that fails ends
-    forward_backward with that error, not the others' BrokenBarrier and not a hang; the next
-    window then gives the bits of a fresh network's."""
+    """A shard that fails (a bad token in a worker's rows, or in the calling thread's) or a bad
+    update range ends forward_backward with that error, not the others' BrokenBarrier and not a
+    hang, and updates nothing; the next window then gives the bits of a fresh network's."""
     small_block(monkeypatch, 256)
     lay, params, tokens, targets, h0 = _net_case(seed=4)
-    net = Network(NET_CFG, params, 6, 5, threads=3)
-    applied = []
+    p = params.copy()
+    net = Network(NET_CFG, p, 6, 5, threads=3)
+    bind, g, m, v = _step_case(net, lay, p)
     bad = tokens.copy()
     bad[0, 0] = NET_CFG.V                          # row 0: the first shard, a worker thread
-    upd = StepUpdate(lay.zeros(), 0.0, lambda *a: applied.append(a))
     with pytest.raises(KernelArgumentError, match=r"tokens \(B,T\) has ids outside"):
-        net.forward_backward(bad, targets, h0.copy(), 0.1, zero=True, update=upd)
-    assert applied == []                           # nobody updated with a partial gradient
+        net.forward_backward(bad, targets, h0.copy(), 0.1, zero=True, update=bind)
     bad = tokens.copy()
     bad[5, 4] = -3                                 # the last shard: the calling thread
     with pytest.raises(KernelArgumentError, match=r"tokens \(B,T\) has ids outside"):
-        net.forward_backward(bad, targets, h0.copy(), 0.1, zero=True, update=upd)
-    assert applied == []
+        net.forward_backward(bad, targets, h0.copy(), 0.1, zero=True, update=bind)
+    same_bits(p, params, "params")                 # nobody updated with a partial gradient
+    with pytest.raises(KernelArgumentError, match=r"StepBinding.run: bad thread"):
+        bind.run(0, 3, 256, 0.0)                   # a range that is not block-aligned
+    with pytest.raises(KernelArgumentError, match=r"StepBinding.set: 1 seeds"):
+        bind.set(seeds=[1])                        # this network has no DropConnect regions
 
-    def failing(lo, hi, loss, norm):
-        if lo > 0:
-            raise OSError("range %d failed" % lo)
-    with pytest.raises(OSError, match=r"range [1-9]\d* failed"):
-        net.forward_backward(tokens, targets, h0.copy(), 0.1, zero=True,
-                             update=StepUpdate(lay.zeros(), 0.0, failing))
-
-    fresh = Network(NET_CFG, params, 6, 5, threads=3)
+    q = params.copy()
+    fresh = Network(NET_CFG, q, 6, 5, threads=3)
     res = []
-    for n in (net, fresh):
+    for n, w in ((net, p), (fresh, q)):
         h = h0.copy()
-        upd = StepUpdate(lay.zeros(), 0.0, lambda *a: None)
-        loss = n.forward_backward(tokens, targets, h, 0.1, zero=True, update=upd)
-        res.append((loss, upd.grads, upd.norm, h))
+        b, gg, mm, vv = _step_case(n, lay, w)
+        loss = n.forward_backward(tokens, targets, h, 0.1, zero=True, update=b)
+        res.append((loss, gg, b.norm, h, w))
         n.close()
     assert res[0][0] == res[1][0] and res[0][2] == res[1][2]
-    same_bits(res[0][1], res[1][1])
-    same_bits(res[0][3], res[1][3])
+    for i in (1, 3, 4):
+        same_bits(res[0][i], res[1][i])
+
+
+def test_step_binding_rejects_bad_buffers():
+    lay, params, *_ = _net_case()
+    net = Network(NET_CFG, params, 6, 5, threads=2)
+    shards = [sh.grads for sh in net.shards]
+    z = lay.zeros
+    with pytest.raises(KernelArgumentError, match="StepBinding: barrier must be"):
+        kernels.StepBinding(None, shards, z(), params, z(), z(), 0, 256)
+    with pytest.raises(KernelArgumentError, match="shards must be a list of 2"):
+        kernels.StepBinding(net.barrier, shards[:1], z(), params, z(), z(), 0, 256)
+    with pytest.raises(KernelArgumentError, match=r"StepBinding: m has shape"):
+        kernels.StepBinding(net.barrier, shards, z(), params, np.zeros(3, np.float32), z(), 0,
+                            256)
+    with pytest.raises(KernelArgumentError, match="grads and params overlap"):
+        kernels.StepBinding(net.barrier, shards, params, params, z(), z(), 0, 256)
+    with pytest.raises(KernelArgumentError, match="n_decay=.* exceeds"):
+        kernels.StepBinding(net.barrier, shards, z(), params, z(), z(), lay.n + 1, 256)
+    with pytest.raises(KernelArgumentError, match=r"regions\[0\] runs past"):
+        kernels.StepBinding(net.barrier, shards, z(), params, z(), z(), 0, 256,
+                            [(lay.n - 2, np.zeros(4, np.float32), np.zeros(4, np.float32))])
+    net.close()
 
 
 def test_network_close_joins_the_workers():

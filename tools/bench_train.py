@@ -9,8 +9,8 @@ configuration run --rounds times interleaved (the best kept):
   0.3 on Wch, the candidate's soft cap): masks, forward and backward, gradient sum, AdamW, the
   state guard, as `shoestring train` runs it;
 - `network`: the bare network step (no regularisers, no cap): forward_backward with the
-  gradient sum and AdamW in the same hand-off to the threads (model.StepUpdate), as training
-  runs them; the kernels' figure.
+  gradient sum and AdamW in the same hand-off to the threads (Network.step_binding, csrc/step.c),
+  as training runs them; the kernels' figure.
 
 Thread scaling is the ratio of two configurations measured in this run. Numpy's single-threaded
 sgemm rate is measured in the same run; effective GFLOP/s counts the model's useful FLOPs (3x the
@@ -52,7 +52,7 @@ def child(args):
     from shoestring import kernels
     from shoestring.config import NEW_RUN_CAP, TrainConfig
     from shoestring.dataset import Windows
-    from shoestring.model import Network, StepUpdate
+    from shoestring.model import Network
     from shoestring.optim import AdamW
     from shoestring.params import ModelConfig, ParamLayout
     from shoestring.tokenizer import Tokenizer
@@ -79,13 +79,14 @@ def child(args):
         win = Windows(tokens, B, T)
         h = np.zeros((cfg.L, B, cfg.X, cfg.H), np.float32)
 
-        def apply(lo, hi, loss, norm):
-            opt.apply(params, grads, opt.plan(1e-3, 1.0, norm), lo, hi)
+        update = net.step_binding(grads, params, opt.m, opt.v, lay.n_decay)
 
         def step(w):
             tok, tgt = win.window(w % win.count)
-            net.forward_backward(tok, tgt, h, 1.0 / (B * T), zero=True,
-                                 update=StepUpdate(grads, 0.0, apply))
+            bc1, bc2 = opt.bias_corrections()
+            update.set(tokens=B * T, lr=1e-3, beta1=opt.beta1, beta2=opt.beta2, eps=opt.eps,
+                       weight_decay=opt.weight_decay, clip=1.0, bc1=bc1, bc2=bc2)
+            net.forward_backward(tok, tgt, h, 1.0 / (B * T), zero=True, update=update)
             opt.step += 1
 
     for w in range(3):

@@ -1,17 +1,17 @@
 """Profile (not a test): where one `Trainer.step` of the default recipe spends its time.
 
-Since #13's second pass a step is one hand-off to the shard threads: each thread runs its shard
-(forward + state guard + backward, two C calls), meets the others at a C barrier, sums its range
-of the gradient, meets them again, and runs AdamW (plus the next step's DropConnect masks and
-the weights' finiteness sum) on its range. The calling thread's share is timed part by part:
-its shard, its wait for the other shards, its gradient sum, its update; "hand-off" is the rest
-of forward_backward (the start and the end of the workers' items); "dropout masks" are the
-window's locked/embedding-dropout masks; "rest" is the step outside forward_backward (the
-window's tokens, the loss checks, the bookkeeping). For 1 and 2 threads (or --threads-list),
-dense (K=6) and top-2; random tokens over the default vocabulary, B=16, T=80, 40 steps after 5
-warm-up steps. With --batch-check it also times the bare network step (forward_backward, no
-regularisers) at B=16 and B=8 on one thread and at B=16 on two, to tell the halved batch of a
-shard apart from the threading itself.
+A step is one hand-off to the shard threads: each thread runs its shard (forward + state guard
++ backward, two C calls), then one more C call (csrc/step.c) in which it waits for the other
+shards, sums its range of the gradient, waits again and runs AdamW (plus the next step's
+DropConnect masks and the weights' finiteness sum) on its range. The calling thread's share is
+timed: its shard, then its C step ("update": the waits included); "hand-off" is the rest of
+forward_backward (the workers' start and end); "dropout masks" are the window's locked and
+embedding-dropout masks; "rest" is the step outside forward_backward (the window's tokens, the
+loss checks, the bookkeeping). For 1 and 2 threads (or --threads-list), dense (K=6) and top-2;
+random tokens over the default vocabulary, B=16, T=80, 40 steps after 5 warm-up steps. With
+--batch-check it also times the bare network step (forward_backward, no regularisers) at B=16
+and B=8 on one thread and at B=16 on two, to tell the halved batch of a shard apart from the
+threading itself.
 
     python tools/profile_step.py [--threads-list 1 2] [--steps 40] [--batch-check]
 
@@ -36,7 +36,7 @@ from shoestring.tokenizer import Tokenizer  # noqa: E402
 from shoestring.trainer import Trainer  # noqa: E402
 
 V, B, T = 850, 16, 80
-PARTS = ("shard", "wait for the shards", "gradient sum", "update", "hand-off", "dropout masks")
+PARTS = ("shard", "update", "hand-off", "dropout masks")
 
 
 def timed(table, obj, name, label, main_only=False):
@@ -63,9 +63,7 @@ def profile(tok, threads, K, steps):
     acc = collections.Counter()
     timed(acc, tr.net, "forward_backward", "forward_backward")
     timed(acc, tr.net, "_step_shard", "shard", main_only=True)
-    timed(acc, tr.net.barrier, "wait", "barriers", main_only=True)
-    timed(acc, tr.net, "_reduce_range", "gradient sum", main_only=True)
-    timed(acc, tr, "_apply", "update", main_only=True)
+    timed(acc, tr._step_binding(), "run", "update", main_only=True)
     timed(acc, tr, "_window_masks", "dropout masks")
     for _ in range(5):
         tr.step()
@@ -76,12 +74,8 @@ def profile(tok, threads, K, steps):
     total = (time.perf_counter() - t0) / steps * 1e3
     tr.net.close()
     parts = {k: v / steps * 1e3 for k, v in acc.items()}
-    # the first barrier is the wait for the other shards; the second one follows the gradient
-    # sum, whose own imbalance is small: both count as waiting for the shards
-    parts["wait for the shards"] = parts.pop("barriers", 0.0)
-    inner = sum(parts.get(c, 0.0) for c in ("shard", "wait for the shards", "gradient sum",
-                                            "update"))
-    parts["hand-off"] = parts.get("forward_backward", 0.0) - inner
+    parts["hand-off"] = parts.get("forward_backward", 0.0) - parts.get("shard", 0.0) \
+        - parts.get("update", 0.0)
     rest = total - parts.pop("forward_backward", 0.0) - parts.get("dropout masks", 0.0)
     return total, parts, rest
 
