@@ -913,6 +913,7 @@ class StepBinding:
         u.n, u.block, u.n_decay = n, block, n_decay
         u.n_regions, u.regions = len(regions), regs
         self.n, self.block, self.S = n, block, S
+        self.params = params
         self._u, self._keep = u, keep
         self.set(seeds=[0] * len(regions))
 

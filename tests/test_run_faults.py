@@ -583,17 +583,20 @@ def test_eps_rmsnorm_in_float32():
 
 
 def test_nan_weights_after_an_update_blame_the_update(tmp_path, corpus, capsys, monkeypatch):
-    from shoestring import optim
+    from shoestring import kernels
 
-    real = optim.kernels.adamw_step
+    real = kernels.StepBinding.run
     calls = {"n": 0}
 
-    def step(params, *a):
-        real(params, *a)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            params[7] = np.nan               # what 0/0 in the update produces
-    monkeypatch.setattr(optim.kernels, "adamw_step", step)
+    def run(self, t, lo, hi, loss):           # the training step's update, in C (csrc/step.c)
+        updated = real(self, t, lo, hi, loss)
+        if lo <= 7 < hi:                      # on the thread whose range holds weight 7
+            calls["n"] += 1
+            if calls["n"] == 3:
+                self.params[7] = np.nan       # what 0/0 in the update produces, and the sum
+                self.param_sumsq[t] = np.nan  # of squares the C step then computes
+        return updated
+    monkeypatch.setattr(kernels.StepBinding, "run", run)
     out = str(tmp_path / "run")
     rc = main(["train", "--model-data", corpus, "--out-dir", out, "--eval-every", "1",
                "--max-steps", "6"] + ARCH + QUIET)
