@@ -62,7 +62,7 @@ rc=0
 "$VENV/bin/pytest" -q -p no:cacheprovider \
     tests/test_kernels.py tests/test_kernel_args.py tests/test_moegru.py tests/test_decode.py \
     tests/test_chat.py tests/test_checkpoint.py tests/test_ref_model.py \
-    tests/test_train.py tests/test_reliability.py \
+    tests/test_train.py tests/test_threads.py tests/test_regularisers.py tests/test_reliability.py \
     --deselect "tests/test_reliability.py::test_bad_input_gives_one_error_line[train --model-data one 5 MB line (valid)]" \
     --deselect "tests/test_reliability.py::test_bad_input_gives_one_error_line[tokenizer --bpe-data one 5 MB line (valid)]" \
     "$@" 2>&1 | tee "$LOG" || rc=$?
