@@ -79,8 +79,13 @@ void ss_panel_pack_q8(int8_t *dst, float *dscale, const int8_t *q, const float *
 }
 
 /* ---- int8 quantisation ---------------------------------------------------------------------- */
-/* One symmetric scale for n values: s = max|v| / 127, q = rint(v * (127 / max)) in [-127, 127]. */
-static float quantize_run(int8_t *q, const float *v, int n)
+/* One symmetric scale for n values: s = max|v| / 127, q = rint(v * (127 / max)) in [-127, 127]
+ * (NaN values are left out of the max and give 0). The scalar loop is the reference; on x86-64
+ * the block of 32 that the decode step quantises 15 times a token (0.25 us per 96 values
+ * scalar) runs on SSE2, which every x86-64 CPU has, with the same bits: the max ignores NaN as
+ * the scalar comparison does, cvtps2dq rounds half to even as lrintf does, and NaN lanes are
+ * zeroed as (int8_t)lrintf(NaN) is on x86-64. */
+static float quantize_scalar(int8_t *q, const float *v, int n)
 {
     float amax = 0.0f;
     for (int i = 0; i < n; i++) {
@@ -92,8 +97,63 @@ static float quantize_run(int8_t *q, const float *v, int n)
         return 0.0f;
     }
     const float inv = 127.0f / amax;
-    for (int i = 0; i < n; i++) q[i] = (int8_t)lrintf(v[i] * inv);
+    for (int i = 0; i < n; i++) q[i] = isnan(v[i]) ? 0 : (int8_t)lrintf(v[i] * inv);
     return amax / 127.0f;
+}
+
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+#define SS_QUANT_SSE2 1
+static float quantize_block_sse2(int8_t *q, const float *v)    /* n == SS_Q8_BLOCK == 32 */
+{
+    const __m128 sign = _mm_set1_ps(-0.0f);
+    __m128 m = _mm_setzero_ps();
+    for (int i = 0; i < 32; i += 4)               /* max(a, m): a NaN |v| keeps m */
+        m = _mm_max_ps(_mm_andnot_ps(sign, _mm_loadu_ps(v + i)), m);
+    m = _mm_max_ps(m, _mm_shuffle_ps(m, m, _MM_SHUFFLE(1, 0, 3, 2)));
+    m = _mm_max_ps(m, _mm_shuffle_ps(m, m, _MM_SHUFFLE(2, 3, 0, 1)));
+    const float amax = _mm_cvtss_f32(m);
+    if (!(amax > 0.0f) || !isfinite(amax)) {
+        memset(q, 0, 32);
+        return 0.0f;
+    }
+    if (!isfinite(127.0f / amax)) return quantize_scalar(q, v, 32);   /* a subnormal max */
+    const __m128 inv = _mm_set1_ps(127.0f / amax);
+    for (int i = 0; i < 32; i += 16) {
+        __m128i r[4];
+        for (int j = 0; j < 4; j++) {
+            const __m128 x = _mm_loadu_ps(v + i + 4 * j);
+            const __m128 ok = _mm_cmpord_ps(x, x);                    /* not NaN */
+            r[j] = _mm_and_si128(_mm_cvtps_epi32(_mm_mul_ps(x, inv)), _mm_castps_si128(ok));
+        }
+        const __m128i w = _mm_packs_epi16(_mm_packs_epi32(r[0], r[1]), _mm_packs_epi32(r[2], r[3]));
+        _mm_storeu_si128((__m128i *)(q + i), w);
+    }
+    return amax / 127.0f;
+}
+#endif
+
+static float quantize_run(int8_t *q, const float *v, int n)
+{
+#ifdef SS_QUANT_SSE2
+    if (n == SS_Q8_BLOCK) return quantize_block_sse2(q, v);
+#endif
+    return quantize_scalar(q, v, n);
+}
+
+/* For tests: the scalar reference of ss_quantize_x's blocks (the same outputs). */
+void ss_quantize_x_scalar(int8_t *xq, float *xscale, int32_t *xsum, const float *x, int C)
+{
+    const int Cp = ss_q8_width(C);
+    for (int b = 0; b * SS_Q8_BLOCK < Cp; b++) {
+        int c0 = b * SS_Q8_BLOCK, n = C - c0 < SS_Q8_BLOCK ? C - c0 : SS_Q8_BLOCK;
+        int8_t *qb = xq + c0;
+        xscale[b] = quantize_scalar(qb, x + c0, n);
+        for (int i = n; i < SS_Q8_BLOCK; i++) qb[i] = 0;
+        int32_t s = 0;
+        for (int i = 0; i < SS_Q8_BLOCK; i++) s += qb[i];
+        xsum[b] = s;
+    }
 }
 
 void ss_quantize_rows(int8_t *q, float *scale, const float *W, int64_t N, int C)

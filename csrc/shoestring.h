@@ -361,6 +361,8 @@ void ss_decode_matvec(float *y, const float *Wpk, const float *x, const float *b
 /* to Cp = ss_q8_width(C): xq(Cp), xscale(Cp/32), xsum(Cp/32) = the sum of each block's xq.   */
 void ss_quantize_rows(int8_t *q, float *scale, const float *W, int64_t N, int C);
 void ss_quantize_x(int8_t *xq, float *xscale, int32_t *xsum, const float *x, int C);
+/* The scalar twin of ss_quantize_x (which runs full blocks on SSE2 on x86-64): the same outputs. */
+void ss_quantize_x_scalar(int8_t *xq, float *xscale, int32_t *xsum, const float *x, int C);
 /* y(OC) = scale_o * sum_blocks xscale_b * (q_o . xq)_b + b(OC): int8 panels times a quantised */
 /* vector, exact integer block sums (the dispatched int8 kernel).                             */
 void ss_decode_matvec_q8(float *y, const int8_t *Wpk, const float *wscale, const int8_t *xq,

@@ -1070,9 +1070,10 @@ def quantize_rows(q, scale, W):
     return q, scale
 
 
-def quantize_x(xq, xscale, xsum, x):
+def quantize_x(xq, xscale, xsum, x, scalar=False):
     """x (C) quantised per block of 32: xq (q8_width(C)) int8, xscale and xsum (q8_width(C)/32)
-    float32 and int32 (the sum of each block's xq). Returns xq."""
+    float32 and int32 (the sum of each block's xq). Returns xq. scalar: the scalar twin
+    (ss_quantize_x_scalar) instead of the SSE2 blocks x86-64 uses, for tests."""
     fn = "quantize_x"
     if not isinstance(x, np.ndarray) or x.ndim != 1:
         raise KernelArgumentError("%s: x must be a 1-D numpy float32 array (C)" % fn)
@@ -1082,7 +1083,7 @@ def quantize_x(xq, xscale, xsum, x):
     p_q = _out(fn, "xq", xq, (Cp,), "q8_width(C)", dtype=np.int8)
     p_s = _out(fn, "xscale", xscale, (Cp // Q8_BLOCK,), "q8_width(C)/32")
     p_m = _out(fn, "xsum", xsum, (Cp // Q8_BLOCK,), "q8_width(C)/32", dtype=np.int32)
-    lib.ss_quantize_x(p_q, p_s, p_m, p_x, C)
+    (lib.ss_quantize_x_scalar if scalar else lib.ss_quantize_x)(p_q, p_s, p_m, p_x, C)
     return xq
 
 

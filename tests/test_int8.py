@@ -55,6 +55,42 @@ def test_quantize_rows_keeps_leading_axes():
     np.testing.assert_array_equal(s, rs)
 
 
+@pytest.mark.parametrize("kind", ["normal", "ties", "nan", "inf", "zeros", "subnormal", "huge",
+                                  "half-nan"])
+def test_quantize_x_simd_blocks_are_the_scalar_twin(kind):
+    """ss_quantize_x (whole blocks on SSE2 on x86-64) gives the bits of ss_quantize_x_scalar,
+    edge cases included: NaN left out of the max and quantised to 0, an infinite max (all 0),
+    ties rounding half to even, a subnormal max (127/max overflows)."""
+    rng = np.random.default_rng(sum(map(ord, kind)))
+    for C in (1, 31, 32, 33, 64, 96, 97, 200):
+        for _ in range(20):
+            x = (2 * rng.standard_normal(C)).astype(np.float32)
+            if kind == "ties":
+                x = np.round(x * 127 / np.abs(x).max() * 2) / 2 * np.abs(x).max() / 127
+                x = x.astype(np.float32)
+            elif kind == "nan":
+                x[rng.integers(0, C)] = np.nan
+            elif kind == "inf":
+                x[rng.integers(0, C)] = rng.choice([np.inf, -np.inf])
+            elif kind == "zeros":
+                x[:] = 0.0
+            elif kind == "subnormal":
+                x = (x * np.float32(1e-40)).astype(np.float32)
+            elif kind == "huge":
+                x = (x * np.float32(1e37)).astype(np.float32)
+            elif kind == "half-nan":
+                x[: C // 2] = np.nan
+            Cp = kernels.q8_width(C)
+            out = []
+            for scalar in (False, True):
+                xq = np.full(Cp, 99, np.int8)
+                xs, xm = np.full(Cp // 32, 7, np.float32), np.full(Cp // 32, 7, np.int32)
+                kernels.quantize_x(xq, xs, xm, x, scalar=scalar)
+                out.append((xq, xs.view(np.int32), xm))
+            for a, b in zip(*out):
+                np.testing.assert_array_equal(a, b, err_msg="%s C=%d" % (kind, C))
+
+
 @pytest.mark.parametrize("C", SIZES)
 def test_quantize_x_is_exactly_the_reference(C):
     x = (2 * np.random.default_rng(C).standard_normal(C)).astype(np.float32)
