@@ -316,7 +316,7 @@ class Network:
         update: a kernels.StepBinding from step_binding (None: none), its set() done: in the
         same hand-off, each thread then sums its range of the gradient and runs the optimiser
         on it (reduce_grads' and the optimiser's bits); update.norm and update.loss tell the
-        outcome, and the return value is True in self.updated when the weights changed."""
+        outcome, and self.updated whether the weights changed."""
         self.masks = masks if masks is not None else Masks()
         try:
             if update is None:
