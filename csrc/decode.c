@@ -141,38 +141,36 @@ static float quantize_run(int8_t *q, const float *v, int n)
     return quantize_scalar(q, v, n);
 }
 
-/* For tests: the scalar reference of ss_quantize_x's blocks (the same outputs). */
-void ss_quantize_x_scalar(int8_t *xq, float *xscale, int32_t *xsum, const float *x, int C)
-{
-    const int Cp = ss_q8_width(C);
-    for (int b = 0; b * SS_Q8_BLOCK < Cp; b++) {
-        int c0 = b * SS_Q8_BLOCK, n = C - c0 < SS_Q8_BLOCK ? C - c0 : SS_Q8_BLOCK;
-        int8_t *qb = xq + c0;
-        xscale[b] = quantize_scalar(qb, x + c0, n);
-        for (int i = n; i < SS_Q8_BLOCK; i++) qb[i] = 0;
-        int32_t s = 0;
-        for (int i = 0; i < SS_Q8_BLOCK; i++) s += qb[i];
-        xsum[b] = s;
-    }
-}
-
 void ss_quantize_rows(int8_t *q, float *scale, const float *W, int64_t N, int C)
 {
     for (int64_t n = 0; n < N; n++) scale[n] = quantize_run(q + n * C, W + n * C, C);
 }
 
-void ss_quantize_x(int8_t *xq, float *xscale, int32_t *xsum, const float *x, int C)
+/* x(C) per block of 32, zero-padded to ss_q8_width(C); scalar: every block on the scalar loop
+ * (ss_quantize_x_scalar, the twin tests compare with), else whole blocks on SSE2 where built. */
+static void quantize_blocks(int8_t *xq, float *xscale, int32_t *xsum, const float *x, int C,
+                            int scalar)
 {
     const int Cp = ss_q8_width(C);
     for (int b = 0; b * SS_Q8_BLOCK < Cp; b++) {
         int c0 = b * SS_Q8_BLOCK, n = C - c0 < SS_Q8_BLOCK ? C - c0 : SS_Q8_BLOCK;
         int8_t *qb = xq + c0;
-        xscale[b] = quantize_run(qb, x + c0, n);
+        xscale[b] = scalar ? quantize_scalar(qb, x + c0, n) : quantize_run(qb, x + c0, n);
         for (int i = n; i < SS_Q8_BLOCK; i++) qb[i] = 0;
         int32_t s = 0;
         for (int i = 0; i < SS_Q8_BLOCK; i++) s += qb[i];
         xsum[b] = s;
     }
+}
+
+void ss_quantize_x(int8_t *xq, float *xscale, int32_t *xsum, const float *x, int C)
+{
+    quantize_blocks(xq, xscale, xsum, x, C, 0);
+}
+
+void ss_quantize_x_scalar(int8_t *xq, float *xscale, int32_t *xsum, const float *x, int C)
+{
+    quantize_blocks(xq, xscale, xsum, x, C, 1);
 }
 
 /* ---- sizes ------------------------------------------------------------------------------- */
