@@ -8,8 +8,8 @@
  * asks for 3 ms, which covers the gap between two windows, and none when there are more threads
  * than cores), then yields its core, then sleeps (50 us naps, then 1 ms ones), so more threads
  * than cores still make progress and an idle worker waiting for its next window costs next to
- * nothing. A thread that fails breaks the barrier
- * (ss_barrier_break), and every wait then returns -1 at once instead of waiting forever.
+ * nothing. A thread that fails breaks the barrier (ss_barrier_break), and every wait then returns
+ * -1 at once instead of waiting forever.
  *
  * gcc/clang: __atomic builtins; MSVC: Interlocked functions on volatile longs.
  */

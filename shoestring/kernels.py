@@ -420,12 +420,34 @@ def dropconnect_forward(out, mask, W, j0, seed, threshold, scale):
     p_m = _flat(fn, "mask", mask, n, write=True)
     _no_overlap(fn, [("out", out), ("mask", mask), ("W", W)])
     j0 = _int(fn, "j0", j0, minimum=0)
+    seed = _dropconnect_seed(fn, seed)
+    threshold = _dropconnect_threshold(fn, threshold)
+    lib.ss_dropconnect_forward(p_o, p_m, p_w, n, j0, seed, threshold, float(scale))
+
+
+def _shard_ptrs(fn, shards, n):
+    """A cffi float *[] over the shard gradient buffers (each 1-D float32 of n floats), with what
+    must stay alive while C holds it."""
+    ptrs = ffi.new("float *[]", len(shards))
+    keep = [ptrs]
+    for s, g in enumerate(shards):
+        p = _flat(fn, "shards[%d]" % s, g, n)
+        ptrs[s] = ffi.cast("float *", p)
+        keep += [p, g]
+    return ptrs, keep
+
+
+def _dropconnect_seed(fn, seed):
     if not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 1 << 64:
         raise KernelArgumentError("%s: seed must be an integer in [0, 2^64), got %r" % (fn, seed))
+    return int(seed)
+
+
+def _dropconnect_threshold(fn, threshold):
     threshold = _int(fn, "threshold", threshold, minimum=0)
     if threshold > 1 << 24:
         raise KernelArgumentError("%s: threshold must be <= 2^24, got %d" % (fn, threshold))
-    lib.ss_dropconnect_forward(p_o, p_m, p_w, n, j0, int(seed), threshold, float(scale))
+    return threshold
 
 
 def grad_sum(out, shards, block, partials=None):
@@ -436,12 +458,7 @@ def grad_sum(out, shards, block, partials=None):
         raise KernelArgumentError("%s: shards must be a non-empty list of 1-D float32 arrays" % fn)
     p_o = _flat(fn, "out", out, write=True)
     n = out.shape[0]
-    ptrs = ffi.new("float *[]", len(shards))
-    keep = [ptrs]
-    for s, g in enumerate(shards):
-        p = _flat(fn, "shards[%d]" % s, g, n)
-        ptrs[s] = ffi.cast("float *", p)
-        keep.append(p)
+    ptrs, keep = _shard_ptrs(fn, shards, n)
     _no_overlap(fn, [("out", out)] + [("shards[%d]" % s, g) for s, g in enumerate(shards)])
     block = _int(fn, "block", block)
     p_s = _arr(fn, "partials", partials, (-(-n // block),), "blocks", dtype=np.float64,
@@ -873,13 +890,8 @@ class StepBinding:
         p_g = _flat(fn, "grads", grads, write=True)
         n = grads.shape[0]
         u = ffi.new("ss_step *")
-        keep = [u, barrier, p_g]
-        sp = ffi.new("float *[]", S)
-        keep.append(sp)
-        for i, g in enumerate(shards):
-            p = _flat(fn, "shards[%d]" % i, g, n)
-            sp[i] = ffi.cast("float *", p)
-            keep += [p, g]
+        sp, keep = _shard_ptrs(fn, shards, n)
+        keep += [u, barrier, p_g]
         named = [("grads", grads), ("params", params), ("m", m), ("v", v)]
         _no_overlap(fn, named + [("shards[%d]" % i, g) for i, g in enumerate(shards)])
         for name, a in named[1:]:
@@ -932,8 +944,9 @@ class StepBinding:
             raise KernelArgumentError("StepBinding.set: %d seeds for %d DropConnect regions"
                                       % (len(seeds), u.n_regions))
         for r, sd in enumerate(seeds):
-            u.regions[r].seed = int(sd)
-        u.threshold, u.scale = int(threshold), float(scale)
+            u.regions[r].seed = _dropconnect_seed("StepBinding.set", sd)
+        u.threshold = _dropconnect_threshold("StepBinding.set", threshold)
+        u.scale = float(scale)
         u.norm = u.loss = math.nan
 
     def run(self, t, lo, hi, loss):

@@ -119,7 +119,7 @@ class Workers:
         spin = spin_seconds(n + 1)
         self.start = kernels.Barrier(n + 1, spin)   # the caller and the workers: items are set
         self.end = kernels.Barrier(n + 1, spin)     # every item has finished
-        self.items = [None] * n
+        self.items = [_IDLE] * n
         self.out = [None] * n
         self.threads = [threading.Thread(target=self._loop, args=(i,), daemon=True,
                                          name="shoestring-shard-%d" % i) for i in range(n)]
