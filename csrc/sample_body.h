@@ -3,10 +3,11 @@
  * Included by kernels_body.h (the SIMD tables) and kernels_scalar.c, so each table has its own
  * `sample` built with that table's compiler flags (AVX2 code generation makes it about a quarter
  * faster than the baseline build); sample.c's ss_sample calls the active table's. The code is the
- * same everywhere and its result does not depend on the build: comparisons and integer counts
- * pick the candidates, the lane sums are written out (no reassociation), and the only float
- * arithmetic that reaches the draw (expf, the double sums) has no multiply-add to contract. The
- * contract is in sample.c.
+ * same everywhere and its result does not depend on the build: comparisons, maxima (exact in any
+ * order, on the table's vectors: NaN logits are made -inf first) and integer counts pick the
+ * candidates, the lane sums are written out (no reassociation), and the only float arithmetic
+ * that reaches the draw (expf, the double sums) has no multiply-add to contract. The contract is
+ * in sample.c.
  */
 #ifndef SS_SAMPLE_BODY_H
 #define SS_SAMPLE_BODY_H
@@ -60,6 +61,41 @@ static void sort_cands(ss_cand *a, int n)
     }
 }
 
+/* gm[r] = max(gm[r], x[r]) for r < G (the column maxima of the top-k bound) */
+static void column_max(float *restrict gm, const float *restrict x, int G)
+{
+    for (int r = 0; r < G; r++) gm[r] = x[r] > gm[r] ? x[r] : gm[r];
+}
+
+/* The max of x[0..n), n >= 1, on this table's vectors: exact in any order, as no NaN reaches
+ * it (pass 1 made them -inf), so every instruction set gets the same value. */
+static float max_of(const float *x, int n)
+{
+    int i = 0;
+    float m = x[0];
+#if defined(SS_VW)
+    if (n >= SS_VW) {
+        ssv v = SS_LOAD(x);
+        for (i = SS_VW; i + SS_VW <= n; i += SS_VW) v = SS_MAX(v, SS_LOAD(x + i));
+        m = SS_HMAX(v);
+    }
+#endif
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* The first id whose (masked) logit is lmax; the first allowed id when lmax is -inf (every
+ * allowed logit NaN or -inf). */
+static int first_max(const float *s, const uint8_t *allowed, int V, float lmax)
+{
+    if (lmax > -INFINITY)
+        for (int i = 0; i < V; i++)
+            if (s[i] == lmax) return i;
+    for (int i = 0; i < V; i++)
+        if (!allowed || allowed[i]) return i;
+    return -1;
+}
+
 static int sample(float *work, const float *logits, const uint8_t *allowed, int V,
                   float temperature, int top_k, float top_p, uint64_t *rng)
 {
@@ -67,79 +103,50 @@ static int sample(float *work, const float *logits, const uint8_t *allowed, int 
     float *prob = s + V;                      /* (V) softmax(s / temperature); (V pairs) window */
     ss_cand *cand = (ss_cand *)(prob + 2 * (size_t)V);    /* (V) candidates (p, id) */
 
-    /* pass 1: mask, count, max and the first index of the max, in lane-parallel form (it
-     * vectorises without reassociation; NaN logits never win, -inf never replaces -inf) */
-    float lm[8];
-    int li[8];
-    int n_allowed = 0;
-    for (int j = 0; j < 8; j++) { lm[j] = -INFINITY; li[j] = -1; }
-    int i = 0;
+    /* pass 1: mask and count (a NaN logit becomes -inf: it can never be drawn), then the max */
+    int n_allowed = V, i;
     if (allowed) {
-        for (; i + 8 <= V; i += 8)
-            for (int j = 0; j < 8; j++) {
-                float v = allowed[i + j] ? logits[i + j] : -INFINITY;
-                s[i + j] = v;
-                int up = v > lm[j];
-                lm[j] = up ? v : lm[j];
-                li[j] = up ? i + j : li[j];
-                n_allowed += allowed[i + j] != 0;
-            }
-        for (; i < V; i++) {
-            float v = allowed[i] ? logits[i] : -INFINITY;
-            s[i] = v;
-            if (v > lm[0]) { lm[0] = v; li[0] = i; }
-            n_allowed += allowed[i] != 0;
+        n_allowed = 0;
+        for (i = 0; i < V; i++) {
+            const int ok = allowed[i] != 0;
+            const float v = logits[i];
+            s[i] = ok && v == v ? v : -INFINITY;
+            n_allowed += ok;
         }
     } else {
-        for (; i + 8 <= V; i += 8)
-            for (int j = 0; j < 8; j++) {
-                float v = logits[i + j];
-                s[i + j] = v;
-                int up = v > lm[j];
-                lm[j] = up ? v : lm[j];
-                li[j] = up ? i + j : li[j];
-            }
-        for (; i < V; i++) {
-            float v = logits[i];
-            s[i] = v;
-            if (v > lm[0]) { lm[0] = v; li[0] = i; }
-        }
-        n_allowed = V;
+        for (i = 0; i < V; i++) s[i] = logits[i] == logits[i] ? logits[i] : -INFINITY;
     }
     if (n_allowed == 0) return -1;
-    float lmax = lm[0];
-    for (int j = 1; j < 8; j++) lmax = lm[j] > lmax ? lm[j] : lmax;
+    const float lmax = max_of(s, V);
 
-    /* the greedy answer: the first allowed id holding the max (each lane kept its first) */
-    int best = -1;
-    for (int j = 0; j < 8; j++)
-        if (li[j] >= 0 && lm[j] == lmax && (best < 0 || li[j] < best)) best = li[j];
-    if (best < 0)                             /* every allowed logit is NaN or -inf */
-        for (i = 0; i < V; i++)
-            if (!allowed || allowed[i]) { best = i; break; }
-    if (!(temperature > 0.0f) || top_k == 1 || n_allowed == 1 || !isfinite(lmax)) return best;
+    /* the greedy answer (also the fallback below): the first allowed id holding the max, or the
+     * first allowed id when every allowed logit is NaN or -inf */
+    if (!(temperature > 0.0f) || top_k == 1 || n_allowed == 1 || !isfinite(lmax))
+        return first_max(s, allowed, V, lmax);
 
     const float invT = 1.0f / temperature;
     /* #17 (reliable): below ~3e-39 (or for an infinite temperature) 1/T is inf (or 0), and
      * (s - lmax) * invT becomes NaN, which printed banned tokens; the Python check makes such
      * temperatures greedy, and so does this line for any caller of ss_sample */
-    if (!(invT > 0.0f) || !(invT < INFINITY)) return best;
+    if (!(invT > 0.0f) || !(invT < INFINITY)) return first_max(s, allowed, V, lmax);
     int n = 0, sorted = 0;
     double total = 0;
     if (top_k > 0 && top_k < n_allowed) {
         /* top_k by logit, without data-dependent branches (mispredicted jumps cost more than
          * arithmetic here: a heap or a comparison sort over the candidates took most of the
-         * time). A lower bound first: deal the V logits into top_k columns; the least column
-         * max is <= the k-th largest logit (top_k distinct elements reach it). Compacting the
-         * logits >= that bound leaves a few times top_k candidates (ids rising); the exact k-th
-         * largest among them is found by bisecting the order-preserving integer keys, counting
-         * in straight loops; ties at it go to the lower ids. The kept ones are put in order by
-         * rank counting: rank = #(larger) + #(equal with a lower id). */
-        const int G = top_k;
+         * time). A lower bound first: deal the V logits into G >= top_k columns (G a multiple
+         * of 16 where V allows, so that the loop vectorises); the least column max is <= the
+         * G-th largest logit, so <= the top_k-th (G distinct elements reach it). Compacting the
+         * logits >= that bound (blocks of 16 whose max is below it skipped) leaves a few times
+         * top_k candidates (ids rising); the exact k-th largest among them is found by
+         * bisecting the order-preserving integer keys, counting in straight loops; ties at it
+         * go to the lower ids. The kept ones are put in order by rank counting: rank =
+         * #(larger) + #(equal with a lower id). */
+        const int G = (top_k + 15) / 16 * 16 < V ? (top_k + 15) / 16 * 16 : V;
         float *gm = prob;                     /* (G) column maxima */
         for (int r = 0; r < G; r++) gm[r] = -INFINITY;
         for (i = 0; i + G <= V; i += G)
-            for (int r = 0; r < G; r++) gm[r] = s[i + r] > gm[r] ? s[i + r] : gm[r];
+            column_max(gm, s + i, G);
         for (int r = 0; i < V; i++, r++) gm[r] = s[i] > gm[r] ? s[i] : gm[r];
         float bound = gm[0];
         for (int r = 1; r < G; r++) bound = gm[r] < bound ? gm[r] : bound;
@@ -147,11 +154,15 @@ static int sample(float *work, const float *logits, const uint8_t *allowed, int 
         uint32_t *ck = (uint32_t *)(prob + V);             /* (V) their integer keys */
         int32_t *ci = (int32_t *)(cand + V);               /* (V) their ids */
         int m = 0;
-        for (i = 0; i < V; i++) {
-            float v = s[i];
-            cv[m] = v;
-            ci[m] = i;
-            m += (v >= bound) & (v > -INFINITY);
+        for (i = 0; i < V; i += 16) {
+            const int e = V - i < 16 ? V : i + 16;
+            if (e == i + 16 && max_of(s + i, 16) < bound) continue;
+            for (int j = i; j < e; j++) {
+                float v = s[j];
+                cv[m] = v;
+                ci[m] = j;
+                m += (v >= bound) & (v > -INFINITY);
+            }
         }
         for (int j = 0; j < m; j++) {     /* float -> unsigned key with the same order */
             uint32_t b;
@@ -159,8 +170,7 @@ static int sample(float *work, const float *logits, const uint8_t *allowed, int 
             b = b == 0x80000000u ? 0u : b;    /* -0 == +0, as the float compare says */
             ck[j] = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
         }
-        int keep_eq = m;                  /* how many ties at the threshold to keep */
-        uint32_t t = 0;                   /* keep keys > t, and the first keep_eq equal to t */
+        uint32_t t = 0;                   /* keep keys > t (every candidate's key is > 0) */
         if (m > top_k) {
             uint32_t lo = ck[0], hi = ck[0];
             for (int j = 1; j < m; j++) {
@@ -174,18 +184,23 @@ static int sample(float *work, const float *logits, const uint8_t *allowed, int 
                 if (cnt == top_k) { lo = mid; break; }    /* exactly top_k at or above mid */
                 if (cnt > top_k) lo = mid; else hi = mid - 1;
             }
-            t = lo;
-            int above = 0;
-            for (int j = 0; j < m; j++) above += ck[j] > t;
-            keep_eq = top_k - above;
+            int above = 0, from = 0;
+            for (int j = 0; j < m; j++) {
+                above += ck[j] > lo;
+                from += ck[j] >= lo;
+            }
+            t = lo - 1;                   /* keep every key >= lo ... */
+            if (from > top_k) {           /* ... unless too many tie at lo: the lowest ids of */
+                t = lo;                   /* those are raised above it, the rest dropped */
+                for (int j = 0, left = top_k - above; left > 0; j++)
+                    if (ck[j] == lo) { ck[j] = lo + 1; left--; }
+            }
         }
         n = 0;                            /* compact the kept ones (ids still rising) */
         for (int j = 0; j < m; j++) {
-            int eq = ck[j] == t, keep = (ck[j] > t) | (eq & (keep_eq > 0));
-            keep_eq -= eq & keep;
             cv[n] = cv[j];
             ci[n] = ci[j];
-            n += keep;
+            n += ck[j] > t;
         }
         for (int j = 0; j < n; j++) {     /* rank counting: a total order, so ranks are 0..n-1 */
             float v = cv[j];
@@ -211,7 +226,7 @@ static int sample(float *work, const float *logits, const uint8_t *allowed, int 
             n++;
         }
     }
-    if (n == 0) return best;
+    if (n == 0) return first_max(s, allowed, V, lmax);
 
     if (top_p < 1.0f && !sorted) {
         /* nucleus over all allowed ids without sorting V of them: bisect a probability

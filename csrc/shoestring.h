@@ -377,7 +377,8 @@ int ss_int8_dot_set(int on);
 /* Next token from logits(V): the argmax (ties: lowest id) when temperature <= 0 or top_k == 1; */
 /* otherwise softmax(logits / temperature), restricted to the top_k largest (0: no limit), then */
 /* to the smallest set holding top_p of that mass (1: no limit), drawn with the splitmix64     */
-/* generator whose state *rng advances. allowed(V): 0 bans an id (NULL: all allowed).         */
+/* generator whose state *rng advances. allowed(V): 0 bans an id (NULL: all allowed); a NaN   */
+/* logit counts as -inf (never drawn unless nothing else is left: then the first allowed id).  */
 /* work: ss_sample_workspace_size(V) floats. Returns -1 only when every id is banned.          */
 int64_t ss_sample_workspace_size(int V);
 int ss_sample(float *work, const float *logits, const uint8_t *allowed, int V,

@@ -245,6 +245,36 @@ def test_every_isa_draws_the_same_tokens(T, k, p):
         assert got == draws["scalar"], name
 
 
+@pytest.mark.parametrize("T,k,p", [(1.0, 0, 1.0), (1.0, 5, 1.0), (1.0, 0, 0.9), (0.0, 0, 1.0),
+                                   (0.8, 40, 0.95), (1.0, 1, 1.0)])
+def test_nan_logits_are_never_drawn(T, k, p):
+    """A NaN logit (a damaged model) is treated as banned: never drawn, never an id outside the
+    vocabulary (the sampler once drew NaN ids, and past the end from an unset workspace), and
+    every instruction set draws the same ids."""
+    rs = np.random.default_rng(1)
+    rows = []
+    for _ in range(60):
+        x = rs.standard_normal(50).astype(np.float32)
+        x[rs.integers(0, 50, 10)] = np.nan
+        rows.append(x)
+    before, draws = kernels.isa_active(), {}
+    try:
+        for name in kernels.isa_available():
+            kernels.set_isa(name)
+            r = kernels.Rng(5)
+            draws[name] = [kernels.sample(x, r, T, k, p) for x in rows for _ in range(4)]
+    finally:
+        kernels.set_isa(before)
+    got = draws["scalar"]
+    assert all(0 <= t < 50 for t in got)
+    assert not any(np.isnan(rows[i // 4][t]) for i, t in enumerate(got))
+    for name, ids in draws.items():
+        assert ids == got, name
+    x = np.full(8, np.nan, np.float32)
+    x[5] = -np.inf
+    assert kernels.sample(x, kernels.Rng(1), 1.0, 3, 0.9) == 0   # nothing finite: the first id
+
+
 def test_rng_uniform_range_and_mean():
     r = kernels.Rng(9)
     u = np.array([r.uniform() for _ in range(20000)])
