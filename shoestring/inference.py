@@ -171,9 +171,9 @@ class Model:
 
     def _generate(self, ids, max_tokens, temperature, top_k, top_p, rng):
         sd = self.tokenizer.stream_decoder()
-        for tok in _decode(self.decoder(), ids, rng, (temperature, top_k, top_p), max_tokens,
-                           self.eos):
-            piece = sd.feed(tok)
+        for chunk in _decode(self.decoder(), ids, rng, (temperature, top_k, top_p), max_tokens,
+                             self.eos, chunks=True):
+            piece = sd.feed_many(chunk)
             if piece:
                 yield piece
         piece = sd.flush()
@@ -186,13 +186,16 @@ class Model:
         return ChatSession(self, max_response, temperature, top_k, top_p, seed)
 
 
-def _decode(dec, ids, rng, sampling, max_tokens, eos, ended=None):
+def _decode(dec, ids, rng, sampling, max_tokens, eos, ended=None, chunks=False):
     """The decode loop, in C (kernels.Generator over ss_generate): feed `ids` to the Decoder
     `dec`, then sample up to max_tokens tokens, each fed back before it is yielded. Stops at
     `eos` (neither yielded nor fed), and then appends True to the list `ended` if one is given.
-    Closing it early leaves `dec` and `rng` exactly as after the last token yielded."""
-    gen = kernels.Generator(dec, rng, *sampling, eos=eos)
-    toks = gen.tokens(ids, max_tokens)
+    Closing it early leaves `dec` and `rng` exactly as after the last token yielded.
+    chunks=True yields the C loop's chunks (lists of up to 64 ids) instead of single ids: one
+    Python step per chunk, for a caller that handles a chunk at once (generate; 64 tokens take
+    about a millisecond, so the text still streams)."""
+    gen = kernels.Generator(dec, rng, *sampling, eos=eos, chunk=64 if chunks else 16)
+    toks = gen.generate(ids, max_tokens) if chunks else gen.tokens(ids, max_tokens)
     try:
         yield from toks
     finally:

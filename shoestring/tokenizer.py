@@ -782,6 +782,11 @@ class StreamDecoder:
         self._tok._check_id(token_id)
         return self._dec.decode(self._tok._bytes[token_id])
 
+    def feed_many(self, ids):
+        """Text completed by these ids: the same as feeding them one at a time, in one call (a
+        chunk of the C generation loop)."""
+        return self._dec.decode(self._tok.decode_bytes(ids))
+
     def flush(self):
         """Whatever is pending (an incomplete character becomes U+FFFD); then start afresh."""
         out = self._dec.decode(b"", final=True)

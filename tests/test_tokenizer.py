@@ -202,6 +202,20 @@ def test_stream_decode_equals_batch_decode_at_every_split(tok, text, noise, seed
         assert prefix == emitted and prefix + probe.flush() == tok.decode(ids[:k + 1])
     assert emitted + sd.flush() == full
     assert sd.flush() == ""
+    # feed_many over chunks of any size emits what feeding the same ids one by one emits
+    one, many = tok.stream_decoder(), tok.stream_decoder()
+    cuts = sorted(rnd.sample(range(len(ids) + 1), min(3, len(ids) + 1)))
+    for a, b in zip([0] + cuts, cuts + [len(ids)]):
+        assert many.feed_many(ids[a:b]) == "".join(one.feed(i) for i in ids[a:b])
+    assert many.flush() == one.flush()
+
+
+def test_stream_decoder_feed_many_checks_ids(tok):
+    sd = tok.stream_decoder()
+    with pytest.raises(TokenizerError):
+        sd.feed_many([3, tok.vocab_size])
+    with pytest.raises(TokenizerError):
+        sd.feed_many([1.5])
 
 
 def test_stream_decoder_holds_incomplete_characters(tok):
