@@ -175,8 +175,8 @@ def add_train_args(p):
     add_setting(t, "minutes", "time budget: warm-up and cosine decay are planned from the "
                 "measured speed to end after this many minutes of training, then the run "
                 "validates, saves and stops; resuming keeps the plan",
-                "%g; %g on the bundled corpus, unless --epochs or --max-steps is given"
-                % (DEFAULT_MINUTES, BUNDLED_MINUTES))
+                "--max-minutes if given, else %g (%g on the bundled corpus); none with "
+                "--epochs or --max-steps" % (DEFAULT_MINUTES, BUNDLED_MINUTES))
     add_setting(t, "epochs", "passes over the model data instead of a time budget; when "
                 "resuming, the new total", "a time budget, see --minutes")
     add_setting(t, "max_steps", "stop after this many optimiser steps in total", "no limit")

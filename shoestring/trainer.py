@@ -818,7 +818,9 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         progress.message("no model data given: training on the bundled chat corpus (%s)"
                          % model_paths[0])
     if config.epochs is None and config.minutes is None and config.max_steps is None:
-        config = config.replace(minutes=BUNDLED_MINUTES if bundled else DEFAULT_MINUTES)
+        # no plan: a run told to stop after M minutes (--max-minutes) is planned to end then
+        config = config.replace(minutes=config.max_minutes
+                                or (BUNDLED_MINUTES if bundled else DEFAULT_MINUTES))
     if ckpt is not None:     # the split the checkpoint was trained on
         held = (ckpt.config.get("train") or {}).get("validation_data")
         if held is not None and not isinstance(held, str):

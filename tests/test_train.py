@@ -309,6 +309,18 @@ def test_max_minutes_stops_saves_and_resumes(tmp_path, tiny_corpus, capsys):
     assert read_checkpoint(os.path.join(out, "last.json")).training["step"] == done + 2
 
 
+def test_max_minutes_alone_is_the_time_budget(tmp_path, tiny_corpus):
+    """--max-minutes with no other plan plans the run to end then (not the default 5 minutes);
+    with --epochs it stays a plain stop."""
+    rc, out = _train(tmp_path, tiny_corpus, "a", ["--max-minutes", "0.0002"])
+    assert rc == 0
+    assert read_checkpoint(os.path.join(out, "last.json")).config["train"]["minutes"] == 0.0002
+    rc, out = _train(tmp_path, tiny_corpus, "b", ["--max-minutes", "0.0002", "--epochs", "3"])
+    assert rc == 0
+    train = read_checkpoint(os.path.join(out, "last.json")).config["train"]
+    assert train["minutes"] is None and train["epochs"] == 3
+
+
 def test_carried_state_stays_bounded_at_init():
     """An untrained model's state, carried window to window, must not grow (MODEL.md §2 hazard)."""
     cfg = ModelConfig(V=50, C=16, H=16, L=2, X=3, K=3)
