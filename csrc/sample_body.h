@@ -12,6 +12,7 @@
 #ifndef SS_SAMPLE_BODY_H
 #define SS_SAMPLE_BODY_H
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 #include "ss_internal.h"
@@ -150,23 +151,22 @@ static int sample(float *work, const float *logits, const uint8_t *allowed, int 
         for (int r = 0; i < V; i++, r++) gm[r] = s[i] > gm[r] ? s[i] : gm[r];
         float bound = gm[0];
         for (int r = 1; r < G; r++) bound = gm[r] < bound ? gm[r] : bound;
+        if (!(bound > -INFINITY)) bound = -FLT_MAX;         /* -inf is never a candidate */
         float *cv = prob;                                  /* (V) candidate logits */
         uint32_t *ck = (uint32_t *)(prob + V);             /* (V) their integer keys */
         int32_t *ci = (int32_t *)(cand + V);               /* (V) their ids */
         int m = 0;
-        for (i = 0; i < V; i += 16) {
+        for (i = 0; i < V; i += 16) {     /* the ids of the candidates, rising */
             const int e = V - i < 16 ? V : i + 16;
             if (e == i + 16 && max_of(s + i, 16) < bound) continue;
             for (int j = i; j < e; j++) {
-                float v = s[j];
-                cv[m] = v;
                 ci[m] = j;
-                m += (v >= bound) & (v > -INFINITY);
+                m += s[j] >= bound;
             }
         }
         for (int j = 0; j < m; j++) {     /* float -> unsigned key with the same order */
             uint32_t b;
-            memcpy(&b, &cv[j], 4);
+            memcpy(&b, &s[ci[j]], 4);
             b = b == 0x80000000u ? 0u : b;    /* -0 == +0, as the float compare says */
             ck[j] = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
         }
@@ -198,10 +198,10 @@ static int sample(float *work, const float *logits, const uint8_t *allowed, int 
         }
         n = 0;                            /* compact the kept ones (ids still rising) */
         for (int j = 0; j < m; j++) {
-            cv[n] = cv[j];
             ci[n] = ci[j];
             n += ck[j] > t;
         }
+        for (int j = 0; j < n; j++) cv[j] = s[ci[j]];
         for (int j = 0; j < n; j++) {     /* rank counting: a total order, so ranks are 0..n-1 */
             float v = cv[j];
             int r = 0;
