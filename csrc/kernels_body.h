@@ -749,6 +749,9 @@ static void decode_matvec_q8(float *y, const int8_t *Wpk, const float *wscale, c
                              const float *xscale, const int32_t *xsum, const float *b, int C,
                              int OC, int dot)
 {
+#if defined(SS_HAVE_Q8_MATVEC)
+    if (simd_q8_matvec(y, Wpk, wscale, xq, xscale, xsum, b, C, OC, dot)) return;
+#endif
     const int np = (OC + SS_PANEL - 1) / SS_PANEL, nblk = C / SS_Q8_BLOCK;
     SS_ALIGNED(float acc[SS_PANEL]);
     for (int p = 0; p < np; p++) {

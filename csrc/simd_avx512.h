@@ -82,6 +82,22 @@ static void simd_q8_panel(float *out, const int8_t *w, const int8_t *xq, const f
     (void)xsum;
     simd_q8_panel_avx2(out, w, xq, xscale, nblk);
 }
+/* the whole int8 matrix-vector product in one VNNI function (1: done; 0: use the panels) */
+#define SS_HAVE_Q8_MATVEC 1
+static int simd_q8_matvec(float *y, const int8_t *Wpk, const float *wscale, const int8_t *xq,
+                          const float *xscale, const int32_t *xsum, const float *b, int C, int OC,
+                          int dot)
+{
+#if defined(SS_Q8_WITH_VNNI)
+    if (dot && ss_cpu_has_avx512vnni()) {
+        simd_q8_matvec_vnni(y, Wpk, wscale, xq, xscale, xsum, b, C, OC);
+        return 1;
+    }
+#endif
+    (void)y, (void)Wpk, (void)wscale, (void)xq, (void)xscale, (void)xsum, (void)b, (void)C;
+    (void)OC, (void)dot;
+    return 0;
+}
 static const char *simd_q8_name(int dot)
 {
 #if defined(SS_Q8_WITH_VNNI)

@@ -63,8 +63,8 @@ static void simd_q8_panel_avx2(float *out, const int8_t *w, const int8_t *xq, co
 #define SS_TARGET_VNNI
 #endif
 SS_TARGET_VNNI
-static void simd_q8_panel_vnni(float *out, const int8_t *w, const int8_t *xq, const float *xscale,
-                               const int32_t *xsum, int nblk)
+static inline __m512 q8_panel_sums_vnni(const int8_t *w, const int8_t *xq, const float *xscale,
+                                        const int32_t *xsum, int nblk)
 {
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     __m512 f = _mm512_setzero_ps();
@@ -86,7 +86,34 @@ static void simd_q8_panel_vnni(float *out, const int8_t *w, const int8_t *xq, co
         __m512i s = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
         f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(xscale[bk]), f);
     }
-    _mm512_storeu_ps(out, f);
+    return f;
+}
+
+SS_TARGET_VNNI
+static void simd_q8_panel_vnni(float *out, const int8_t *w, const int8_t *xq, const float *xscale,
+                               const int32_t *xsum, int nblk)
+{
+    _mm512_storeu_ps(out, q8_panel_sums_vnni(w, xq, xscale, xsum, nblk));
+}
+
+/* The whole int8 matrix-vector product y = (q . xq) * wscale + b on AVX512-VNNI, panel after
+ * panel in one function: the panel kernel's sums (the same bits), then the row scales, the bias
+ * and a masked store of the rows that exist, with no call or memory round trip per panel (a
+ * 64-byte store read back at once stalls on store forwarding). */
+SS_TARGET_VNNI
+static void simd_q8_matvec_vnni(float *y, const int8_t *Wpk, const float *wscale,
+                                const int8_t *xq, const float *xscale, const int32_t *xsum,
+                                const float *b, int C, int OC)
+{
+    const int np = (OC + 15) / 16, nblk = C / SS_Q8_BLOCK;
+    for (int p = 0; p < np; p++) {
+        const __m512 f = q8_panel_sums_vnni(Wpk + (size_t)p * 16 * C, xq, xscale, xsum, nblk);
+        const int o = 16 * p, r = OC - o < 16 ? OC - o : 16;
+        const __mmask16 k = (__mmask16)((1u << r) - 1u);
+        __m512 v = _mm512_mul_ps(f, _mm512_loadu_ps(wscale + o));
+        if (b) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b + o));
+        _mm512_mask_storeu_ps(y + o, k, v);
+    }
 }
 #endif
 
