@@ -6,11 +6,11 @@
 What it measures, on one thread (BLAS pinned to one thread before numpy is imported):
   1. microseconds per token, for every instruction set usable here, float32 and int8 weights:
      the C step alone (kernels.Decoder.step with the head), the Python loop that generation used
-     before ss_generate (a Python call per step and per draw), and the user's loop on the C
-     generation loop (kernels.Generator, what Model.generate and the chat run: prompt fed, then
-     ss_generate in chunks of 16 with top-k 40 / top-p 0.95, each id turned into streamed text by
-     the tokenizer's stream decoder, as the CLI does). [EOS] is banned during the benchmark so that every run generates exactly the
-     requested number of tokens. Each figure is this thread's CPU time over a run of N tokens
+     before ss_generate (a Python call per step and per draw), and the user's loop:
+     Model.generate(stream=True) itself, as `shoestring generate` runs it (prompt fed, then the C
+     loop, ss_generate, in chunks of 64 with top-k 40 / top-p 0.95, each chunk turned into
+     streamed text by the tokenizer's stream decoder). [EOS] is banned during the benchmark so
+     that every run generates exactly the requested number of tokens. Each figure is this thread's CPU time over a run of N tokens
      divided by N, best of several runs (the machine is shared: wall time would count the time
      other processes hold the core).
   2. weight bytes: what one token reads (the router, the K active experts, the projection and
@@ -125,7 +125,7 @@ def bytes_per_token(cfg, int8):
     return weights * per_weight + (4 * rows if int8 else 0)
 
 
-def bench_tokens(model, isa, n_tokens, reps, int8):
+def bench_tokens(model, model8, isa, n_tokens, reps, int8):
     """-> (step best, median), (python loop best, median) or None for int8, (C loop best, median)
     in seconds per token."""
     from shoestring import kernels
@@ -166,18 +166,14 @@ def bench_tokens(model, isa, n_tokens, reps, int8):
                 pieces.append(piece)
         return (cpu() - t0) / n_tokens
 
+    user = model8 if int8 else model
+
     def c_loop():
+        """The user's loop: Model.generate(stream=True), as `shoestring generate` runs it (the
+        C loop in chunks, each chunk's text streamed)."""
         t0 = cpu()
-        d = kernels.Decoder(weights, model.allowed)
-        gen = kernels.Generator(d, kernels.Rng(1), 0.8, 40, 0.95, eos=model.eos, chunk=16)
-        sd = model.tokenizer.stream_decoder()
-        pieces = []
-        for ids in gen.generate(prompt, n_tokens):
-            for t in ids:
-                piece = sd.feed(t)
-                if piece:
-                    pieces.append(piece)
-        pieces.append(sd.flush())
+        for _piece in user.generate("hello there", max_tokens=n_tokens, seed=1, stream=True):
+            pass
         return (cpu() - t0) / n_tokens
     py = None if int8 else best_of(python_loop, reps)
     return best_of(step_only, reps), py, best_of(c_loop, reps), weights
@@ -321,9 +317,10 @@ def main():
         for K in (6, 2):
             ck = os.path.join(d, "k%d.json" % K)
             cfg = make_checkpoint(ck, K)
-            model = shoestring.load(ck)
-            if model.eos is not None:
-                model.allowed[model.eos] = 0           # fixed-length runs (benchmark only)
+            model, model8 = shoestring.load(ck), shoestring.load(ck, int8=True)
+            for m in (model, model8):
+                if m.eos is not None:
+                    m.allowed[m.eos] = 0               # fixed-length runs (benchmark only)
             fl = flops_per_token(cfg)
             # numpy streaming the same bytes: one gemv over a (fl/2/96, 96) matrix, which
             # reads exactly as many float32 weights as one decode step
@@ -342,14 +339,14 @@ def main():
                       % ("int8" if int8 else "float32", nb / 1e6, est))
                 for isa in kernels.isa_available():
                     (s_best, s_med), py, (c_best, c_med), w = bench_tokens(
-                        model, isa, n_tokens, reps, int8)
+                        model, model8, isa, n_tokens, reps, int8)
                     rows.append((K, isa, int8, s_best, c_best))
                     line = ("  %-6s %-7s step %6.1f us/token (median run %6.1f; %4.1f GFLOP/s)"
                             % ("int8" if int8 else "fp32", isa, s_best * 1e6, s_med * 1e6,
                                fl / s_best / 1e9))
                     if py:
                         line += "  python loop %6.1f us (median %6.1f)" % (py[0] * 1e6, py[1] * 1e6)
-                    line += ("  C loop + streaming %6.1f us/token (median run %6.1f)  [%s; packed %.2f MB]"
+                    line += ("  user's loop (Model.generate) %6.1f us/token (median run %6.1f)  [%s; packed %.2f MB]"
                              % (c_best * 1e6, c_med * 1e6,
                                 kernels.int8_kernel() if int8 else "float32", w.weight_bytes() / 1e6))
                     print(line)
