@@ -8,7 +8,8 @@
  *   qemu-aarch64-static ./check
  *
  * The decode matrix-vector products are checked too: float32 panels, and int8 panels both with
- * the dot-product instructions (where the CPU has them) and with the widening fallback.
+ * the dot-product instructions (where the CPU has them) and with the widening fallback; and the
+ * sampler, which must draw exactly the scalar table's ids.
  *
  * Sizes cover every SIMD tail (1..17, 33) and the model's width 96. Exit status 0 when all agree.
  */
@@ -195,6 +196,44 @@ int main(void)
             free(W); free(x); free(bias); free(y1); free(y2); free(pk);
             free(q); free(pq); free(s); free(ps); free(xq); free(xs); free(xsum);
         }
+
+    /* the sampler: the same draws as the scalar table's, with ties, +-inf, NaN and banned ids */
+    {
+        const int Vs[] = {2, 7, 16, 17, 33, 96, 850};
+        const float Ts[] = {0.0f, 0.8f, 1.0f}, Ps[] = {1.0f, 0.95f, 0.5f};
+        const int Ks[] = {0, 1, 5, 16, 40, 41};
+        for (int a = 0; a < 7; a++) {
+            const int V = Vs[a];
+            float *lg = rnd_vec(V, 3), *work = malloc(sizeof(float) * (size_t)ss_sample_workspace_size(V));
+            uint8_t *allowed = malloc(V);
+            for (int kind = 0; kind < 4; kind++) {
+                for (int i = 0; i < V; i++) {
+                    allowed[i] = (i % 7) != 3;
+                    if (kind == 1) lg[i] = floorf(lg[i]);                       /* ties */
+                    if (kind == 2 && i % 5 == 0) lg[i] = (i % 10) ? -INFINITY : INFINITY;
+                    if (kind == 3 && i % 6 == 1) lg[i] = NAN;
+                }
+                for (int t = 0; t < 3; t++)
+                    for (int k = 0; k < 6; k++)
+                        for (int pp = 0; pp < 3; pp++)
+                            for (int ban = 0; ban < 2; ban++) {
+                                uint64_t r1 = 1234567u + (uint64_t)(a * 1000 + kind), r2 = r1;
+                                for (int d = 0; d < 4; d++) {
+                                    const uint8_t *al = ban ? allowed : NULL;
+                                    int g1 = S->sample(work, lg, al, V, Ts[t], Ks[k], Ps[pp], &r1);
+                                    int g2 = T->sample(work, lg, al, V, Ts[t], Ks[k], Ps[pp], &r2);
+                                    checks++;
+                                    if (g1 != g2 || g1 < 0 || g1 >= V) {
+                                        failures++;
+                                        printf("FAIL sample V=%d kind=%d T=%g k=%d p=%g: %d vs %d\n",
+                                               V, kind, Ts[t], Ks[k], Ps[pp], g2, g1);
+                                    }
+                                }
+                            }
+            }
+            free(lg); free(work); free(allowed);
+        }
+    }
 
     printf("int8 kernel with dot products on: %s\n", SS_CHECK_TABLE.q8_name(1));
     printf("%s vs ss_kernels_scalar: %d checks, %d failures\n", STR(SS_CHECK_TABLE), checks, failures);
