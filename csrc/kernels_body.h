@@ -744,7 +744,8 @@ static void decode_matvec(float *y, const float *Wpk, const float *x, const floa
 
 /* int8 panels times a quantised vector: simd_q8_panel (the instruction set's integer dot
  * products, in its simd_<isa>.h) gives acc[j] = sum_b xscale_b * (q_j . xq)_b for one panel;
- * then y = acc * wscale + b. C is a multiple of SS_Q8_BLOCK. */
+ * then y = acc * wscale + b. C is a multiple of SS_Q8_BLOCK. An instruction set that defines
+ * SS_HAVE_Q8_MATVEC may do the whole product itself (AVX512-VNNI: simd_q8_matvec). */
 static void decode_matvec_q8(float *y, const int8_t *Wpk, const float *wscale, const int8_t *xq,
                              const float *xscale, const int32_t *xsum, const float *b, int C,
                              int OC, int dot)

@@ -62,27 +62,15 @@ static double simd_sumsq(const float *x, int64_t n)
     return s;
 }
 
-/* int8 decode panel (simd_q8_x86.h): AVX512-VNNI where the CPU has it, else the AVX2 code
- * (this file is compiled with -mavx2 -mfma too). Compilers too old for the VNNI intrinsics
- * (GCC < 8, clang < 6) build only the AVX2 path. */
+/* int8 decode (simd_q8_x86.h): with AVX512-VNNI, where the CPU has it, the whole matrix-vector
+ * product in one function (simd_q8_matvec returns 1); otherwise the AVX2 panel code (this file
+ * is compiled with -mavx2 -mfma too). Compilers too old for the VNNI intrinsics (GCC < 8,
+ * clang < 6) build only the AVX2 path. */
 #if defined(_MSC_VER) || (defined(__clang__) && __clang_major__ >= 6) \
     || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 8)
 #define SS_Q8_WITH_VNNI 1
 #endif
 #include "simd_q8_x86.h"
-static void simd_q8_panel(float *out, const int8_t *w, const int8_t *xq, const float *xscale,
-                          const int32_t *xsum, int nblk, int dot)
-{
-#if defined(SS_Q8_WITH_VNNI)
-    if (dot && ss_cpu_has_avx512vnni()) {
-        simd_q8_panel_vnni(out, w, xq, xscale, xsum, nblk);
-        return;
-    }
-#endif
-    (void)xsum;
-    simd_q8_panel_avx2(out, w, xq, xscale, nblk);
-}
-/* the whole int8 matrix-vector product in one VNNI function (1: done; 0: use the panels) */
 #define SS_HAVE_Q8_MATVEC 1
 static int simd_q8_matvec(float *y, const int8_t *Wpk, const float *wscale, const int8_t *xq,
                           const float *xscale, const int32_t *xsum, const float *b, int C, int OC,
@@ -97,6 +85,14 @@ static int simd_q8_matvec(float *y, const int8_t *Wpk, const float *wscale, cons
     (void)y, (void)Wpk, (void)wscale, (void)xq, (void)xscale, (void)xsum, (void)b, (void)C;
     (void)OC, (void)dot;
     return 0;
+}
+/* the panels when simd_q8_matvec declined: no VNNI here (or dot products turned off) */
+static void simd_q8_panel(float *out, const int8_t *w, const int8_t *xq, const float *xscale,
+                          const int32_t *xsum, int nblk, int dot)
+{
+    (void)xsum;
+    (void)dot;
+    simd_q8_panel_avx2(out, w, xq, xscale, nblk);
 }
 static const char *simd_q8_name(int dot)
 {

@@ -1,8 +1,9 @@
 /* simd_q8_x86.h: the int8 decode panel for x86 (read by simd_avx2.h and simd_avx512.h).
  *
- * simd_q8_panel(out, w, xq, xscale, xsum, nblk, dot): for one int8 panel of 16 rows (bytes
- * [g][j][k] = q[j][4g + k], shoestring.h) and a quantised vector xq (nblk blocks of 32),
- * out[j] = sum_b xscale[b] * sum_{c in b} q[j][c] * xq[c], the block sums exact in int32.
+ * For one int8 panel of 16 rows (bytes [g][j][k] = q[j][4g + k], shoestring.h) and a quantised
+ * vector xq (nblk blocks of 32): out[j] = sum_b xscale[b] * sum_{c in b} q[j][c] * xq[c], the
+ * block sums exact in int32 (simd_q8_panel_avx2; with VNNI, q8_panel_sums_vnni inside
+ * simd_q8_matvec_vnni, which does the whole matrix-vector product).
  *
  * AVX2: 16 rows x 4 bytes = two 256-bit registers per group of 4 columns. vpmaddubsw multiplies
  * unsigned by signed bytes, so |x| goes unsigned and x's sign moves onto q (vpsignb); the int16
@@ -87,13 +88,6 @@ static inline __m512 q8_panel_sums_vnni(const int8_t *w, const int8_t *xq, const
         f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(xscale[bk]), f);
     }
     return f;
-}
-
-SS_TARGET_VNNI
-static void simd_q8_panel_vnni(float *out, const int8_t *w, const int8_t *xq, const float *xscale,
-                               const int32_t *xsum, int nblk)
-{
-    _mm512_storeu_ps(out, q8_panel_sums_vnni(w, xq, xscale, xsum, nblk));
 }
 
 /* The whole int8 matrix-vector product y = (q . xq) * wscale + b on AVX512-VNNI, panel after
