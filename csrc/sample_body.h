@@ -146,9 +146,8 @@ static int sample(float *work, const float *logits, const uint8_t *allowed, int 
         const int G = (top_k + 15) / 16 * 16 < V ? (top_k + 15) / 16 * 16 : V;
         float *gm = prob;                     /* (G) column maxima */
         for (int r = 0; r < G; r++) gm[r] = -INFINITY;
-        for (i = 0; i + G <= V; i += G)
-            column_max(gm, s + i, G);
-        for (int r = 0; i < V; i++, r++) gm[r] = s[i] > gm[r] ? s[i] : gm[r];
+        for (i = 0; i < V; i += G)        /* the last row of columns may be short */
+            column_max(gm, s + i, V - i < G ? V - i : G);
         float bound = gm[0];
         for (int r = 1; r < G; r++) bound = gm[r] < bound ? gm[r] : bound;
         if (!(bound > -INFINITY)) bound = -FLT_MAX;         /* -inf is never a candidate */
