@@ -10,9 +10,9 @@ What it measures, on one thread (BLAS pinned to one thread before numpy is impor
      Model.generate(stream=True) itself, as `shoestring generate` runs it (prompt fed, then the C
      loop, ss_generate, in chunks of 64 with top-k 40 / top-p 0.95, each chunk turned into
      streamed text by the tokenizer's stream decoder). [EOS] is banned during the benchmark so
-     that every run generates exactly the requested number of tokens. Each figure is this thread's CPU time over a run of N tokens
-     divided by N, best of several runs (the machine is shared: wall time would count the time
-     other processes hold the core).
+     that every run generates exactly the requested number of tokens. Each figure is this
+     thread's CPU time over a run of N tokens divided by N, best of several runs (the machine is
+     shared: wall time would count the time other processes hold the core).
   2. weight bytes: what one token reads (the router, the K active experts, the projection and
      the head; int8: one byte per weight plus a float scale per row) and the packed total; from
      the bytes read per token, an ESTIMATE for a Raspberry Pi 4 and Pi 5 if every byte came from
