@@ -204,7 +204,8 @@ int main(void)
         const int Ks[] = {0, 1, 5, 16, 40, 41};
         for (int a = 0; a < 7; a++) {
             const int V = Vs[a];
-            float *lg = rnd_vec(V, 3), *work = malloc(sizeof(float) * (size_t)ss_sample_workspace_size(V));
+            float *lg = rnd_vec(V, 3);
+            float *work = malloc(sizeof(float) * (size_t)ss_sample_workspace_size(V));
             uint8_t *allowed = malloc(V);
             for (int kind = 0; kind < 4; kind++) {
                 for (int i = 0; i < V; i++) {
