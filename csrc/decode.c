@@ -5,6 +5,8 @@
  *   ss_decode_pack     copies every matrix once, at model load, into row panels (below) in a
  *                      buffer of ss_decode_packed_size floats that the caller owns;
  *   ss_decode_pack_q8  the same from int8 matrices (ss_quantize_rows) into int8 panels;
+ *   ss_decode_embed_proj  layer 0's input products for every token, once (a table the step reads
+ *                      one row of instead of layer 0's input matrices);
  *   ss_decode_step     embeds one token, runs the L layers (router, top-K experts, mix, residual,
  *                      RMSNorm) and the head, updating the recurrent state (L,X,H) in place and
  *                      writing logits (V); logits == NULL skips the head (prompt tokens). It uses
@@ -278,7 +280,7 @@ void ss_decode_pack_q8(int8_t *packed, float *scales, const ss_decode_model *m)
     pack_rows_q8(p, s, m->qWo.q, m->qWo.scale, m->V, m->H, 0);
 }
 
-/* ---- one step ---------------------------------------------------------------------------- */
+/* ---- the step's pieces ------------------------------------------------------------------- */
 /* The weights being walked: float panels, or int8 panels and their scales. */
 typedef struct {
     const ss_kernels *kt;
@@ -323,32 +325,117 @@ static void matvec(const ss_walk *w, float *y, ss_mat W, const ss_vec *v, const 
         w->kt->decode_matvec(y, W.f, v->x, b, C, OC);
 }
 
+/* The step's workspace, carved from ss_decode_workspace_size floats. */
+typedef struct {
+    float *x;        /* (H) layer output = next layer's input */
+    float *g;        /* (X) router probabilities */
+    float *gate;     /* (X) mixing weight of each expert, 0 if idle */
+    float *zc;       /* (2H) [Wz_e x; Wcx_e x] */
+    float *u;        /* (H) Wch_e h_e */
+    float *mix;      /* (H) sum of gated expert states */
+    float *res;      /* (H) residual, then RMSNorm input */
+    float *z;        /* (H) update gate */
+    float *cand;     /* (H) candidate state */
+    int *picked;     /* (X) 1 for the experts that run */
+    ss_vec xv, hv;   /* int8 forms: layer input, expert state */
+} ss_decode_ws;
+
+static ss_decode_ws carve(float *work, const ss_decode_model *m)
+{
+    const int H = m->H, X = m->X;
+    const int CH = m->C > m->H ? m->C : m->H, Cp = ss_q8_width(CH);
+    ss_decode_ws w;
+    w.x = work;
+    w.g = w.x + SS_ROUND16(CH);
+    w.gate = w.g + SS_ROUND16(X);
+    w.zc = w.gate + SS_ROUND16(X);
+    w.u = w.zc + SS_ROUND16(2 * H);
+    w.mix = w.u + SS_ROUND16(H);
+    w.res = w.mix + SS_ROUND16(H);
+    w.z = w.res + SS_ROUND16(H);
+    w.cand = w.z + SS_ROUND16(H);
+    w.picked = (int *)(w.cand + SS_ROUND16(H));
+    float *q8 = (float *)w.picked + SS_ROUND16(X);
+    w.xv.x = w.hv.x = 0;
+    w.xv.q = (int8_t *)q8;
+    w.xv.s = q8 + SS_ROUND16(Cp / 4);
+    w.xv.sum = (int32_t *)(w.xv.s + SS_ROUND16(Cp / SS_Q8_BLOCK));
+    w.hv.q = (int8_t *)((float *)w.xv.sum + SS_ROUND16(Cp / SS_Q8_BLOCK));
+    w.hv.s = (float *)w.hv.q + SS_ROUND16(Cp / 4);
+    w.hv.sum = (int32_t *)(w.hv.s + SS_ROUND16(Cp / SS_Q8_BLOCK));
+    return w;
+}
+
+static ss_walk walk_start(const ss_decode_model *m, const ss_kernels *kt)
+{
+    ss_walk wk = {kt, m->packed_q8 != 0, ss_int8_dot_enabled(), m->packed, m->packed_q8,
+                  m->scales_q8};
+    return wk;
+}
+
+/* ---- layer 0's input products, one row per token ----------------------------------------- */
+/* Row layout: Wg x + bg (X, padded to 16), then [Wz_e x; Wcx_e x] of expert e at 2H*e, then
+ * Wp x + bp (H) when C != H; padded to 16 floats. */
+static int64_t embed_zc_at(const ss_decode_model *m) { return SS_ROUND16(m->X); }
+static int64_t embed_p_at(const ss_decode_model *m)
+{
+    return embed_zc_at(m) + (int64_t)m->X * 2 * m->H;
+}
+
+int64_t ss_decode_embed_proj_row(const ss_decode_model *m)
+{
+    return SS_ROUND16(embed_p_at(m) + (m->C != m->H ? m->H : 0));
+}
+
+int64_t ss_decode_embed_proj_size(const ss_decode_model *m)
+{
+    return (int64_t)m->V * ss_decode_embed_proj_row(m);
+}
+
+/* The same kernel calls, on the same packed matrices and the same vector, as the step's layer 0
+ * makes: so each entry has the step's bits. */
+void ss_decode_embed_proj(float *table, float *work, ss_decode_model *m)
+{
+    const int H = m->H, X = m->X, I = m->C;
+    const int64_t E = ss_decode_embed_proj_row(m), oz = embed_zc_at(m), op = embed_p_at(m);
+    const ss_kernels *kt = ss_kernels_active();
+    const ss_decode_layer *ly = &m->layers[0];
+    ss_decode_ws w = carve(work, m);
+    m->embed_proj = 0;
+    for (int t = 0; t < m->V; t++) {
+        float *row = table + (size_t)t * E;                     /* (E) */
+        memset(row, 0, sizeof(float) * (size_t)E);              /* the padding too */
+        ss_walk wk = walk_start(m, kt);
+        w.xv.x = m->WE + (size_t)t * I;                         /* (C) */
+        vec_quantize(&wk, &w.xv, I);
+        matvec(&wk, row, next_mat(&wk, X, I), &w.xv, ly->bg, I, X);
+        for (int e = 0; e < X; e++) {
+            ss_mat Wzc = next_mat(&wk, 2 * H, I);
+            next_mat(&wk, H, H);                                /* Wch_e: the state's */
+            matvec(&wk, row + oz + (size_t)e * 2 * H, Wzc, &w.xv, 0, I, 2 * H);
+        }
+        if (I != H) matvec(&wk, row + op, next_mat(&wk, H, I), &w.xv, ly->bp, I, H);
+    }
+    m->embed_proj = table;
+    m->embed_proj_kernels = kt;
+    m->embed_proj_dot = ss_int8_dot_enabled();
+}
+
+/* ---- one step ---------------------------------------------------------------------------- */
 void ss_decode_step(float *logits, float *state, float *work, const ss_decode_model *m, int token)
 {
     const int H = m->H, X = m->X, K = m->K;
-    const int CH = m->C > m->H ? m->C : m->H, Cp = ss_q8_width(CH);
     const ss_kernels *kt = ss_kernels_active();
-    ss_walk wk = {kt, m->packed_q8 != 0, ss_int8_dot_enabled(), m->packed, m->packed_q8,
-                  m->scales_q8};
-
-    float *xbuf = work;                       /* (H) layer output = next layer's input */
-    float *g = xbuf + SS_ROUND16(CH);         /* (X) router probabilities */
-    float *gate = g + SS_ROUND16(X);          /* (X) mixing weight of each expert, 0 if idle */
-    float *zc = gate + SS_ROUND16(X);         /* (2H) [Wz_e x; Wcx_e x] */
-    float *u = zc + SS_ROUND16(2 * H);        /* (H) Wch_e h_e */
-    float *mix = u + SS_ROUND16(H);           /* (H) sum of gated expert states */
-    float *res = mix + SS_ROUND16(H);         /* (H) residual, then RMSNorm input */
-    float *z = res + SS_ROUND16(H);           /* (H) update gate */
-    float *cand = z + SS_ROUND16(H);          /* (H) candidate state */
-    int *picked = (int *)(cand + SS_ROUND16(H)); /* (X) 1 for the experts that run */
-    float *q8 = (float *)picked + SS_ROUND16(X);
-    ss_vec xv, hv;                            /* int8 forms: layer input, expert state */
-    xv.q = (int8_t *)q8;
-    xv.s = q8 + SS_ROUND16(Cp / 4);
-    xv.sum = (int32_t *)(xv.s + SS_ROUND16(Cp / SS_Q8_BLOCK));
-    hv.q = (int8_t *)((float *)xv.sum + SS_ROUND16(Cp / SS_Q8_BLOCK));
-    hv.s = (float *)hv.q + SS_ROUND16(Cp / 4);
-    hv.sum = (int32_t *)(hv.s + SS_ROUND16(Cp / SS_Q8_BLOCK));
+    ss_walk wk = walk_start(m, kt);
+    ss_decode_ws w = carve(work, m);
+    float *xbuf = w.x, *g = w.g, *gate = w.gate, *zc = w.zc, *u = w.u, *mix = w.mix;
+    float *res = w.res, *z = w.z, *cand = w.cand;
+    int *picked = w.picked;
+    ss_vec xv = w.xv, hv = w.hv;
+    /* (E) layer 0's input products of this token, when the table is there and still current */
+    const float *row = m->embed_proj && m->embed_proj_kernels == (const void *)kt
+                       && (!wk.q8 || m->embed_proj_dot == wk.dot)
+                       ? m->embed_proj + (size_t)token * ss_decode_embed_proj_row(m) : 0;
     const float cap = m->cap;
 
     const float *x = m->WE + (size_t)token * m->C;    /* (C) embedding row, read-only */
@@ -356,13 +443,14 @@ void ss_decode_step(float *logits, float *state, float *work, const ss_decode_mo
         const ss_decode_layer *ly = &m->layers[l];
         const int I = l == 0 ? m->C : H;
         float *hl = state + (size_t)l * X * H;          /* (X,H) this layer's expert states */
+        const float *tab = l == 0 ? row : 0;            /* this layer's input products, if tabled */
         xv.x = x;
-        vec_quantize(&wk, &xv, I);
+        if (!tab) vec_quantize(&wk, &xv, I);
         ss_mat Wg = next_mat(&wk, X, I);
 
         /* router: g = softmax(Wg x + bg) (gate holds the pre-activation for a moment) */
-        matvec(&wk, gate, Wg, &xv, ly->bg, I, X);
-        kt->softmax_forward(g, gate, 1, X);
+        if (!tab) matvec(&wk, gate, Wg, &xv, ly->bg, I, X);
+        kt->softmax_forward(g, tab ? tab : gate, 1, X);
 
         /* top-K by g (ties: lower index), gates renormalised over the K; K == X keeps g */
         for (int e = 0; e < X; e++) picked[e] = K >= X;
@@ -389,7 +477,10 @@ void ss_decode_step(float *logits, float *state, float *work, const ss_decode_mo
             const float *bz = ly->bz + (size_t)e * H, *bc = ly->bc + (size_t)e * H;
             hv.x = he;
             vec_quantize(&wk, &hv, H);
-            matvec(&wk, zc, Wzc, &xv, 0, I, 2 * H);
+            if (tab)
+                memcpy(zc, tab + embed_zc_at(m) + (size_t)e * 2 * H, sizeof(float) * 2 * H);
+            else
+                matvec(&wk, zc, Wzc, &xv, 0, I, 2 * H);
             matvec(&wk, u, Wch, &hv, 0, H, H);
             for (int h = 0; h < H; h++) {
                 zc[h] += bz[h];                         /* update-gate pre-activation */
@@ -414,7 +505,10 @@ void ss_decode_step(float *logits, float *state, float *work, const ss_decode_mo
         /* residual (projected when I != H), then RMSNorm */
         if (I != H) {
             ss_mat Wp = next_mat(&wk, H, I);
-            matvec(&wk, res, Wp, &xv, ly->bp, I, H);
+            if (tab)
+                memcpy(res, tab + embed_p_at(m), sizeof(float) * H);
+            else
+                matvec(&wk, res, Wp, &xv, ly->bp, I, H);
             for (int h = 0; h < H; h++) res[h] += mix[h];
         } else {
             for (int h = 0; h < H; h++) res[h] = mix[h] + x[h];

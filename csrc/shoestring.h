@@ -322,6 +322,10 @@ typedef struct ss_decode_model {
     const float *packed;            /* float32 panels written by ss_decode_pack, or NULL */
     const int8_t *packed_q8;        /* int8 panels written by ss_decode_pack_q8, or NULL */
     const float *scales_q8;         /* their row scales                                     */
+    const float *embed_proj;        /* (V,E) layer 0's input products of every token, written */
+                                    /* by ss_decode_embed_proj, or NULL                        */
+    const void *embed_proj_kernels; /* the kernels (and int8 dot setting) that wrote it: the   */
+    int embed_proj_dot;             /* step reads the table only while they are still active  */
 } ss_decode_model;
 
 /* Sizes of the packed weights (floats; int8 bytes and scale floats) and of the step's         */
@@ -336,6 +340,17 @@ void ss_decode_pack(float *packed, const ss_decode_model *m);
 /* The same from the int8 matrices (the q* fields): m->packed_q8 / m->scales_q8 must then     */
 /* point at packed / scales; ss_decode_step then runs on int8 weights (m->packed unused).      */
 void ss_decode_pack_q8(int8_t *packed, float *scales, const ss_decode_model *m);
+/* Layer 0's input x = WE[token] is one of V rows, so its products (router pre-activation      */
+/* Wg x + bg (X), [Wz_e x; Wcx_e x] of each expert (X,2H), and Wp x + bp (H) when C != H) can   */
+/* be computed for every token once: a table of V rows of ss_decode_embed_proj_row floats       */
+/* (ss_decode_embed_proj_size in all) that the step reads (one row, about 4.6 KB by default)    */
+/* instead of layer 0's input matrices (442 KB float32). Computed with the step's own kernels   */
+/* on the packed weights (pack first), so the step's results are bit for bit those without it.  */
+/* Sets m->embed_proj and its kernels; work: ss_decode_workspace_size floats. Run again after   */
+/* repacking, or after changing the instruction set (until then the step ignores the table).   */
+int64_t ss_decode_embed_proj_row(const ss_decode_model *m);
+int64_t ss_decode_embed_proj_size(const ss_decode_model *m);
+void ss_decode_embed_proj(float *table, float *work, ss_decode_model *m);
 /* One token (0 <= token < V): state(L,X,H) updated in place; logits(V) written, or the head  */
 /* skipped when logits is NULL. work: ss_decode_workspace_size floats. Allocates nothing.     */
 /* int8 weights when m->packed_q8 is set, else float32.                                      */

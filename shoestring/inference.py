@@ -8,18 +8,19 @@
     for piece in chat.send("and you?", stream=True):
         print(piece, end="", flush=True)          # text pieces, never half a UTF-8 character
 
-The whole loop runs in C (ss_generate, csrc/decode.c): the prompt is fed, then every token is
-drawn (ss_sample), fed back (ss_decode_step over weights packed once at load) and written into a
-buffer that Python reads chunk by chunk to stream text; the state, the sampler and the random
-generator stay in C between chunks. When a stream is stopped early (Ctrl-C, closing it), the
-state is put back to right after the last token handed out, exactly as if the loop had stopped
-there. `int8=True` (or an int8 export) runs the step on int8 weights with per-row scales (a
-quarter of the bytes read per token; kernels.DecodeWeights). One loop (`_decode`) serves
-generate, chat and the server, and one check (`_check_sampling`) their sampling arguments. Sampling never picks a special
-token other than [EOS] ([USER], [BOT], [PAD], [UNK] are banned); [EOS] ends the reply and is never
-printed. The same seed gives the same text on every run and machine (the generator is splitmix64
-in C; the floating-point sums may differ in the last bits between instruction sets, which can
-flip a near-tie, so "the same text" holds for one build on one instruction set).
+The whole loop runs in C (ss_generate, csrc/decode.c): the prompt is fed, then every token is drawn
+(ss_sample), fed back (ss_decode_step over weights packed once at load, with layer 0's input
+products of every token tabled then too) and written into a buffer that Python reads chunk by chunk
+to stream text; the state, the sampler and the random generator stay in C between chunks. When a
+stream is stopped early (Ctrl-C, closing it), the state is put back to right after the last token
+handed out, exactly as if the loop had stopped there. `int8=True` (or an int8 export) runs the step
+on int8 weights with per-row scales (a quarter of the bytes read per token; kernels.DecodeWeights).
+One loop (`_decode`) serves generate, chat and the server, and one check (`_check_sampling`) their
+sampling arguments. Sampling never picks a special token other than [EOS] ([USER], [BOT], [PAD],
+[UNK] are banned); [EOS] ends the reply and is never printed. The same seed gives the same text on
+every run and machine (the generator is splitmix64 in C; the floating-point sums may differ in the
+last bits between instruction sets, which can flip a near-tie, so "the same text" holds for one
+build on one instruction set).
 
 Chat feeds each turn in exactly the training format of MODEL.md §4, token for token as the
 tokenizer cuts the corpus:

@@ -984,6 +984,9 @@ class BrokenBarrier(ShoestringError):
 # (ss_decode_pack / ss_decode_pack_q8 and their sizes), a Decoder owns its state, workspace and
 # logits (ss_decode_step), and a Generator runs the whole loop in C (ss_generate).
 Q8_BLOCK = 32
+# Largest table of layer 0's input products a DecodeWeights builds (3.9 MB for the default
+# model); past it the step multiplies layer 0's input matrices for every token instead.
+EMBED_PROJ_MAX_BYTES = 64 << 20
 
 
 def int8_kernel():
@@ -1125,7 +1128,10 @@ def head_weight(views):
 class DecodeWeights:
     """ss_decode_model for a ModelConfig `cfg` and its named parameter views
     (ParamLayout(cfg).views(flat)): the struct of pointers plus the packed matrices
-    (ss_decode_pack, or with int8=True ss_decode_pack_q8 over int8 rows).
+    (ss_decode_pack, or with int8=True ss_decode_pack_q8 over int8 rows), and the table of
+    layer 0's input products of every token that the step reads instead of layer 0's input
+    matrices (ss_decode_embed_proj; the same bits; built when embed_proj and it takes at most
+    EMBED_PROJ_MAX_BYTES).
 
     int8=True: every matrix (router, experts, projection, head) is quantised per row from the
     float32 views (quantize_rows), or taken as given in q8 = {name: (q, scale)} (int8 rows as
@@ -1134,7 +1140,7 @@ class DecodeWeights:
     The views must stay alive and unchanged (call repack() after changing them). The candidate
     cap is cfg.cap (0 when the configuration has none)."""
 
-    def __init__(self, cfg, views, int8=False, q8=None):
+    def __init__(self, cfg, views, int8=False, q8=None, embed_proj=True):
         fn = "DecodeWeights"
         V, C, H, L, X, K = cfg.V, cfg.C, cfg.H, cfg.L, cfg.X, cfg.K
         self.cfg = cfg
@@ -1186,13 +1192,26 @@ class DecodeWeights:
             m.packed_q8 = ffi.NULL
             m.scales_q8 = ffi.NULL
         self.workspace_floats = int(lib.ss_decode_workspace_size(m))
+        # layer 0's input products of every token (ss_decode_embed_proj), when they fit
+        n = int(lib.ss_decode_embed_proj_size(m))
+        fits = embed_proj and 4 * n <= EMBED_PROJ_MAX_BYTES
+        self.embed_proj = np.zeros(n, np.float32) if fits else None
         self._q8 = q8
         self.repack()
 
     def weight_bytes(self):
-        """Bytes of the packed matrices a decode step reads from (int8 panels and scales, or
-        float32 panels)."""
+        """Bytes of the packed matrices (int8 panels and scales, or float32 panels)."""
         return int(self.packed.nbytes + (self.scales.nbytes if self.int8 else 0))
+
+    def _embed_proj(self):
+        """Fill the table of layer 0's input products with the kernels active now (the step
+        uses it only while they are)."""
+        if self.embed_proj is None:
+            self._m.embed_proj = ffi.NULL
+            return
+        work = np.zeros(self.workspace_floats, np.float32)
+        lib.ss_decode_embed_proj(ffi.from_buffer("float[]", self.embed_proj),
+                                 ffi.from_buffer("float[]", work), self._m)
 
     def _q8_rows(self):
         """{name: (q, scale)}: the given int8 rows, or the float32 views quantised now."""
@@ -1218,6 +1237,7 @@ class DecodeWeights:
         quantised again from the float32 views unless the int8 rows were given)."""
         if not self.int8:
             lib.ss_decode_pack(ffi.from_buffer("float[]", self.packed), self._m)
+            self._embed_proj()
             return
         rows = self._q8_rows()
         keep = []
@@ -1244,6 +1264,7 @@ class DecodeWeights:
             for k in ("qWg", "qWz", "qWcx", "qWch", "qWp"):
                 setattr(ly, k, {"q": ffi.NULL, "scale": ffi.NULL})
         self._m.qWo = {"q": ffi.NULL, "scale": ffi.NULL}
+        self._embed_proj()
 
 
 def _allowed_arg(fn, allowed, V):

@@ -114,6 +114,80 @@ def test_isas_agree():
         np.testing.assert_allclose(v, base, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_embed_proj_table_gives_the_same_bits(isa, name, int8):
+    """Reading layer 0's input products from the table (ss_decode_embed_proj) gives bit for bit
+    the state and logits of multiplying layer 0's input matrices at every step."""
+    cfg = CONFIGS[name]
+    _, P = make(cfg, seed=5)
+    tabled = kernels.DecodeWeights(cfg, P, int8=int8)
+    plain = kernels.DecodeWeights(cfg, P, int8=int8, embed_proj=False)
+    assert tabled.embed_proj is not None and plain.embed_proj is None
+    a, b = kernels.Decoder(tabled), kernels.Decoder(plain)
+    for i, tok in enumerate(np.random.default_rng(1).integers(0, cfg.V, size=40)):
+        a.step(int(tok), head=i % 3 != 0)
+        b.step(int(tok), head=i % 3 != 0)
+        assert np.array_equal(a.state, b.state), "state at step %d" % i
+        assert np.array_equal(a.logits, b.logits), "logits at step %d" % i
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
+def test_embed_proj_table_is_read_only_while_its_kernels_are_active(int8):
+    """The step reads the table (a poisoned one changes the logits) while the instruction set
+    (and for int8 the dot-product setting) that filled it is active, and ignores it otherwise;
+    repack() fills it again for the kernels active then."""
+    cfg = CONFIGS["proj-topk"]
+    _, P = make(cfg, seed=6)
+    before, dot_before = kernels.isa_active(), kernels.int8_dot_set(True)
+
+    def logits(weights):
+        dec = kernels.Decoder(weights)
+        dec.step(3)
+        return dec.logits
+
+    try:
+        kernels.set_isa("scalar")
+        w = kernels.DecodeWeights(cfg, P, int8=int8)
+        plain = logits(kernels.DecodeWeights(cfg, P, int8=int8, embed_proj=False))
+        assert np.array_equal(logits(w), plain)
+        w.embed_proj[...] = 7.0
+        assert not np.array_equal(logits(w), plain)
+        others = [n for n in kernels.isa_available() if n != "scalar"]
+        switches = [lambda n=n: kernels.set_isa(n) for n in others]
+        if int8:
+            switches.append(lambda: (kernels.set_isa("scalar"), kernels.int8_dot_set(False)))
+        for switch in switches:
+            kernels.int8_dot_set(True)
+            switch()
+            want = kernels.Decoder(kernels.DecodeWeights(cfg, P, int8=int8, embed_proj=False))
+            got = kernels.Decoder(w)
+            for tok in (3, 0, 40, 7):
+                want.step(tok)
+                got.step(tok)
+            assert np.array_equal(got.logits, want.logits), kernels.isa_active()
+        kernels.int8_dot_set(True)
+        kernels.set_isa("scalar")
+        w.repack()
+        assert np.array_equal(logits(w), plain)
+    finally:
+        kernels.set_isa(before)
+        kernels.int8_dot_set(dot_before)
+
+
+def test_embed_proj_table_has_a_size_limit(monkeypatch):
+    """Past EMBED_PROJ_MAX_BYTES no table is built, and the step still decodes."""
+    cfg = CONFIGS["dense"]
+    _, P = make(cfg, seed=2)
+    monkeypatch.setattr(kernels, "EMBED_PROJ_MAX_BYTES", 0)
+    w = kernels.DecodeWeights(cfg, P)
+    assert w.embed_proj is None
+    dec = kernels.Decoder(w)
+    dec.step(3)
+    want, _ = np_step(P, cfg, 3, np.zeros((cfg.L, cfg.X, cfg.H)))
+    np.testing.assert_allclose(dec.logits, want, rtol=2e-4, atol=2e-4)
+
+
 @pytest.mark.skipif(not hasattr(ref, "model_forward"), reason="ref.model_forward not present")
 @pytest.mark.parametrize("name", ["dense", "topk", "proj-dense", "proj-topk"])
 def test_window_matches_ref_model_forward(isa, name):

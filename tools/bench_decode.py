@@ -14,7 +14,8 @@ What it measures, on one thread (BLAS pinned to one thread before numpy is impor
      thread's CPU time over a run of N tokens divided by N, best of several runs (the machine is
      shared: wall time would count the time other processes hold the core).
   2. weight bytes: what one token reads (the router, the K active experts, the projection and
-     the head; int8: one byte per weight plus a float scale per row) and the packed total; from
+     the head; int8: one byte per weight plus a float scale per row; layer 0's input products:
+     one float32 row of the table DecodeWeights fills at load) and the packed total; from
      the bytes read per token, an ESTIMATE for a Raspberry Pi 4 and Pi 5 if every byte came from
      DRAM at a sustained single-core rate (assumed: Pi 4 ~4 GB/s, Pi 5 ~8 GB/s; not measured:
      int8 weights fit in the Pi's L2/L3, where it would be faster, and the arithmetic is ignored).
@@ -110,19 +111,22 @@ PI_DRAM_GBS = {"Raspberry Pi 4 (Cortex-A72)": 4.0, "Raspberry Pi 5 (Cortex-A76)"
 
 
 def bytes_per_token(cfg, int8):
-    """Weight bytes one token reads: router, the K active experts, projection, head (+ scales)."""
+    """Weight bytes one token reads: router, the K active experts, projection, head (+ scales);
+    layer 0's input products come from one row of the table (kernels.DecodeWeights.embed_proj,
+    float32) instead of its router, [Wz; Wcx] and projection matrices."""
     per_weight = 1 if int8 else 4
     rows = weights = 0
     for l in range(cfg.L):
         I = cfg.layer_input(l)
-        rows += cfg.X + cfg.K * 3 * cfg.H
-        weights += cfg.X * I + cfg.K * (2 * cfg.H * I + cfg.H * cfg.H)
-        if I != cfg.H:
-            rows += cfg.H
-            weights += cfg.H * I
+        rows += cfg.K * cfg.H
+        weights += cfg.K * cfg.H * cfg.H
+        if l > 0:
+            rows += cfg.X + cfg.K * 2 * cfg.H
+            weights += cfg.X * I + cfg.K * 2 * cfg.H * I
     rows += cfg.V
     weights += cfg.V * cfg.H
-    return weights * per_weight + (4 * rows if int8 else 0)
+    table_row = cfg.X + cfg.K * 2 * cfg.H + (cfg.H if cfg.C != cfg.H else 0)
+    return weights * per_weight + (4 * rows if int8 else 0) + 4 * table_row
 
 
 def bench_tokens(model, model8, isa, n_tokens, reps, int8):
@@ -131,6 +135,8 @@ def bench_tokens(model, model8, isa, n_tokens, reps, int8):
     from shoestring import kernels
     kernels.set_isa(isa)
     weights = kernels.DecodeWeights(model.cfg, model.views, int8=int8)
+    user = model8 if int8 else model
+    user.refresh()              # its table of layer 0's input products, for this instruction set
     dec = kernels.Decoder(weights, model.allowed)
     for t in range(50):
         dec.step(t % model.cfg.V)
@@ -165,8 +171,6 @@ def bench_tokens(model, model8, isa, n_tokens, reps, int8):
             if piece:
                 pieces.append(piece)
         return (cpu() - t0) / n_tokens
-
-    user = model8 if int8 else model
 
     def c_loop():
         """The user's loop: Model.generate(stream=True), as `shoestring generate` runs it (the
@@ -322,16 +326,18 @@ def main():
                 if m.eos is not None:
                     m.allowed[m.eos] = 0               # fixed-length runs (benchmark only)
             fl = flops_per_token(cfg)
-            # numpy streaming the same bytes: one gemv over a (fl/2/96, 96) matrix, which
-            # reads exactly as many float32 weights as one decode step
-            n_rows = fl // 2 // 96
+            # numpy streaming the same bytes: one gemv over an (n_rows, 96) matrix, which reads
+            # as many bytes as one float32 decode step (layer 0's input products from the table)
+            nb32 = bytes_per_token(cfg, False)
+            n_rows = nb32 // 4 // 96
             g_same = sgemm_rate(1, 96, n_rows, reps)
-            print("\nK=%d (%s): %.3f MFLOP/token, %.2f MB of weights read per token" % (
-                K, "dense" if K == cfg.X else "top-%d of %d" % (K, cfg.X), fl / 1e6, fl * 2 / 1e6))
+            print("\nK=%d (%s): %.3f MFLOP/token in the model, %.2f MB of float32 weights read "
+                  "per token" % (K, "dense" if K == cfg.X else "top-%d of %d" % (K, cfg.X),
+                                 fl / 1e6, nb32 / 1e6))
             print("  limits at numpy's rates: %.1f us (512^3 sgemm, %.1f GFLOP/s), %.1f us (gemv "
                   "(1,96)x(96,850)), %.1f us (gemv (1,96)x(96,%d): the same bytes, %.1f GB/s)"
-                  % (fl / g_big * 1e6, g_big / 1e9, fl / g_vec * 1e6, fl / g_same * 1e6, n_rows,
-                     g_same * 2 / 1e9))
+                  % (fl / g_big * 1e6, g_big / 1e9, fl / g_vec * 1e6,
+                     2 * 96 * n_rows / g_same * 1e6, n_rows, g_same * 2 / 1e9))
             for int8 in (False, True):
                 nb = bytes_per_token(cfg, int8)
                 est = ", ".join("%s %.0f us" % (k, nb / (g * 1e9) * 1e6) for k, g in PI_DRAM_GBS.items())
