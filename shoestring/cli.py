@@ -18,9 +18,10 @@ import re
 import sys
 
 from .version import __version__
-from .config import (BUNDLED_MINUTES, DEFAULT_MINUTES, MAX_COUNT, MAX_EXPERTS, MAX_LAYERS,
-                     MAX_SEED, MAX_SIZE, MAX_TEMPERATURE, MAX_VOCAB, MAX_WIDTH, NEW_RUN_CAP,
-                     SETTINGS, parse_setting)
+from .config import (BUNDLED_MINUTES, DEFAULT_MINUTES, DROPOUT_FEW_PASSES, DROPOUT_MANY_PASSES,
+                     FEW_PASSES_CHARS_PER_MINUTE, FEW_PASSES_EPOCHS, MAX_COUNT, MAX_EXPERTS,
+                     MAX_LAYERS, MAX_SEED, MAX_SIZE, MAX_TEMPERATURE, MAX_VOCAB, MAX_WIDTH,
+                     NEW_RUN_CAP, SETTINGS, parse_setting)
 from .errors import ShoestringError, UsageError
 from .params import ModelConfig
 
@@ -192,11 +193,16 @@ def add_train_args(p):
     add_setting(t, "warmup_steps", "warm-up steps", "2%% of the total, at most 200")
     add_setting(t, "accumulate", "gradient accumulation: windows per optimiser step")
     add_setting(t, "eps_adamw", "AdamW epsilon")
+    planned = ("%g, or %g when the plan shows the model its text fewer times: a time budget "
+               "with %s or more training characters per minute, or fewer than %d epochs"
+               % (DROPOUT_MANY_PASSES, DROPOUT_FEW_PASSES,
+                  format(FEW_PASSES_CHARS_PER_MINUTE, ","), FEW_PASSES_EPOCHS))
     add_setting(t, "dropout", "locked dropout on each layer's input and on the head's input (one "
-                "mask per stream per window, shared by its time steps)")
+                "mask per stream per window, shared by its time steps)", planned)
     add_setting(t, "embedding_dropout", "drop whole embedding rows (every occurrence of a token "
                 "in a window)")
-    add_setting(t, "weight_drop", "DropConnect on the recurrent matrices Wch (one mask per step)")
+    add_setting(t, "weight_drop", "DropConnect on the recurrent matrices Wch (one mask per step)",
+                "as --dropout")
     add_setting(t, "ema", "decay of the moving average of the weights that validation, "
                 "best.json and the chat use; 0 disables")
     add_setting(t, "threads", "worker threads", "all cores")

@@ -41,6 +41,18 @@ BUNDLED_MINUTES = 2.0       # the bundled chat corpus
 
 NEW_RUN_CAP = 4.0           # the candidate's soft cap of new models (ModelConfig.cap; issue #11)
 
+# Dropout and weight drop of a run that names neither (issue #11; BENCHMARKS.md, "Session 7").
+# The right amount follows how many times the run sees its data. Measured on the 2-core Zen 4:
+# 0.3 is best where a run sees its text about 300 times (nano-shakespeare in 5 minutes; 0.2
+# memorises there), 0.2 where it sees it about 130 times (the bundled corpus in 2 minutes, 1 MB
+# in 10 minutes). The passes are known only once the speed is, after the first steps, so the
+# rule reads what fixes them before the first step: training characters per budget minute (or
+# the epochs asked for).
+DROPOUT_MANY_PASSES = 0.3
+DROPOUT_FEW_PASSES = 0.2
+FEW_PASSES_CHARS_PER_MINUTE = 60_000    # a time budget with this much text per minute or more
+FEW_PASSES_EPOCHS = 200                 # an epochs plan with fewer epochs than this
+
 # what resuming does with a setting (see resume_config)
 FIXED, PLAN, SESSION = "fixed", "plan", "session"
 
@@ -130,9 +142,11 @@ class TrainConfig:
     # issue #11: regularisers (training only; masks from the seeded generator), weight averaging
     # and a time budget
     # defaults from tools/bench_quality.py (BENCHMARKS.md, "Quality per CPU-minute")
-    dropout: float = setting(0.3, float, 0.0, 0.95)            # locked dropout, layer/head inputs
+    dropout: Optional[float] = setting(None, float, 0.0, 0.95)  # locked dropout, layer/head
+                                                                # inputs; None: planned_dropout
     embedding_dropout: float = setting(0.1, float, 0.0, 0.95)  # whole vocabulary rows per window
-    weight_drop: float = setting(0.3, float, 0.0, 0.95)        # DropConnect on Wch per step
+    weight_drop: Optional[float] = setting(None, float, 0.0, 0.95)  # DropConnect on Wch per step;
+                                                                    # None: planned_dropout
     ema: float = setting(0.0, float, 0.0, 0.99999)             # moving-average decay; 0: off
     minutes: Optional[float] = setting(None, float, 0.0, 10 ** 6, lo_open=True)  # time budget
     patience: Optional[int] = setting(None, int, 1, MAX_COUNT)  # validations without a new best
@@ -152,6 +166,21 @@ class TrainConfig:
     def to_dict(self):
         """The settings without the model (the checkpoint stores that on its own)."""
         return {name: getattr(self, name) for name in SETTINGS}
+
+
+def planned_dropout(config, train_chars=None):
+    """config with dropout and weight_drop chosen where they are None: DROPOUT_FEW_PASSES when
+    the plan will show the model its training text fewer times (a time budget with at least
+    FEW_PASSES_CHARS_PER_MINUTE characters per minute, or fewer than FEW_PASSES_EPOCHS epochs),
+    else DROPOUT_MANY_PASSES (also when train_chars is unknown or the plan is max_steps alone)."""
+    unset = [k for k in ("dropout", "weight_drop") if getattr(config, k) is None]
+    if not unset:
+        return config
+    if config.minutes is not None:
+        few = train_chars is not None and train_chars >= FEW_PASSES_CHARS_PER_MINUTE * config.minutes
+    else:
+        few = config.epochs is not None and config.epochs < FEW_PASSES_EPOCHS
+    return config.replace(**{k: DROPOUT_FEW_PASSES if few else DROPOUT_MANY_PASSES for k in unset})
 
 
 def _spec(f):

@@ -50,7 +50,8 @@ import numpy as np
 
 from . import kernels
 from .checkpoint import Checkpoint, read_checkpoint, save_checkpoint
-from .config import BUNDLED_MINUTES, DEFAULT_MINUTES, TrainConfig, resume_config
+from .config import (BUNDLED_MINUTES, DEFAULT_MINUTES, TrainConfig, planned_dropout,
+                     resume_config)
 from .data import default_corpus_path
 from .dataset import Windows, atomic_write_text, remove_stale_temp_files
 from .errors import CheckpointError, DataError, ShoestringError, TrainingError, UsageError
@@ -181,6 +182,7 @@ class Trainer:
 
     def __init__(self, config, model_cfg, tok, train_tokens, val_tokens, params=None,
                  ckpt=None, out_dir=None, progress=None, callbacks=()):
+        config = planned_dropout(config)          # train() has chosen them from the data
         self.config = config
         self.cfg, self.tok = model_cfg, tok
         self.layout = ParamLayout(model_cfg)
@@ -935,6 +937,7 @@ def _train_in(config, cfg_model, tok, ckpt, out_dir, data_paths, validation_data
     val_tokens = np.concatenate([np.array([tok.special_id("[EOS]")], np.int32),
                                  np.asarray(val_tokens, np.int32)])
 
+    config = planned_dropout(config, train_chars)   # where the run names none, from the data
     params = None
     if ckpt is not None:          # with ema, params is the average; the trained weights are kept
         opt = ckpt.optimizer or {}

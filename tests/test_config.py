@@ -12,7 +12,9 @@ from shoestring import ModelConfig, TrainConfig, UsageError
 from shoestring.checkpoint import read_checkpoint
 from shoestring.cli import build_parser, main
 from shoestring.commands import train_config
-from shoestring.config import FIXED, NEW_RUN_CAP, SESSION, SETTINGS, parse_setting, resume_config
+from shoestring.config import (DROPOUT_FEW_PASSES, DROPOUT_MANY_PASSES, FEW_PASSES_CHARS_PER_MINUTE,
+                               FEW_PASSES_EPOCHS, FIXED, NEW_RUN_CAP, SESSION, SETTINGS,
+                               parse_setting, planned_dropout, resume_config)
 from shoestring.errors import ShoestringError
 
 SMALL = ["--bpe-vocab-size", "300", "--embedding-dim", "16", "--gru-hidden-size", "16",
@@ -117,6 +119,43 @@ def test_python_and_flags_share_defaults_and_checks():
     assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)
     cfg, _ = train_config(parse(["train", "--num-experts", "4", "--gru-hidden-size", "32"]))
     assert cfg.model == ModelConfig(H=32, X=4, K=4, cap=NEW_RUN_CAP)
+
+
+def test_planned_dropout_follows_the_passes_the_plan_allows():
+    """#11: the dropout and weight drop a run does not name are DROPOUT_MANY_PASSES where it
+    will see its text many times and DROPOUT_FEW_PASSES where fewer; a value given is kept."""
+    few, many, per_minute = DROPOUT_FEW_PASSES, DROPOUT_MANY_PASSES, FEW_PASSES_CHARS_PER_MINUTE
+    assert few < many
+    c = planned_dropout(TrainConfig(minutes=10), train_chars=10 * per_minute)
+    assert (c.dropout, c.weight_drop) == (few, few)
+    c = planned_dropout(TrainConfig(minutes=10), train_chars=10 * per_minute - 1)
+    assert (c.dropout, c.weight_drop) == (many, many)
+    assert planned_dropout(TrainConfig(minutes=5)).dropout == many          # the data unknown
+    assert planned_dropout(TrainConfig(epochs=FEW_PASSES_EPOCHS - 1)).dropout == few
+    assert planned_dropout(TrainConfig(epochs=FEW_PASSES_EPOCHS)).dropout == many
+    assert planned_dropout(TrainConfig(max_steps=100), 10 ** 9).dropout == many
+    c = planned_dropout(TrainConfig(minutes=1, dropout=0.05), 10 ** 9)
+    assert (c.dropout, c.weight_drop) == (0.05, few)
+    c = TrainConfig(dropout=0.0, weight_drop=0.0)
+    assert planned_dropout(c, 10 ** 9) is c
+
+
+def test_a_run_records_the_dropout_it_chose(ckpt, tmp_path):
+    """The fixture's run (3 epochs) chose the few-passes value; a 5 KB corpus in a one-minute
+    budget (far below FEW_PASSES_CHARS_PER_MINUTE) chooses the many-passes one. Both go into
+    the checkpoint, so a resume keeps them."""
+    train = read_checkpoint(ckpt).config["train"]
+    assert train["dropout"] == train["weight_drop"] == DROPOUT_FEW_PASSES
+    from conftest import TINY_CHAT
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(TINY_CHAT, encoding="utf-8")
+    assert len(TINY_CHAT) < FEW_PASSES_CHARS_PER_MINUTE
+    assert main(["train", "--model-data", str(corpus), "--out-dir", str(tmp_path / "run"),
+                 "--minutes", "1", "--max-steps", "2", "--threads", "1"] + SMALL) == 0
+    train = read_checkpoint(str(tmp_path / "run" / "last.json")).config["train"]
+    assert train["dropout"] == train["weight_drop"] == DROPOUT_MANY_PASSES
+    cfg, _ = train_config(parse(["train", "--checkpoint", str(tmp_path / "run" / "last.json")]))
+    assert cfg.dropout == cfg.weight_drop == DROPOUT_MANY_PASSES
 
 
 def test_resume_config_from_python(ckpt):

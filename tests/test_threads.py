@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from shoestring import kernels, model, optim, ref
-from shoestring.config import NEW_RUN_CAP, TrainConfig
+from shoestring.config import NEW_RUN_CAP, TrainConfig, planned_dropout
 from shoestring.data import default_corpus_path
 from shoestring.errors import KernelArgumentError, TrainingError
 from shoestring.model import (Masks, Network, Workers, dropconnect_seeds,
@@ -995,8 +995,9 @@ def _trainer(tok, threads, accumulate=1, hooked=False, **kw):
     hooked: a no-op on_gradients callback, which takes the unfused path."""
     from shoestring.trainer import Trainer
     kw.setdefault("warmup_steps", 2)               # a real learning rate from the third step
-    config = TrainConfig(model=STEP_CFG, threads=threads, batch_size=12, seq_length=24,
-                         accumulate=accumulate, max_steps=10 ** 6, **kw)
+    config = planned_dropout(TrainConfig(model=STEP_CFG, threads=threads, batch_size=12,
+                                         seq_length=24, accumulate=accumulate,
+                                         max_steps=10 ** 6, **kw))
     assert config.dropout > 0 and config.embedding_dropout > 0 and config.weight_drop > 0
     hooks = []
     cbs = [{"on_gradients": lambda run, step: hooks.append(step)}] if hooked else []

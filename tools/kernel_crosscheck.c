@@ -9,7 +9,8 @@
  *
  * The decode matrix-vector products are checked too: float32 panels, and int8 panels both with
  * the dot-product instructions (where the CPU has them) and with the widening fallback; and the
- * sampler, which must draw exactly the scalar table's ids.
+ * sampler, which must draw exactly the scalar table's ids; and the decode step reading layer
+ * 0's input products from their table must give the bits of the step without it.
  *
  * Sizes cover every SIMD tail (1..17, 33) and the model's width 96. Exit status 0 when all agree.
  */
@@ -64,6 +65,98 @@ static void expect_close(const char *what, const float *got, const float *want, 
         printf("FAIL %s (%d, %d, %d): worst relative difference %g > %g\n", what, d0, d1, d2,
                worst, tol);
     }
+}
+
+/* A random model (V,C,H,L,X,K) decoded twice from the same packed weights, float32 or int8:
+ * with layer 0's input products read from the table (ss_decode_embed_proj) and without. The
+ * table holds the step's own products, so state and logits must agree bit for bit. */
+static void check_embed_proj(int V, int C, int H, int L, int X, int K, int q8)
+{
+    ss_decode_layer ly[3];
+    float *keep[3][8];
+    int8_t *qkeep[3][4];
+    float *skeep[3][4];
+    memset(ly, 0, sizeof ly);
+    for (int l = 0; l < L; l++) {
+        int I = l == 0 ? C : H;
+        size_t n[8] = {(size_t)X * I, (size_t)X, (size_t)X * H * I, (size_t)X * H,
+                       (size_t)X * H * I, (size_t)X * H * H, (size_t)X * H, (size_t)H};
+        for (int i = 0; i < 8; i++) keep[l][i] = rnd_vec(n[i], i == 7 ? 1.0f : 0.3f);
+        for (size_t h = 0; h < (size_t)H; h++) keep[l][7][h] += 1.0f;   /* gamma near 1 */
+        ly[l].Wg = keep[l][0]; ly[l].bg = keep[l][1]; ly[l].Wz = keep[l][2];
+        ly[l].bz = keep[l][3]; ly[l].Wcx = keep[l][4]; ly[l].Wch = keep[l][5];
+        ly[l].bc = keep[l][6]; ly[l].gamma = keep[l][7];
+        if (I != H) { ly[l].Wp = rnd_vec((size_t)H * I, 0.3f); ly[l].bp = rnd_vec(H, 0.3f); }
+        const float *Ws[4] = {ly[l].Wg, ly[l].Wz, ly[l].Wcx, ly[l].Wch};
+        const int64_t rows[4] = {X, (int64_t)X * H, (int64_t)X * H, (int64_t)X * H};
+        const int cols[4] = {I, I, I, H};
+        ss_q8_rows *qs[4] = {&ly[l].qWg, &ly[l].qWz, &ly[l].qWcx, &ly[l].qWch};
+        for (int i = 0; i < 4; i++) {
+            qkeep[l][i] = malloc((size_t)(rows[i] * cols[i]));
+            skeep[l][i] = malloc(sizeof(float) * (size_t)rows[i]);
+            ss_quantize_rows(qkeep[l][i], skeep[l][i], Ws[i], rows[i], cols[i]);
+            qs[i]->q = qkeep[l][i];
+            qs[i]->scale = skeep[l][i];
+        }
+        if (I != H) {      /* the projection's int8 rows: one more pair, freed with the rest */
+            int8_t *q = malloc((size_t)H * I);
+            float *sc = malloc(sizeof(float) * (size_t)H);
+            ss_quantize_rows(q, sc, ly[l].Wp, H, I);
+            ly[l].qWp.q = q;
+            ly[l].qWp.scale = sc;
+        }
+    }
+    float *WE = rnd_vec((size_t)V * C, 1.0f), *Wo = rnd_vec((size_t)V * H, 0.3f);
+    float *bo = rnd_vec(V, 0.3f);
+    int8_t *qWo = malloc((size_t)V * H);
+    float *sWo = malloc(sizeof(float) * (size_t)V);
+    ss_quantize_rows(qWo, sWo, Wo, V, H);
+    ss_decode_model m;
+    memset(&m, 0, sizeof m);
+    m.V = V; m.C = C; m.H = H; m.L = L; m.X = X; m.K = K;
+    m.eps = 1e-5f; m.cap = 4.0f;
+    m.WE = WE; m.Wo = Wo; m.bo = bo; m.layers = ly;
+    m.qWo.q = qWo; m.qWo.scale = sWo;
+    float *packed = NULL, *scales = NULL;
+    int8_t *packed_q8 = NULL;
+    if (q8) {
+        packed_q8 = malloc((size_t)ss_decode_packed_q8_size(&m));
+        scales = malloc(sizeof(float) * (size_t)ss_decode_packed_q8_scales(&m));
+        ss_decode_pack_q8(packed_q8, scales, &m);
+        m.packed_q8 = packed_q8;
+        m.scales_q8 = scales;
+    } else {
+        packed = malloc(sizeof(float) * (size_t)ss_decode_packed_size(&m));
+        ss_decode_pack(packed, &m);
+        m.packed = packed;
+    }
+    float *work = malloc(sizeof(float) * (size_t)ss_decode_workspace_size(&m));
+    float *table = malloc(sizeof(float) * (size_t)ss_decode_embed_proj_size(&m));
+    size_t ns = (size_t)L * X * H;
+    float *st1 = calloc(ns, sizeof(float)), *st2 = calloc(ns, sizeof(float));
+    float *lg1 = malloc(sizeof(float) * (size_t)V), *lg2 = malloc(sizeof(float) * (size_t)V);
+    ss_decode_model plain = m;           /* embed_proj NULL */
+    ss_decode_embed_proj(table, work, &m);
+    for (int t = 0; t < 30; t++) {
+        int tok = (int)((unsigned)(t * 7919 + 13) % (unsigned)V);
+        ss_decode_step(lg1, st1, work, &plain, tok);
+        ss_decode_step(lg2, st2, work, &m, tok);
+        checks++;
+        if (memcmp(st1, st2, sizeof(float) * ns) || memcmp(lg1, lg2, sizeof(float) * (size_t)V)) {
+            failures++;
+            printf("FAIL decode step with the embed_proj table (V=%d C=%d H=%d L=%d X=%d K=%d "
+                   "int8=%d) differs at token %d\n", V, C, H, L, X, K, q8, t);
+            break;
+        }
+    }
+    for (int l = 0; l < L; l++) {
+        for (int i = 0; i < 8; i++) free(keep[l][i]);
+        for (int i = 0; i < 4; i++) { free(qkeep[l][i]); free(skeep[l][i]); }
+        free((void *)ly[l].Wp); free((void *)ly[l].bp);
+        free((void *)ly[l].qWp.q); free((void *)ly[l].qWp.scale);
+    }
+    free(WE); free(Wo); free(bo); free(qWo); free(sWo); free(packed); free(packed_q8);
+    free(scales); free(work); free(table); free(st1); free(st2); free(lg1); free(lg2);
 }
 
 int main(void)
@@ -234,6 +327,14 @@ int main(void)
             }
             free(lg); free(work); free(allowed);
         }
+    }
+
+    /* the decode step with and without the table of layer 0's input products, on the
+     * kernels the dispatcher picks here (the table's own on this CPU) */
+    for (int q8 = 0; q8 < 2; q8++) {
+        check_embed_proj(37, 16, 16, 2, 3, 3, q8);
+        check_embed_proj(41, 20, 7, 3, 4, 1, q8);
+        check_embed_proj(850, 96, 96, 2, 6, 2, q8);
     }
 
     printf("int8 kernel with dot products on: %s\n", SS_CHECK_TABLE.q8_name(1));
