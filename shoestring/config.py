@@ -125,7 +125,7 @@ class TrainConfig:
     max_steps: Optional[int] = setting(None, int, 1, MAX_COUNT)          # None: no limit
     max_minutes: Optional[float] = setting(None, float, 0.0, 10 ** 6, lo_open=True,
                                            resume=SESSION)     # per session; None: no limit
-    lr: float = setting(0.002, float, 0.0, None, lo_open=True)           # peak learning rate
+    lr: float = setting(0.003, float, 0.0, None, lo_open=True)           # peak learning rate
     wd: float = setting(0.01, float, 0.0)                      # AdamW decay, matrices only
     grad_clip: float = setting(1.0, float, 0.0)                # global-norm clip; 0 disables
     lr_schedule: str = setting("cosine", str, choices=("cosine", "constant"))
