@@ -344,7 +344,7 @@ void ss_decode_pack_q8(int8_t *packed, float *scales, const ss_decode_model *m);
 /* Wg x + bg (X), [Wz_e x; Wcx_e x] of each expert (X,2H), and Wp x + bp (H) when C != H) can   */
 /* be computed for every token once: a table of V rows of ss_decode_embed_proj_row floats       */
 /* (ss_decode_embed_proj_size in all) that the step reads (one row, about 4.6 KB by default)    */
-/* instead of layer 0's input matrices (442 KB float32). Computed with the step's own kernels   */
+/* instead of layer 0's input matrices (445 KB float32). Computed with the step's own kernels   */
 /* on the packed weights (pack first), so the step's results are bit for bit those without it.  */
 /* Sets m->embed_proj and its kernels; work: ss_decode_workspace_size floats. Run again after   */
 /* repacking, or after changing the instruction set (until then the step ignores the table).   */

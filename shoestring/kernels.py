@@ -984,7 +984,7 @@ class BrokenBarrier(ShoestringError):
 # (ss_decode_pack / ss_decode_pack_q8 and their sizes), a Decoder owns its state, workspace and
 # logits (ss_decode_step), and a Generator runs the whole loop in C (ss_generate).
 Q8_BLOCK = 32
-# Largest table of layer 0's input products a DecodeWeights builds (3.9 MB for the default
+# Largest table of layer 0's input products a DecodeWeights builds (4.0 MB for the default
 # model); past it the step multiplies layer 0's input matrices for every token instead.
 EMBED_PROJ_MAX_BYTES = 64 << 20
 
