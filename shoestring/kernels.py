@@ -1207,7 +1207,6 @@ class DecodeWeights:
         """Fill the table of layer 0's input products with the kernels active now (the step
         uses it only while they are)."""
         if self.embed_proj is None:
-            self._m.embed_proj = ffi.NULL
             return
         work = np.zeros(self.workspace_floats, np.float32)
         lib.ss_decode_embed_proj(ffi.from_buffer("float[]", self.embed_proj),

@@ -74,8 +74,8 @@ static void check_embed_proj(int V, int C, int H, int L, int X, int K, int q8)
 {
     ss_decode_layer ly[3];
     float *keep[3][8];
-    int8_t *qkeep[3][4];
-    float *skeep[3][4];
+    int8_t *qkeep[3][5] = {{0}};
+    float *skeep[3][5] = {{0}};
     memset(ly, 0, sizeof ly);
     for (int l = 0; l < L; l++) {
         int I = l == 0 ? C : H;
@@ -87,23 +87,17 @@ static void check_embed_proj(int V, int C, int H, int L, int X, int K, int q8)
         ly[l].bz = keep[l][3]; ly[l].Wcx = keep[l][4]; ly[l].Wch = keep[l][5];
         ly[l].bc = keep[l][6]; ly[l].gamma = keep[l][7];
         if (I != H) { ly[l].Wp = rnd_vec((size_t)H * I, 0.3f); ly[l].bp = rnd_vec(H, 0.3f); }
-        const float *Ws[4] = {ly[l].Wg, ly[l].Wz, ly[l].Wcx, ly[l].Wch};
-        const int64_t rows[4] = {X, (int64_t)X * H, (int64_t)X * H, (int64_t)X * H};
-        const int cols[4] = {I, I, I, H};
-        ss_q8_rows *qs[4] = {&ly[l].qWg, &ly[l].qWz, &ly[l].qWcx, &ly[l].qWch};
-        for (int i = 0; i < 4; i++) {
+        /* the int8 rows of every matrix (the projection's only when I != H) */
+        const float *Ws[5] = {ly[l].Wg, ly[l].Wz, ly[l].Wcx, ly[l].Wch, ly[l].Wp};
+        const int64_t rows[5] = {X, (int64_t)X * H, (int64_t)X * H, (int64_t)X * H, H};
+        const int cols[5] = {I, I, I, H, I};
+        ss_q8_rows *qs[5] = {&ly[l].qWg, &ly[l].qWz, &ly[l].qWcx, &ly[l].qWch, &ly[l].qWp};
+        for (int i = 0; i < (I != H ? 5 : 4); i++) {
             qkeep[l][i] = malloc((size_t)(rows[i] * cols[i]));
             skeep[l][i] = malloc(sizeof(float) * (size_t)rows[i]);
             ss_quantize_rows(qkeep[l][i], skeep[l][i], Ws[i], rows[i], cols[i]);
             qs[i]->q = qkeep[l][i];
             qs[i]->scale = skeep[l][i];
-        }
-        if (I != H) {      /* the projection's int8 rows: one more pair, freed with the rest */
-            int8_t *q = malloc((size_t)H * I);
-            float *sc = malloc(sizeof(float) * (size_t)H);
-            ss_quantize_rows(q, sc, ly[l].Wp, H, I);
-            ly[l].qWp.q = q;
-            ly[l].qWp.scale = sc;
         }
     }
     float *WE = rnd_vec((size_t)V * C, 1.0f), *Wo = rnd_vec((size_t)V * H, 0.3f);
@@ -151,9 +145,8 @@ static void check_embed_proj(int V, int C, int H, int L, int X, int K, int q8)
     }
     for (int l = 0; l < L; l++) {
         for (int i = 0; i < 8; i++) free(keep[l][i]);
-        for (int i = 0; i < 4; i++) { free(qkeep[l][i]); free(skeep[l][i]); }
+        for (int i = 0; i < 5; i++) { free(qkeep[l][i]); free(skeep[l][i]); }
         free((void *)ly[l].Wp); free((void *)ly[l].bp);
-        free((void *)ly[l].qWp.q); free((void *)ly[l].qWp.scale);
     }
     free(WE); free(Wo); free(bo); free(qWo); free(sWo); free(packed); free(packed_q8);
     free(scales); free(work); free(table); free(st1); free(st2); free(lg1); free(lg2);
