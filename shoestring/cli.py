@@ -21,7 +21,8 @@ from .version import __version__
 from .config import (BUNDLED_MINUTES, DEFAULT_MINUTES, DROPOUT_FEW_PASSES, DROPOUT_MANY_PASSES,
                      FEW_PASSES_CHARS_PER_MINUTE, FEW_PASSES_EPOCHS, MAX_COUNT, MAX_EXPERTS,
                      MAX_LAYERS, MAX_SEED, MAX_SIZE, MAX_TEMPERATURE, MAX_VOCAB, MAX_WIDTH,
-                     NEW_RUN_CAP, SETTINGS, parse_setting)
+                     NEW_RUN_CAP, SETTINGS, VOCAB_CHARS_PER_ENTRY, VOCAB_MAX, VOCAB_MIN,
+                     parse_setting)
 from .errors import ShoestringError, UsageError
 from .params import ModelConfig
 
@@ -131,9 +132,9 @@ def add_setting(group, name, help, default_text=None, short=None):
                        help="%s (default: %s)" % (help, default_text), **kw)
 
 
-def add_model_flag(group, key, flag_type, help):
+def add_model_flag(group, key, flag_type, help, default=None):
     group.add_argument(MODEL_FLAGS[key], dest=key, type=flag_type, default=argparse.SUPPRESS,
-                       help="%s (default: %s)" % (help, getattr(ModelConfig, key)))
+                       help="%s (default: %s)" % (help, default or getattr(ModelConfig, key)))
 
 
 def add_train_args(p):
@@ -152,7 +153,9 @@ def add_train_args(p):
                    help="resume training from this checkpoint (keeps its architecture and plan; "
                         "flags given change the plan; default: start a new run)")
     a = p.add_argument_group("architecture (fixed by a checkpoint when resuming)")
-    add_model_flag(a, "V", int_in(1, MAX_VOCAB), "tokenizer vocabulary size")
+    add_model_flag(a, "V", int_in(1, MAX_VOCAB), "tokenizer vocabulary size",
+                   "one entry per %d bytes of training text, from %d to %s"
+                   % (VOCAB_CHARS_PER_ENTRY, VOCAB_MIN, format(VOCAB_MAX, ",")))
     add_model_flag(a, "C", int_in(1, MAX_WIDTH), "embedding width C")
     add_model_flag(a, "H", int_in(1, MAX_WIDTH), "hidden width H of every expert")
     add_model_flag(a, "L", int_in(1, MAX_LAYERS), "number of MoE-GRU layers L")

@@ -124,6 +124,7 @@ def train_config(args):
         return resume_config(ckpt.config, given, given_model), ckpt
     given_model.setdefault("K", given_model.get("X", ModelConfig.X))   # default: dense
     given_model.setdefault("cap", NEW_RUN_CAP)          # bounded recurrence for new models
+    given_model.setdefault("V", None)                   # from the training text (planned_vocab)
     return TrainConfig(model=ModelConfig(**given_model), **given), None
 
 

@@ -53,6 +53,16 @@ DROPOUT_FEW_PASSES = 0.2
 FEW_PASSES_CHARS_PER_MINUTE = 60_000    # a time budget with this much text per minute or more
 FEW_PASSES_EPOCHS = 200                 # an epochs plan with fewer epochs than this
 
+# The vocabulary of a new run that names none (ModelConfig V=None; issue #11; BENCHMARKS.md,
+# "Session 8"). A larger vocabulary spans more text per token, so the recurrence covers more of
+# it per step and a step costs less per character, but each entry of the embedding and the head
+# learns from fewer examples. Measured on a 1 MB corpus in 10 minutes (2 threads): 2,000 entries
+# beat 850 by 0.03 bits/char on the Zen 4 and 0.06 on a Zen 2; the 235 KB corpora keep 850. The
+# rule: one entry per VOCAB_CHARS_PER_ENTRY bytes of training text, between the two.
+VOCAB_MIN = 850                     # MODEL.md's default; the small corpora were tuned with it
+VOCAB_MAX = 2000
+VOCAB_CHARS_PER_ENTRY = 450         # 900 KB of training text (1 MB held out 90/10): 2,000
+
 # what resuming does with a setting (see resume_config)
 FIXED, PLAN, SESSION = "fixed", "plan", "session"
 
@@ -115,9 +125,10 @@ def _check_float32(name, value):
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run (MODEL.md §2, §6). None means "the trainer chooses"."""
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(cap=NEW_RUN_CAP))
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(V=None, cap=NEW_RUN_CAP))
                                                               # architecture; model.V is the
                                                               # vocabulary asked of the tokenizer
+                                                              # (None: planned_vocab)
     seq_length: int = setting(80, int, 1, MAX_SIZE, resume=FIXED)        # T, steps per window
     batch_size: int = setting(16, int, 1, MAX_SIZE, resume=FIXED)        # B, parallel streams
     accumulate: int = setting(1, int, 1, MAX_SIZE, resume=FIXED)         # windows per step
@@ -181,6 +192,16 @@ def planned_dropout(config, train_chars=None):
     else:
         few = config.epochs is not None and config.epochs < FEW_PASSES_EPOCHS
     return config.replace(**{k: DROPOUT_FEW_PASSES if few else DROPOUT_MANY_PASSES for k in unset})
+
+
+def planned_vocab(config, train_bytes):
+    """config with model.V chosen where it is None: one entry per VOCAB_CHARS_PER_ENTRY bytes of
+    training text, at least VOCAB_MIN and at most VOCAB_MAX, rounded to 50."""
+    if config.model.V is not None:
+        return config
+    V = int(round(train_bytes / VOCAB_CHARS_PER_ENTRY / 50)) * 50
+    return config.replace(model=dataclasses.replace(config.model,
+                                                    V=min(VOCAB_MAX, max(VOCAB_MIN, V))))
 
 
 def _spec(f):

@@ -7,6 +7,7 @@ for layer 0 and H after it.
 """
 import math
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -31,7 +32,8 @@ def guard_state(h):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    V: int = 850          # vocabulary
+    V: Optional[int] = 850  # vocabulary; None (a TrainConfig's model only): the trainer
+                            # chooses it from the training text (config.planned_vocab)
     C: int = 96           # embedding width
     H: int = 96           # hidden width of every expert
     L: int = 2            # layers
@@ -44,6 +46,8 @@ class ModelConfig:
     def __post_init__(self):
         for name in ("V", "C", "H", "L", "X", "K"):
             v = getattr(self, name)
+            if name == "V" and v is None:
+                continue
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ShoestringError("model size %s must be a whole number >= 1, got %r" % (name, v))
         if self.K > self.X:
@@ -124,6 +128,9 @@ class ParamLayout:
     """Offsets of every named tensor in the flat buffer."""
 
     def __init__(self, cfg):
+        if cfg.V is None:
+            raise ShoestringError("ModelConfig V is None: a model needs its vocabulary size (V=None "
+                                  "is for a TrainConfig, whose trainer chooses it)")
         self.cfg = cfg
         self.entries = []        # [(name, shape, offset, size, decayed)]
         self.index = {}

@@ -50,7 +50,7 @@ import numpy as np
 
 from . import kernels
 from .checkpoint import Checkpoint, read_checkpoint, save_checkpoint
-from .config import (BUNDLED_MINUTES, DEFAULT_MINUTES, TrainConfig, planned_dropout,
+from .config import (BUNDLED_MINUTES, DEFAULT_MINUTES, TrainConfig, planned_dropout, planned_vocab,
                      resume_config)
 from .data import default_corpus_path
 from .dataset import Windows, atomic_write_text, remove_stale_temp_files
@@ -183,6 +183,8 @@ class Trainer:
     def __init__(self, config, model_cfg, tok, train_tokens, val_tokens, params=None,
                  ckpt=None, out_dir=None, progress=None, callbacks=()):
         config = planned_dropout(config)          # train() has chosen them from the data
+        if config.model.V is None:                # and V (planned_vocab): the tokenizer's size
+            config = config.replace(model=dataclasses.replace(config.model, V=model_cfg.V))
         self.config = config
         self.cfg, self.tok = model_cfg, tok
         self.layout = ParamLayout(model_cfg)
@@ -750,7 +752,8 @@ def _resolve(config, ckpt):
     if config is None:
         return resume_config(ckpt.config)
     given = {k: v for k, v in config.to_dict().items() if v is not None}
-    return resume_config(ckpt.config, given, config.model.to_dict())
+    return resume_config(ckpt.config, given,
+                         {k: v for k, v in config.model.to_dict().items() if v is not None})
 
 
 
@@ -799,7 +802,7 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
     cfg_model = ckpt.model if ckpt is not None else config.model
     threads = config.threads or default_threads()
     # before reading data or training a tokenizer: the smallest vocabulary it could produce
-    check_memory(ModelConfig(**dict(cfg_model.to_dict(), V=min(cfg_model.V, 261))),
+    check_memory(ModelConfig(**dict(cfg_model.to_dict(), V=min(cfg_model.V or 261, 261))),
                  config.batch_size, config.seq_length, threads)
 
     # data
@@ -848,11 +851,18 @@ def train(config=None, model_data=None, validation_data=None, out_dir=None, call
         if isinstance(bpe_data, (str, os.PathLike)):
             bpe_data = [bpe_data]
         bpe_paths = list(bpe_data) if bpe_data else data_paths
+        train_bytes = sum(os.path.getsize(p) for p in data_paths) * (
+            1 if validation_data else 1 - config.val_fraction)
+        planned = planned_vocab(config, train_bytes)
+        why = ("; %d asked for %s KB of training text" % (planned.model.V, format(
+            round(train_bytes / 1000), ",")) if config.model.V is None else "")
+        config = planned
+        cfg_model = config.model
         t0 = time.time()
         tok = Tokenizer.train(paths=bpe_paths, vocab_size=config.model.V,
                               encoding_errors=config.encoding_errors)
-        progress.message("tokenizer: %d tokens trained on %s in %.1f s"
-                         % (tok.vocab_size, _some_names(bpe_paths), time.time() - t0))
+        progress.message("tokenizer: %d tokens trained on %s in %.1f s%s"
+                         % (tok.vocab_size, _some_names(bpe_paths), time.time() - t0, why))
     if tok.vocab_size != cfg_model.V:
         cfg_model = ModelConfig(**dict(cfg_model.to_dict(), V=tok.vocab_size))
     check_memory(cfg_model, config.batch_size, config.seq_length, threads)

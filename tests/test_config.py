@@ -14,7 +14,8 @@ from shoestring.cli import build_parser, main
 from shoestring.commands import train_config
 from shoestring.config import (DROPOUT_FEW_PASSES, DROPOUT_MANY_PASSES, FEW_PASSES_CHARS_PER_MINUTE,
                                FEW_PASSES_EPOCHS, FIXED, NEW_RUN_CAP, SESSION, SETTINGS,
-                               parse_setting, planned_dropout, resume_config)
+                               VOCAB_CHARS_PER_ENTRY, VOCAB_MAX, VOCAB_MIN, parse_setting,
+                               planned_dropout, planned_vocab, resume_config)
 from shoestring.errors import ShoestringError
 
 SMALL = ["--bpe-vocab-size", "300", "--embedding-dim", "16", "--gru-hidden-size", "16",
@@ -118,7 +119,7 @@ def test_python_and_flags_share_defaults_and_checks():
         parse(["train", "--batch-size", "0"])
     assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)
     cfg, _ = train_config(parse(["train", "--num-experts", "4", "--gru-hidden-size", "32"]))
-    assert cfg.model == ModelConfig(H=32, X=4, K=4, cap=NEW_RUN_CAP)
+    assert cfg.model == ModelConfig(V=None, H=32, X=4, K=4, cap=NEW_RUN_CAP)
 
 
 def test_planned_dropout_follows_the_passes_the_plan_allows():
@@ -156,6 +157,45 @@ def test_a_run_records_the_dropout_it_chose(ckpt, tmp_path):
     assert train["dropout"] == train["weight_drop"] == DROPOUT_MANY_PASSES
     cfg, _ = train_config(parse(["train", "--checkpoint", str(tmp_path / "run" / "last.json")]))
     assert cfg.dropout == cfg.weight_drop == DROPOUT_MANY_PASSES
+
+
+def test_planned_vocab_follows_the_training_text():
+    """#11: a run that names no vocabulary gets one entry per VOCAB_CHARS_PER_ENTRY bytes of
+    training text, rounded to 50, within [VOCAB_MIN, VOCAB_MAX]; a vocabulary given is kept."""
+    per = VOCAB_CHARS_PER_ENTRY
+    assert TrainConfig().model.V is None and ModelConfig().V == VOCAB_MIN
+    assert planned_vocab(TrainConfig(), 0).model.V == VOCAB_MIN
+    assert planned_vocab(TrainConfig(), 235_000).model.V == VOCAB_MIN    # the bundled corpus
+    assert planned_vocab(TrainConfig(), 1200 * per).model.V == 1200
+    assert planned_vocab(TrainConfig(), 1210 * per).model.V == 1200      # rounded to 50
+    assert planned_vocab(TrainConfig(), 900_000).model.V == VOCAB_MAX == 2000   # 1 MB, 90/10
+    assert planned_vocab(TrainConfig(), 10 ** 9).model.V == VOCAB_MAX
+    c = planned_vocab(TrainConfig(model=ModelConfig(V=None, H=32)), 1200 * per)
+    assert c.model == ModelConfig(V=1200, H=32)
+    c = TrainConfig(model=ModelConfig(V=VOCAB_MIN))
+    assert planned_vocab(c, 10 ** 9) is c
+    from shoestring.params import ParamLayout
+    with pytest.raises(ShoestringError, match="V is None"):
+        ParamLayout(TrainConfig().model)
+
+
+def test_a_run_asks_the_tokenizer_for_the_planned_vocab(tmp_path, monkeypatch):
+    """train() plans V from the model data's bytes (less the held-out fraction, or all of them
+    with validation data) before it trains the tokenizer, and records the size asked for."""
+    import shoestring.config as config
+    from conftest import TINY_CHAT
+    monkeypatch.setattr(config, "VOCAB_MIN", 260)          # so that a tiny corpus plans above it
+    monkeypatch.setattr(config, "VOCAB_CHARS_PER_ENTRY", 4)
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(TINY_CHAT, encoding="utf-8")
+    size = corpus.stat().st_size
+    small = [a for a in SMALL if a not in ("--bpe-vocab-size", "300")]
+    for extra, kept in (([], 0.9), (["--validation-data", str(corpus)], 1.0)):
+        out = tmp_path / ("run%d" % len(extra))
+        assert main(["train", "--model-data", str(corpus), "--out-dir", str(out), "--max-steps",
+                     "1", "--threads", "1"] + extra + small) == 0
+        train = read_checkpoint(str(out / "last.json")).config["train"]
+        assert train["bpe_vocab_size"] == round(size * kept / 4 / 50) * 50 < VOCAB_MAX
 
 
 def test_resume_config_from_python(ckpt):
