@@ -574,8 +574,10 @@ class Trainer:
         self._emit("on_train_start")
         try:
             deadline = time.time() + 60.0 * c.max_minutes if c.max_minutes else None
+            # a new run takes its first step whatever the budget, so that it always leaves a
+            # validated checkpoint behind (a budget shorter than the start-up once left none)
             while self.opt.step < self.total_steps and not (
-                    budget and self.elapsed() >= self.budget_s):
+                    budget and self.opt.step > 0 and self.elapsed() >= self.budget_s):
                 if self.stop_requested:
                     interrupted = True
                     break

@@ -321,6 +321,18 @@ def test_max_minutes_alone_is_the_time_budget(tmp_path, tiny_corpus):
     assert train["minutes"] is None and train["epochs"] == 3
 
 
+def test_a_budget_shorter_than_the_start_up_still_leaves_a_checkpoint(tmp_path, tiny_corpus):
+    """A new run takes its first step whatever the budget: a budget spent before the loop (here
+    6 microseconds) once ended the run with no step and no checkpoint, while it said where its
+    checkpoints were (seen under the sanitizers on a slow machine)."""
+    rc, out = _train(tmp_path, tiny_corpus, "a", ["--max-minutes", "0.000001"])
+    assert rc == 0
+    for name in ("last.json", "best.json"):
+        assert read_checkpoint(os.path.join(out, name)).training["step"] == 1
+    rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["step"] for r in rows] == [1]
+
+
 def test_carried_state_stays_bounded_at_init():
     """An untrained model's state, carried window to window, must not grow (MODEL.md §2 hazard)."""
     cfg = ModelConfig(V=50, C=16, H=16, L=2, X=3, K=3)
