@@ -47,13 +47,25 @@ class Progress:
 
     def __init__(self, total, stream=None, quiet=False):
         self.stream = sys.stderr if stream is None else stream     # looked up now: redirects work
+        self._bar = None
         self.total, self.quiet = total, quiet
         self.tty = _is_tty(self.stream)
         self.start_step = 0
         self.t0 = time.time()
         self.last = 0.0
-        self._bar = None
         self._tqdm = _tqdm() if self.tty and not quiet else None
+
+    @property
+    def total(self):
+        """The last step, or None while it is not known (a time budget before its plan)."""
+        return self._total
+
+    @total.setter
+    def total(self, total):
+        self._total = total
+        if self._bar is not None:            # a plan made after the bar opened reaches it
+            self._bar.total = total and max(1, total)
+            self._bar.refresh()
 
     # -- the bar (terminal) ---------------------------------------------------------------------
     def _ascii(self):
@@ -62,7 +74,7 @@ class Progress:
 
     def _open_bar(self, step):
         self._bar = self._tqdm(
-            total=max(1, self.total), initial=step, file=self.stream, dynamic_ncols=True,
+            total=self.total and max(1, self.total), initial=step, file=self.stream, dynamic_ncols=True,
             mininterval=MAX_REFRESH, miniters=1, unit="step", ascii=self._ascii(), leave=True,
             bar_format="{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}"
                        "{postfix}]")
@@ -76,7 +88,7 @@ class Progress:
     def _fit(self, text):
         """As many leading fields of `text` ("loss 1.23", "456 tok/s") as fit beside a bar of
         at least 6 characters."""
-        n = len(str(max(1, self.total)))
+        n = len(str(max(1, self.total or 10 ** 6)))
         # "100%|" bar(>= 6) "| " n "/" total " [" elapsed "<" remaining(<= 7 each) ", " text "]"
         room = self._columns() - 1 - (5 + 6 + 2 + 2 * n + 1 + 2 + 7 + 1 + 7 + 2 + 1)
         words, out = _FIELD.findall(text), ""
@@ -112,9 +124,13 @@ class Progress:
                 self._bar.update(step - self._bar.n)
             return
         now = time.time()
-        if now - self.last < PLAIN_EVERY and step < self.total:
+        if now - self.last < PLAIN_EVERY and (self.total is None or step < self.total):
             return
         self.last = now
+        if self.total is None:
+            self.stream.write("step %s %s\n" % (format(step, ","), text))
+            self.stream.flush()
+            return
         done = step - self.start_step
         rate = done / max(1e-9, now - self.t0)
         eta = (self.total - step) / rate if rate > 0 else 0

@@ -960,7 +960,8 @@ def _train_in(config, cfg_model, tok, ckpt, out_dir, data_paths, validation_data
     trainer.train_tokens_per_char = len(train_tokens) / max(1.0, train_chars)
     trainer.validation_path = validation_data
     trainer.chat_data = enc.chat
-    progress.total = trainer.total_steps
+    # a time budget's last step is known once its plan is made from the measured speed
+    progress.total = trainer.total_steps if trainer.budget_s is None or trainer.planned else None
     atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(
         trainer.checkpoint_dict()["config"], indent=2, sort_keys=True) + "\n")
     n_par = trainer.layout.n

@@ -147,6 +147,35 @@ def test_plain_lines_in_a_pipe(monkeypatch):
     assert "evaluated" in lines
 
 
+def test_a_total_planned_after_the_bar_opened_reaches_it():
+    """A time budget's last step is known only once its plan is made, after the first steps:
+    until then the bar shows no total, then the planned one (it once kept the placeholder of
+    10**12 steps, 0% and an ETA of years, for the whole run). In a pipe, no total, no ETA."""
+    t = Pty(80)
+    try:
+        p = Progress(None, stream=t.stream)
+        p.update(1, TEXT)
+        time.sleep(0.15)
+        p.total = 400
+        for step in range(2, 201):
+            p.update(step, TEXT)
+        time.sleep(0.15)
+        p.update(201, TEXT)
+        p.close()
+        segs = segments(t.output())
+    finally:
+        t.close()
+    assert any(re.search(r"\d/\?", s) for s in segs), segs
+    assert re.search(r"\b50%\|.*\b201/400\b", segs[-1]), segs
+    assert not any("1000000000000" in s for s in segs)
+    out = io.StringIO()
+    p = Progress(None, stream=out)
+    p.update(1, TEXT)
+    p.total = 2
+    p.update(2, TEXT)
+    assert out.getvalue().splitlines() == ["step 1 " + TEXT, "step 2/2 (100%%) %s, eta 0:00" % TEXT]
+
+
 def test_quiet_prints_nothing():
     out = io.StringIO()
     p = Progress(10, stream=out, quiet=True)

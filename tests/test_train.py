@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -321,7 +322,8 @@ def test_max_minutes_alone_is_the_time_budget(tmp_path, tiny_corpus):
     assert train["minutes"] is None and train["epochs"] == 3
 
 
-def test_a_budget_shorter_than_the_start_up_still_leaves_a_checkpoint(tmp_path, tiny_corpus):
+def test_a_budget_shorter_than_the_start_up_still_leaves_a_checkpoint(tmp_path, tiny_corpus,
+                                                                     capsys):
     """A new run takes its first step whatever the budget: a budget spent before the loop (here
     6 microseconds) once ended the run with no step and no checkpoint, while it said where its
     checkpoints were (seen under the sanitizers on a slow machine)."""
@@ -331,6 +333,13 @@ def test_a_budget_shorter_than_the_start_up_still_leaves_a_checkpoint(tmp_path, 
         assert read_checkpoint(os.path.join(out, name)).training["step"] == 1
     rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
     assert [r["step"] for r in rows] == [1]
+    # its progress line shows no total before the plan (not a placeholder of 10**12 steps)
+    capsys.readouterr()
+    loud = [a for a in SMALL if a != "--quiet"]
+    assert main(["train", "--model-data", tiny_corpus, "--out-dir", str(tmp_path / "b"),
+                 "--max-minutes", "0.000001"] + loud) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"^step 1 loss ", err, re.M) and "1,000,000,000,000" not in err, err
 
 
 def test_carried_state_stays_bounded_at_init():
