@@ -129,8 +129,8 @@ class ParamLayout:
 
     def __init__(self, cfg):
         if cfg.V is None:
-            raise ShoestringError("ModelConfig V is None: a model needs its vocabulary size (V=None "
-                                  "is for a TrainConfig, whose trainer chooses it)")
+            raise ShoestringError("ModelConfig V is None: a model needs its vocabulary size "
+                                  "(V=None is for a TrainConfig, whose trainer chooses it)")
         self.cfg = cfg
         self.entries = []        # [(name, shape, offset, size, decayed)]
         self.index = {}

@@ -74,8 +74,9 @@ class Progress:
 
     def _open_bar(self, step):
         self._bar = self._tqdm(
-            total=self.total and max(1, self.total), initial=step, file=self.stream, dynamic_ncols=True,
-            mininterval=MAX_REFRESH, miniters=1, unit="step", ascii=self._ascii(), leave=True,
+            total=self.total and max(1, self.total), initial=step, file=self.stream,
+            dynamic_ncols=True, mininterval=MAX_REFRESH, miniters=1, unit="step",
+            ascii=self._ascii(), leave=True,
             bar_format="{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}"
                        "{postfix}]")
 
